@@ -1,0 +1,44 @@
+//! The pure heart of parti.
+//!
+//! **What this crate is.** Everything parti *decides*, with no I/O: the vocabulary
+//! ([`WorkerId`], [`Partition`], [`Term`], [`Version`], [`Fence`], [`Assignment`]), the
+//! validated [`Config`](config::Config), the wire [`records`] of the coordination protocol and
+//! their codec, and the two ports the rest of the system plugs into:
+//! [`store::KvStore`] (a key-value store with compare-and-set and watches — NATS JetStream KV in
+//! production, an in-process store when embedded) and [`strategy::AssignmentStrategy`] (who
+//! should own what).
+//!
+//! **What it is not.** It never touches a socket, a clock or a random number generator: time and
+//! randomness are parameters (a `clippy.toml` forbids `Instant::now`, `SystemTime::now` and
+//! thread RNGs here). It depends on no async runtime and no NATS client, so it can be tested in
+//! microseconds and driven by a deterministic simulator as easily as by the tokio runtime.
+//!
+//! # Crate map
+//!
+//! | module | what |
+//! |---|---|
+//! | [`types`] | identifiers and values: worker ids, partitions, terms, versions, fences |
+//! | [`assignment`] | who owns what, in one deterministic order, with diffs |
+//! | [`config`] | every setting, its default, and validation into [`config::ValidConfig`] |
+//! | [`records`] | the values written to the store, postcard behind a format version byte |
+//! | [`store`] | the `KvStore` port and its error type |
+//! | [`strategy`] | the `AssignmentStrategy` port |
+//! | [`rng`] | a small seeded generator for jitter (no entropy source) |
+//! | [`hash`] | a deterministic hasher for indexes and a stable digest |
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod assignment;
+pub mod config;
+pub mod hash;
+pub mod records;
+pub mod rng;
+pub mod store;
+pub mod strategy;
+pub mod types;
+
+pub use assignment::{Assignment, AssignmentDiff, AssignmentError, Move};
+pub use config::{Config, ValidConfig};
+pub use types::{
+    DEFAULT_WEIGHT, Fence, InstanceId, InvalidPartition, InvalidWorkerId, Partition, PartitionId,
+    Revision, Term, Version, WorkerId, WorkerState,
+};

@@ -1,0 +1,378 @@
+//! The key-value store port.
+//!
+//! parti coordinates only through a key-value store with per-bucket revisions, compare-and-set
+//! and watches: NATS JetStream KV in production (`parti-nats`), an in-process store when
+//! embedded (`parti-runtime`). [`KvStore`] is that port. It is object safe, so a driver holds an
+//! `Arc<dyn KvStore>`.
+//!
+//! # Contract
+//!
+//! Every implementation is held to the same contract by one test suite (`parti-testkit`'s
+//! `contract` module). In short:
+//!
+//! - **Revisions** strictly increase within a bucket, across all keys of the bucket: every
+//!   successful write (put, create, update, delete) returns or creates a revision greater than
+//!   every revision the bucket has produced before.
+//! - **Compare-and-set.** `create` succeeds only if the key has no live value (never written,
+//!   deleted, purged or expired). `update` succeeds only if the key's latest revision equals the
+//!   expected one; otherwise it fails with [`KvError::RevisionMismatch`] carrying the current
+//!   revision when the store knows it.
+//! - **Watch order.** A watch first delivers the current value of every matching key (in revision
+//!   order), then exactly one [`WatchEvent::SnapshotComplete`] (also when nothing matched), then
+//!   every later change in revision order, deletes included, each at most once.
+//! - **Timeouts are unknown outcomes.** [`KvError::Timeout`] means the write may or may not have
+//!   been applied, possibly later (async-nats replays queued writes after reconnecting). Callers
+//!   re-read before retrying; a store never retries a write on its own.
+//! - **Expiry** (bucket max age) removes a key silently: `entry` and `keys` stop seeing it, but no
+//!   watch event is promised.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_core::Stream;
+
+use crate::types::Revision;
+
+/// How a bucket's data is stored.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StorageKind {
+    /// On disk: survives a server restart (the default).
+    #[default]
+    File,
+    /// In memory: lost when the server restarts.
+    Memory,
+}
+
+impl fmt::Display for StorageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StorageKind::File => "file",
+            StorageKind::Memory => "memory",
+        })
+    }
+}
+
+/// What a bucket must look like.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BucketSpec {
+    /// Bucket name, e.g. `parti-ids`.
+    pub name: String,
+    /// Values kept per key (≥ 1). parti uses 1 everywhere.
+    pub history: u8,
+    /// How long a value lives after its last write; `None` = forever.
+    pub max_age: Option<Duration>,
+    /// Copies kept by a clustered store (1 on a single server, 3 on a NATS cluster).
+    pub replicas: usize,
+    /// Disk or memory.
+    pub storage: StorageKind,
+}
+
+/// What to do when a bucket exists with a different configuration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum OnMismatch {
+    /// Fail with [`KvError::BucketMismatch`] (the default: never silently accept).
+    #[default]
+    Fail,
+    /// Update the bucket to the spec, and say so in the outcome.
+    Reconcile,
+}
+
+/// What [`KvStore::provision`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Provisioned {
+    /// The bucket did not exist and was created.
+    Created,
+    /// The bucket existed with the wanted configuration.
+    Existing,
+    /// The bucket existed with a different configuration and was updated (`OnMismatch::Reconcile`).
+    Reconciled {
+        /// What was different: `(field, existing, wanted)`.
+        changes: Vec<(String, String, String)>,
+    },
+}
+
+/// One stored value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvEntry {
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: Vec<u8>,
+    /// The revision that wrote it.
+    pub revision: Revision,
+}
+
+/// What happened to a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvOperation {
+    /// A value was written.
+    Put(Vec<u8>),
+    /// The key was deleted (a tombstone remains).
+    Delete,
+    /// The key and its history were purged.
+    Purge,
+}
+
+/// One change seen by a watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvEvent {
+    /// The key.
+    pub key: String,
+    /// The revision of the change.
+    pub revision: Revision,
+    /// What happened.
+    pub op: KvOperation,
+}
+
+/// An item of a watch stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WatchEvent {
+    /// A current value (before the snapshot marker) or a live change (after it).
+    Change(KvEvent),
+    /// Every value that existed when the watch started has been delivered. Comes exactly once
+    /// per snapshot, also when the snapshot is empty.
+    SnapshotComplete,
+    /// The watch lost its place (for example the store no longer had the history it needed after
+    /// a disconnect) and starts again: forget every value this watch delivered; a fresh snapshot
+    /// and a new [`WatchEvent::SnapshotComplete`] follow.
+    Resync,
+}
+
+/// Which keys a watch follows.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum WatchKeys {
+    /// Exactly one key.
+    Key(String),
+    /// Every key starting with this prefix (the empty prefix is every key).
+    Prefix(String),
+}
+
+impl WatchKeys {
+    /// Whether `key` is followed.
+    #[must_use]
+    pub fn matches(&self, key: &str) -> bool {
+        match self {
+            WatchKeys::Key(k) => k == key,
+            WatchKeys::Prefix(p) => key.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// A watch: a stream of [`WatchEvent`]s. An `Err` item reports a problem the store could not
+/// hide (after it, the stream may continue or end; a store that re-establishes watches on its own
+/// reports a gap as [`WatchEvent::Resync`] instead).
+pub type KvWatch = Pin<Box<dyn Stream<Item = Result<WatchEvent, KvError>> + Send + 'static>>;
+
+/// The connection between a process and its store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConnectionState {
+    /// Operations can reach the store.
+    Connected,
+    /// The store is unreachable; operations fail or time out.
+    Disconnected,
+}
+
+/// A stream of connection state changes (the current state first).
+pub type ConnectionWatch = Pin<Box<dyn Stream<Item = ConnectionState> + Send + 'static>>;
+
+/// A store error that is not one of the typed cases: the backend's own error, shared so the error
+/// stays `Clone`. Compared by message.
+#[derive(Clone)]
+pub struct BackendError(pub Arc<dyn StdError + Send + Sync + 'static>);
+
+impl BackendError {
+    /// Wraps any error.
+    pub fn new(err: impl StdError + Send + Sync + 'static) -> Self {
+        BackendError(Arc::new(err))
+    }
+
+    /// A backend error from a message.
+    pub fn msg(message: impl Into<String>) -> Self {
+        #[derive(Debug)]
+        struct Msg(String);
+        impl fmt::Display for Msg {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl StdError for Msg {}
+        BackendError(Arc::new(Msg(message.into())))
+    }
+}
+
+impl fmt::Debug for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BackendError({})", self.0)
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl PartialEq for BackendError {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for BackendError {}
+
+/// Why a store operation failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KvError {
+    /// The key has no live value (for operations that need one).
+    #[error("key not found")]
+    NotFound,
+    /// `create` found a live value.
+    #[error("key already exists")]
+    AlreadyExists,
+    /// `update` / `delete` expected another revision.
+    #[error("revision mismatch (current revision: {current:?})")]
+    RevisionMismatch {
+        /// The key's current revision, when the store reports it (`None` if unknown or deleted).
+        current: Option<Revision>,
+    },
+    /// No answer within the operation timeout. **The outcome is unknown**: a write may have been
+    /// applied, or may still be applied later.
+    #[error("store operation timed out; its outcome is unknown")]
+    Timeout,
+    /// The store cannot be reached (disconnected, no responders).
+    #[error("store unavailable: {reason}")]
+    Unavailable {
+        /// What the backend said.
+        reason: String,
+    },
+    /// The bucket does not exist (it was never provisioned, or was deleted).
+    #[error("bucket {bucket:?} does not exist")]
+    BucketNotFound {
+        /// The bucket.
+        bucket: String,
+    },
+    /// A bucket exists with a different configuration and reconciling was not allowed.
+    #[error(
+        "bucket {bucket:?} exists with {field} = {existing}, but {wanted} is configured; \
+         reconcile it or change the configuration"
+    )]
+    BucketMismatch {
+        /// The bucket.
+        bucket: String,
+        /// The differing setting (`max_age`, `history`, `replicas`, `storage`).
+        field: String,
+        /// Its value on the store.
+        existing: String,
+        /// The value asked for.
+        wanted: String,
+    },
+    /// The key is not valid for the store (NATS keys are `[-/_=.a-zA-Z0-9]+`, no leading or
+    /// trailing `.`).
+    #[error("invalid key {key:?}")]
+    InvalidKey {
+        /// The rejected key.
+        key: String,
+    },
+    /// Anything else the backend reported.
+    #[error("store backend error: {0}")]
+    Backend(BackendError),
+}
+
+impl KvError {
+    /// Whether the error says nothing about the data, only about reaching the store: such errors
+    /// count towards degraded mode, and a write that failed this way has an unknown outcome if it
+    /// is a [`KvError::Timeout`].
+    #[must_use]
+    pub fn is_connectivity(&self) -> bool {
+        matches!(self, KvError::Timeout | KvError::Unavailable { .. })
+    }
+}
+
+/// A key-value store with per-bucket revisions, compare-and-set and watches.
+///
+/// See the [module documentation](self) for the contract every implementation follows. Every
+/// operation is bounded by the store's own operation timeout and fails with
+/// [`KvError::Timeout`] when it runs out; independent operations may be in flight together.
+#[async_trait::async_trait]
+pub trait KvStore: Send + Sync + 'static {
+    /// Creates the bucket, or checks that the existing one matches `spec`.
+    ///
+    /// To ensure correctness: an existing bucket whose max age, history, replicas or storage
+    /// differs from `spec` is never silently accepted: it fails with [`KvError::BucketMismatch`]
+    /// under [`OnMismatch::Fail`], and is updated (and reported as [`Provisioned::Reconciled`])
+    /// under [`OnMismatch::Reconcile`].
+    async fn provision(
+        &self,
+        spec: &BucketSpec,
+        on_mismatch: OnMismatch,
+    ) -> Result<Provisioned, KvError>;
+
+    /// The live value of `key`, or `None` if it has none (never written, deleted, purged or
+    /// expired).
+    ///
+    /// To ensure correctness: the returned revision is the one of the latest write of `key` the
+    /// store knows; implementations over replicated stores read from the stream leader so that a
+    /// value read here is never older than a write acknowledged before the read began.
+    async fn entry(&self, bucket: &str, key: &str) -> Result<Option<KvEntry>, KvError>;
+
+    /// Writes `value` only if `key` has no live value; returns the new revision.
+    ///
+    /// To ensure correctness: of several concurrent `create`s of one key, at most one succeeds;
+    /// the others fail with [`KvError::AlreadyExists`]. A deleted, purged or expired key can be
+    /// created again.
+    async fn create(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<Revision, KvError>;
+
+    /// Writes `value` only if the latest revision of `key` is `expected`; returns the new
+    /// revision.
+    ///
+    /// To ensure correctness: fails with [`KvError::RevisionMismatch`] (carrying the current
+    /// revision when known) if any write to `key` happened after `expected`, including a delete.
+    async fn update(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+    ) -> Result<Revision, KvError>;
+
+    /// Writes `value` unconditionally; returns the new revision. parti uses it only for
+    /// heartbeats.
+    async fn put(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<Revision, KvError>;
+
+    /// Deletes `key` (leaves a tombstone that watches see as [`KvOperation::Delete`]); with
+    /// `expected`, only if the latest revision of `key` is that one.
+    ///
+    /// To ensure correctness: with `expected = Some(r)` it fails with
+    /// [`KvError::RevisionMismatch`] if `key` was written after `r`. Without `expected`,
+    /// deleting a key that has no live value succeeds.
+    async fn delete(
+        &self,
+        bucket: &str,
+        key: &str,
+        expected: Option<Revision>,
+    ) -> Result<(), KvError>;
+
+    /// Keys with a live value that start with `prefix`, sorted.
+    async fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, KvError>;
+
+    /// Follows `keys`: current values, one [`WatchEvent::SnapshotComplete`], then live changes.
+    ///
+    /// To ensure correctness: changes arrive in revision order and each at most once; a watch
+    /// that had to be re-established without being able to resume exactly where it stopped
+    /// delivers [`WatchEvent::Resync`] and a fresh snapshot.
+    async fn watch(&self, bucket: &str, keys: WatchKeys) -> Result<KvWatch, KvError>;
+
+    /// Connection state changes, the current state first. A store with no connection (in
+    /// process) reports `Connected` once.
+    fn connection(&self) -> ConnectionWatch;
+}

@@ -1,0 +1,11 @@
+//! The tokio driver of parti.
+//!
+//! **What this crate is.** The `Manager` handle an application holds, the driver task that feeds
+//! the pure machines of `parti-core` with events and executes their actions, the embedded
+//! in-process `MemoryStore`, and metrics.
+//!
+//! **What it is not.** It decides nothing: every coordination decision is made in `parti-core`.
+//! It never links async-nats (the NATS backend is `parti-nats`).
+//!
+//! Status: the driver and the memory store arrive with later issues; this crate holds only this
+//! description today.

@@ -1,0 +1,11 @@
+//! Tools that prove parti correct.
+//!
+//! **What this crate is.** The deterministic simulator, the protocol invariant checkers, the real
+//! `nats-server` process harness, a chaos TCP proxy, and the `KvStore` contract suite that every
+//! store implementation is held to.
+//!
+//! **What it is not.** Not part of a production build: applications depend on it only as a
+//! dev-dependency.
+//!
+//! Status: its modules arrive with the store and simulator issues; this crate holds only this
+//! description today.
