@@ -9,3 +9,6 @@
 //!
 //! Status: its modules arrive with the store and simulator issues; this crate holds only this
 //! description today.
+
+pub mod chaos;
+pub mod nats;

@@ -1,0 +1,766 @@
+//! [`NatsStore`]: the [`KvStore`] port over NATS JetStream KV.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream::StorageType};
+use async_nats::{Client, ConnectOptions};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use parti_core::store::{
+    BucketSpec, ConnectionState, ConnectionWatch, KvEntry, KvError, KvStore, KvWatch, OnMismatch,
+    Provisioned, StorageKind, WatchKeys,
+};
+use parti_core::types::Revision;
+use tokio::sync::watch;
+
+use crate::error::{self, ConnectError};
+use crate::watch::{self as kvwatch, WatchTarget};
+
+/// The header NATS KV uses to mark deletes and purges.
+pub(crate) const KV_OPERATION: &str = "KV-Operation";
+/// The header of server-written limit markers (per-message TTL, max age with markers).
+pub(crate) const MARKER_REASON: &str = "Nats-Marker-Reason";
+
+/// Settings of a [`NatsStore`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NatsStoreConfig {
+    /// Bound on every operation (provision, read, write, listing, starting a watch). When it
+    /// runs out the operation fails with [`KvError::Timeout`]; for a write that means *unknown
+    /// outcome*. Default 5 s (the async-nats publish ack timeout).
+    pub op_timeout: Duration,
+    /// Whether an operation started while the client is disconnected fails at once with
+    /// [`KvError::Unavailable`] (and is not sent), instead of being queued by async-nats and
+    /// waiting up to `op_timeout`. Default `true`: a write refused this way was certainly not
+    /// applied, which is better than an unknown outcome.
+    pub fail_fast_when_disconnected: bool,
+    /// Longest pause between two attempts to re-establish a watch. Default 2 s.
+    pub watch_backoff_max: Duration,
+    /// How often the connection state is sampled when the store was built from a [`Client`]
+    /// (a store that connected itself gets async-nats connection events instead). Default 100 ms.
+    pub state_poll_interval: Duration,
+}
+
+impl Default for NatsStoreConfig {
+    fn default() -> Self {
+        NatsStoreConfig {
+            op_timeout: Duration::from_secs(5),
+            fail_fast_when_disconnected: true,
+            watch_backoff_max: Duration::from_secs(2),
+            state_poll_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+impl NatsStoreConfig {
+    /// The default settings with another operation timeout.
+    #[must_use]
+    pub fn with_op_timeout(mut self, op_timeout: Duration) -> Self {
+        self.op_timeout = op_timeout;
+        self
+    }
+}
+
+/// A [`KvStore`] over NATS JetStream Key-Value.
+///
+/// Cheap to clone (an `Arc` inside). Operations take `&self` and never lock around the client,
+/// so independent operations are in flight together (pipelined on one connection).
+///
+/// - Every operation is bounded by [`NatsStoreConfig::op_timeout`]; a timed-out write is
+///   reported as [`KvError::Timeout`] and never retried here.
+/// - [`KvStore::entry`] reads through the stream leader (`STREAM.MSG.GET`), never a direct get
+///   that a lagging follower might answer.
+/// - Watches are ordered push consumers that re-establish themselves after disconnects and
+///   server restarts from the last revision seen, with backoff; see [`KvStore::watch`] below.
+#[derive(Clone)]
+pub struct NatsStore {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) client: Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) config: NatsStoreConfig,
+    buckets: RwLock<HashMap<String, kv::Store>>,
+    pub(crate) state: Arc<watch::Sender<ConnectionState>>,
+}
+
+impl fmt::Debug for NatsStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsStore")
+            .field("config", &self.inner.config)
+            .field("state", &*self.inner.state.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+fn map_state(state: &async_nats::connection::State) -> ConnectionState {
+    match state {
+        async_nats::connection::State::Connected => ConnectionState::Connected,
+        async_nats::connection::State::Pending | async_nats::connection::State::Disconnected => {
+            ConnectionState::Disconnected
+        }
+    }
+}
+
+impl NatsStore {
+    /// Connects to `addrs` with `options` (credentials, TLS, reconnect policy pass through),
+    /// checks the server version, and follows connection events for
+    /// [`KvStore::connection`].
+    ///
+    /// `options`' own event callback is replaced; use [`NatsStore::from_client`] to keep it.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError::Connect`] if the connection fails, [`ConnectError::UnsupportedServer`]
+    /// for servers older than 2.10, [`ConnectError::JetStreamDisabled`] without JetStream.
+    pub async fn connect(
+        addrs: impl async_nats::ToServerAddrs,
+        options: ConnectOptions,
+        config: NatsStoreConfig,
+    ) -> Result<NatsStore, ConnectError> {
+        let (state, _) = watch::channel(ConnectionState::Disconnected);
+        let state = Arc::new(state);
+        let events = Arc::clone(&state);
+        let options = options.event_callback(move |event| {
+            let events = Arc::clone(&events);
+            async move {
+                let next = match event {
+                    async_nats::Event::Connected => ConnectionState::Connected,
+                    async_nats::Event::Disconnected | async_nats::Event::Closed => {
+                        ConnectionState::Disconnected
+                    }
+                    // Per-attempt reconnect errors and the rest say nothing new about the state.
+                    _ => return,
+                };
+                events.send_if_modified(|current| {
+                    let changed = *current != next;
+                    *current = next;
+                    changed
+                });
+            }
+        });
+        let client = options
+            .connect(addrs)
+            .await
+            .map_err(ConnectError::Connect)?;
+        NatsStore::build(client, config, None, Some(state))
+    }
+
+    /// Connects to one URL with default options (see [`NatsStore::connect`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`NatsStore::connect`].
+    /// It reconnects quickly after an outage (pauses of 100 ms per failed attempt, at most
+    /// 1 s) instead of async-nats' default exponential backoff up to 4 s.
+    pub async fn connect_url(
+        url: &str,
+        config: NatsStoreConfig,
+    ) -> Result<NatsStore, ConnectError> {
+        let options = ConnectOptions::new().reconnect_delay_callback(|attempts| {
+            Duration::from_millis((attempts as u64).saturating_mul(100).min(1000))
+        });
+        NatsStore::connect(url, options, config).await
+    }
+
+    /// Wraps an already connected client. The connection state is sampled every
+    /// [`NatsStoreConfig::state_poll_interval`] (the client's event callback stays the caller's).
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError::UnsupportedServer`] for servers older than 2.10,
+    /// [`ConnectError::JetStreamDisabled`] without JetStream.
+    pub fn from_client(client: Client, config: NatsStoreConfig) -> Result<NatsStore, ConnectError> {
+        let poll = config.state_poll_interval;
+        NatsStore::build(client, config, Some(poll), None)
+    }
+
+    fn build(
+        client: Client,
+        config: NatsStoreConfig,
+        poll: Option<Duration>,
+        state: Option<Arc<watch::Sender<ConnectionState>>>,
+    ) -> Result<NatsStore, ConnectError> {
+        let info = client.server_info();
+        error::check_server_version(&info.version)?;
+        if !info.jetstream {
+            return Err(ConnectError::JetStreamDisabled {
+                version: info.version,
+            });
+        }
+        let js = jetstream::ContextBuilder::new()
+            .timeout(config.op_timeout)
+            .build(client.clone());
+        let now = map_state(&client.connection_state());
+        let state = state.unwrap_or_else(|| Arc::new(watch::channel(now).0));
+        // Events may already have set the state; the client's own view wins at start.
+        state.send_if_modified(|current| {
+            let changed = *current != now;
+            *current = now;
+            changed
+        });
+        let inner = Arc::new(Inner {
+            client,
+            js,
+            config,
+            buckets: RwLock::new(HashMap::new()),
+            state,
+        });
+        if let Some(interval) = poll {
+            tokio::spawn(poll_state(Arc::downgrade(&inner), interval));
+        }
+        Ok(NatsStore { inner })
+    }
+
+    /// The server version the client is connected to.
+    #[must_use]
+    pub fn server_version(&self) -> String {
+        self.inner.client.server_info().version
+    }
+
+    /// The settings.
+    #[must_use]
+    pub fn config(&self) -> &NatsStoreConfig {
+        &self.inner.config
+    }
+
+    /// The name of the server the client is connected to (to find a stream leader in tests).
+    #[must_use]
+    pub fn server_name(&self) -> String {
+        self.inner.client.server_info().server_name
+    }
+
+    /// The name of the server leading the bucket's stream, if known (for fault tests and
+    /// operations tooling).
+    ///
+    /// # Errors
+    ///
+    /// As any operation: [`KvError::BucketNotFound`], [`KvError::Timeout`], …
+    pub async fn stream_leader(&self, bucket: &str) -> Result<Option<String>, KvError> {
+        let store = self.bucket(bucket).await?;
+        let info = self
+            .timed(async {
+                store
+                    .stream
+                    .get_info()
+                    .await
+                    .map_err(|e| error::stream_info(bucket, e))
+            })
+            .await?;
+        Ok(info.cluster.and_then(|c| c.leader))
+    }
+
+    async fn timed<T>(&self, fut: impl Future<Output = Result<T, KvError>>) -> Result<T, KvError> {
+        tokio::time::timeout(self.inner.config.op_timeout, fut)
+            .await
+            .map_err(|_| KvError::Timeout)?
+    }
+
+    fn ensure_connected(&self) -> Result<(), KvError> {
+        if self.inner.config.fail_fast_when_disconnected
+            && self.inner.client.connection_state() != async_nats::connection::State::Connected
+        {
+            return Err(KvError::Unavailable {
+                reason: "not connected to NATS (the client is reconnecting); not sent".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The bucket's handle, opened (one stream info request) on first use.
+    pub(crate) async fn bucket(&self, bucket: &str) -> Result<kv::Store, KvError> {
+        if let Some(store) = self.cached(bucket) {
+            return Ok(store);
+        }
+        self.ensure_connected()?;
+        let store = self
+            .timed(async {
+                self.inner
+                    .js
+                    .get_key_value(bucket)
+                    .await
+                    .map_err(|e| error::open_bucket(bucket, e))
+            })
+            .await?;
+        self.remember(bucket, store.clone());
+        Ok(store)
+    }
+
+    fn cached(&self, bucket: &str) -> Option<kv::Store> {
+        // A poisoned lock only means another thread panicked while inserting; the map is
+        // still a valid cache.
+        let map = self
+            .inner
+            .buckets
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(bucket).cloned()
+    }
+
+    fn remember(&self, bucket: &str, store: kv::Store) {
+        let mut map = self
+            .inner
+            .buckets
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.insert(bucket.to_owned(), store);
+    }
+
+    fn subject(bucket: &str, key: &str) -> Result<String, KvError> {
+        validate_key(key)?;
+        Ok(format!("$KV.{bucket}.{key}"))
+    }
+
+    /// Publishes one message to a key; returns the new revision.
+    async fn publish(
+        &self,
+        bucket: &str,
+        key: &str,
+        message: jetstream::message::PublishMessage,
+    ) -> Result<Revision, KvError> {
+        let subject = Self::subject(bucket, key)?;
+        // Opening the bucket first turns "no such bucket" into BucketNotFound rather than a
+        // no-responders error.
+        self.bucket(bucket).await?;
+        self.ensure_connected()?;
+        self.timed(async {
+            let ack = self
+                .inner
+                .js
+                .send_publish(subject, message)
+                .await
+                .map_err(error::publish)?;
+            let ack = ack.await.map_err(error::publish)?;
+            Ok(Revision(ack.sequence))
+        })
+        .await
+    }
+
+    /// The last message of a key, through the stream leader: `(revision, Some(value))` for a
+    /// live value, `(revision, None)` for a tombstone, `None` if the key has no message.
+    async fn last(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(Revision, Option<Vec<u8>>)>, KvError> {
+        let subject = Self::subject(bucket, key)?;
+        let store = self.bucket(bucket).await?;
+        self.ensure_connected()?;
+        self.timed(async {
+            match store.stream.get_last_raw_message_by_subject(&subject).await {
+                Ok(message) => {
+                    let deleted = message.headers.get(KV_OPERATION).is_some()
+                        || message.headers.get(MARKER_REASON).is_some();
+                    let value = (!deleted).then(|| message.payload.to_vec());
+                    Ok(Some((Revision(message.sequence), value)))
+                }
+                Err(err)
+                    if err.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+                {
+                    Ok(None)
+                }
+                Err(err) => Err(error::last_message(err)),
+            }
+        })
+        .await
+    }
+
+    /// After a revision conflict: the key's live revision (`None` if it has no live value),
+    /// falling back to what the server said when the re-read fails.
+    async fn current_after_conflict(&self, bucket: &str, key: &str, err: KvError) -> KvError {
+        let KvError::RevisionMismatch { current } = err else {
+            return err;
+        };
+        let current = match self.last(bucket, key).await {
+            Ok(Some((revision, Some(_)))) => Some(revision),
+            Ok(Some((_, None)) | None) => None,
+            Err(_) => current,
+        };
+        KvError::RevisionMismatch { current }
+    }
+
+    async fn provision_inner(
+        &self,
+        spec: &BucketSpec,
+        on_mismatch: OnMismatch,
+    ) -> Result<Provisioned, KvError> {
+        let wanted = kv_config(spec);
+        let stream_name = format!("KV_{}", spec.name);
+        // Two attempts: a concurrent provisioner may create the bucket between our look-up and
+        // our create.
+        let mut last_err = None;
+        for _ in 0..2 {
+            let existing = match self.inner.js.get_stream(&stream_name).await {
+                Ok(stream) => Some(stream.cached_info().config.clone()),
+                Err(err) => match error::get_stream(&spec.name, &err) {
+                    KvError::BucketNotFound { .. } => None,
+                    other => return Err(other),
+                },
+            };
+            let Some(existing) = existing else {
+                match self.inner.js.create_key_value(wanted.clone()).await {
+                    Ok(store) => {
+                        self.remember(&spec.name, store);
+                        return Ok(Provisioned::Created);
+                    }
+                    Err(err) => {
+                        let err = error::create_bucket(err);
+                        if err.is_connectivity() {
+                            return Err(err);
+                        }
+                        tracing::debug!(bucket = %spec.name, error = %err, "bucket create failed; checking again");
+                        last_err = Some(err);
+                        continue;
+                    }
+                }
+            };
+            let changes = differences(spec, &existing);
+            if changes.is_empty() {
+                let store = self
+                    .inner
+                    .js
+                    .get_key_value(&spec.name)
+                    .await
+                    .map_err(|e| error::open_bucket(&spec.name, e))?;
+                self.remember(&spec.name, store);
+                return Ok(Provisioned::Existing);
+            }
+            return match on_mismatch {
+                OnMismatch::Fail => {
+                    let (field, existing, wanted) = changes
+                        .into_iter()
+                        .next()
+                        .unwrap_or_else(|| ("config".into(), "?".into(), "?".into()));
+                    Err(KvError::BucketMismatch {
+                        bucket: spec.name.clone(),
+                        field,
+                        existing,
+                        wanted,
+                    })
+                }
+                OnMismatch::Reconcile => {
+                    tracing::warn!(bucket = %spec.name, ?changes, "reconciling bucket configuration");
+                    let store = self
+                        .inner
+                        .js
+                        .update_key_value(wanted.clone())
+                        .await
+                        .map_err(|e| error::update_bucket(&spec.name, e))?;
+                    self.remember(&spec.name, store);
+                    Ok(Provisioned::Reconciled { changes })
+                }
+            };
+        }
+        Err(last_err.unwrap_or_else(|| KvError::Unavailable {
+            reason: format!(
+                "bucket {:?} could neither be created nor found (concurrent provisioning?)",
+                spec.name
+            ),
+        }))
+    }
+}
+
+/// Samples the client's connection state until the store is dropped.
+async fn poll_state(inner: Weak<Inner>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let next = map_state(&inner.client.connection_state());
+        inner.state.send_if_modified(|current| {
+            let changed = *current != next;
+            *current = next;
+            changed
+        });
+    }
+}
+
+/// Checks a key against the NATS KV key syntax (`[-/_=.a-zA-Z0-9]+`, no leading or trailing
+/// `.`), before it becomes part of a subject.
+pub(crate) fn validate_key(key: &str) -> Result<(), KvError> {
+    let valid = !key.is_empty()
+        && !key.starts_with('.')
+        && !key.ends_with('.')
+        && !key.contains("..")
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/' | b'_' | b'=' | b'.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(KvError::InvalidKey {
+            key: key.to_owned(),
+        })
+    }
+}
+
+fn kv_config(spec: &BucketSpec) -> kv::Config {
+    kv::Config {
+        bucket: spec.name.clone(),
+        history: i64::from(spec.history.max(1)),
+        max_age: spec.max_age.unwrap_or(Duration::ZERO),
+        num_replicas: spec.replicas.max(1),
+        storage: match spec.storage {
+            StorageKind::Memory => StorageType::Memory,
+            _ => StorageType::File,
+        },
+        ..Default::default()
+    }
+}
+
+fn storage_name(storage: StorageType) -> String {
+    match storage {
+        StorageType::File => StorageKind::File.to_string(),
+        StorageType::Memory => StorageKind::Memory.to_string(),
+    }
+}
+
+/// What differs between a bucket's stream and the spec: `(field, existing, wanted)`.
+fn differences(
+    spec: &BucketSpec,
+    existing: &jetstream::stream::Config,
+) -> Vec<(String, String, String)> {
+    let wanted = kv_config(spec);
+    let mut changes = Vec::new();
+    if existing.max_age != wanted.max_age {
+        let show = |d: Duration| {
+            if d.is_zero() {
+                "none".to_owned()
+            } else {
+                format!("{d:?}")
+            }
+        };
+        changes.push((
+            "max_age".into(),
+            show(existing.max_age),
+            show(wanted.max_age),
+        ));
+    }
+    if existing.max_messages_per_subject != wanted.history {
+        changes.push((
+            "history".into(),
+            existing.max_messages_per_subject.to_string(),
+            wanted.history.to_string(),
+        ));
+    }
+    if existing.num_replicas.max(1) != wanted.num_replicas {
+        changes.push((
+            "replicas".into(),
+            existing.num_replicas.max(1).to_string(),
+            wanted.num_replicas.to_string(),
+        ));
+    }
+    if existing.storage != wanted.storage {
+        changes.push((
+            "storage".into(),
+            storage_name(existing.storage),
+            storage_name(wanted.storage),
+        ));
+    }
+    changes
+}
+
+#[async_trait]
+impl KvStore for NatsStore {
+    async fn provision(
+        &self,
+        spec: &BucketSpec,
+        on_mismatch: OnMismatch,
+    ) -> Result<Provisioned, KvError> {
+        self.ensure_connected()?;
+        self.timed(self.provision_inner(spec, on_mismatch)).await
+    }
+
+    async fn entry(&self, bucket: &str, key: &str) -> Result<Option<KvEntry>, KvError> {
+        Ok(match self.last(bucket, key).await? {
+            Some((revision, Some(value))) => Some(KvEntry {
+                key: key.to_owned(),
+                value,
+                revision,
+            }),
+            Some((_, None)) | None => None,
+        })
+    }
+
+    async fn create(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<Revision, KvError> {
+        let value = Bytes::from(value);
+        let attempt = |expected: u64| {
+            jetstream::message::PublishMessage::build()
+                .payload(value.clone())
+                .expected_last_subject_sequence(expected)
+        };
+        // Expected sequence 0 succeeds if the key never had a message (or it expired). If the
+        // key's last message is a tombstone, create over it by compare-and-set on the
+        // tombstone's revision. Bounded: a key that keeps changing under us is "already exists".
+        let mut expected = 0;
+        for _ in 0..3 {
+            match self.publish(bucket, key, attempt(expected)).await {
+                Ok(revision) => return Ok(revision),
+                Err(KvError::RevisionMismatch { .. }) => match self.last(bucket, key).await? {
+                    None => expected = 0,
+                    Some((revision, None)) => expected = revision.get(),
+                    Some((_, Some(_))) => return Err(KvError::AlreadyExists),
+                },
+                Err(other) => return Err(other),
+            }
+        }
+        Err(KvError::AlreadyExists)
+    }
+
+    async fn update(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+    ) -> Result<Revision, KvError> {
+        let message = jetstream::message::PublishMessage::build()
+            .payload(Bytes::from(value))
+            .expected_last_subject_sequence(expected.get());
+        match self.publish(bucket, key, message).await {
+            Err(err @ KvError::RevisionMismatch { .. }) => {
+                Err(self.current_after_conflict(bucket, key, err).await)
+            }
+            other => other,
+        }
+    }
+
+    async fn put(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<Revision, KvError> {
+        let message = jetstream::message::PublishMessage::build().payload(Bytes::from(value));
+        self.publish(bucket, key, message).await
+    }
+
+    async fn delete(
+        &self,
+        bucket: &str,
+        key: &str,
+        expected: Option<Revision>,
+    ) -> Result<(), KvError> {
+        let mut message = jetstream::message::PublishMessage::build().header(KV_OPERATION, "DEL");
+        if let Some(expected) = expected {
+            message = message.expected_last_subject_sequence(expected.get());
+        }
+        match self.publish(bucket, key, message).await {
+            Ok(_) => Ok(()),
+            Err(err @ KvError::RevisionMismatch { .. }) => {
+                Err(self.current_after_conflict(bucket, key, err).await)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, KvError> {
+        let store = self.bucket(bucket).await?;
+        self.ensure_connected()?;
+        self.timed(async {
+            let mut listing = store.keys().await.map_err(error::history)?;
+            let mut keys = Vec::new();
+            while let Some(key) = listing.next().await {
+                let key = key.map_err(error::watcher)?;
+                if key.starts_with(prefix) {
+                    keys.push(key);
+                }
+            }
+            keys.sort();
+            keys.dedup();
+            Ok(keys)
+        })
+        .await
+    }
+
+    /// Follows `keys` with an ordered push consumer: the last message of every matching key
+    /// (deleted keys are left out of the snapshot), then [`parti_core::store::WatchEvent::SnapshotComplete`] —
+    /// also on an empty bucket, decided from the consumer's pending count at creation — then
+    /// every change.
+    ///
+    /// After a disconnect or a server restart the watch resumes from the last revision it
+    /// delivered (never delivering a revision twice). A bucket with `history = 1` keeps only
+    /// the latest value of each key, so a resumed watch catches up with the latest value of
+    /// every key changed meanwhile, skipping superseded intermediate values (revision order
+    /// holds). If the stream lost data (its last revision is below the last one delivered,
+    /// e.g. a memory bucket after a restart) the watch sends
+    /// [`parti_core::store::WatchEvent::Resync`] and a fresh snapshot. If the bucket is gone
+    /// it yields [`KvError::BucketNotFound`] and ends.
+    async fn watch(&self, bucket: &str, keys: WatchKeys) -> Result<KvWatch, KvError> {
+        let filter = match &keys {
+            WatchKeys::Key(key) => Self::subject(bucket, key)?,
+            WatchKeys::Prefix(prefix) => kvwatch::prefix_filter(bucket, prefix),
+        };
+        let store = self.bucket(bucket).await?;
+        self.ensure_connected()?;
+        let target = WatchTarget {
+            bucket: bucket.to_owned(),
+            prefix: format!("$KV.{bucket}."),
+            filter,
+            keys,
+        };
+        let inner = Arc::clone(&self.inner);
+        self.timed(kvwatch::start(inner, store, target)).await
+    }
+
+    fn connection(&self) -> ConnectionWatch {
+        let rx = self.inner.state.subscribe();
+        Box::pin(futures::stream::unfold(
+            (rx, true),
+            |(mut rx, first)| async move {
+                if first {
+                    let state = *rx.borrow_and_update();
+                    return Some((state, (rx, false)));
+                }
+                rx.changed().await.ok()?;
+                let state = *rx.borrow_and_update();
+                Some((state, (rx, false)))
+            },
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_nats_syntax() {
+        for good in ["a", "w.worker-7", "x/y=z_1", "A.b.C"] {
+            assert!(validate_key(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".a", "a.", "a..b", "a b", "*", ">", "a.*", "é"] {
+            assert_eq!(
+                validate_key(bad),
+                Err(KvError::InvalidKey { key: bad.into() }),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn differences_name_each_field() {
+        let spec = BucketSpec {
+            name: "b".into(),
+            history: 1,
+            max_age: Some(Duration::from_secs(10)),
+            replicas: 1,
+            storage: StorageKind::File,
+        };
+        let mut existing = jetstream::stream::Config {
+            max_age: Duration::from_secs(10),
+            max_messages_per_subject: 1,
+            num_replicas: 1,
+            storage: StorageType::File,
+            ..Default::default()
+        };
+        assert!(differences(&spec, &existing).is_empty());
+        existing.max_age = Duration::from_secs(20);
+        existing.max_messages_per_subject = 5;
+        let changes = differences(&spec, &existing);
+        assert_eq!(changes[0], ("max_age".into(), "20s".into(), "10s".into()));
+        assert_eq!(changes[1], ("history".into(), "5".into(), "1".into()));
+    }
+}
