@@ -152,7 +152,8 @@ impl NatsStore {
         NatsStore::build(client, config, None, Some(state))
     }
 
-    /// Connects to one URL with default options (see [`NatsStore::connect`]).
+    /// Connects to a URL, or several separated by commas (`nats://a:4222,nats://b:4222`), with
+    /// default options (see [`NatsStore::connect`]).
     ///
     /// # Errors
     ///
@@ -166,7 +167,12 @@ impl NatsStore {
         let options = ConnectOptions::new().reconnect_delay_callback(|attempts| {
             Duration::from_millis((attempts as u64).saturating_mul(100).min(1000))
         });
-        NatsStore::connect(url, options, config).await
+        let urls: Vec<&str> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
+        NatsStore::connect(urls, options, config).await
     }
 
     /// Wraps an already connected client. The connection state is sampled every
