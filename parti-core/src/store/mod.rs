@@ -375,7 +375,10 @@ pub enum KvError {
     /// `update` / `delete` expected another revision.
     #[error("revision mismatch (current revision: {current:?})")]
     RevisionMismatch {
-        /// The key's current revision, when the store reports it (`None` if unknown or deleted).
+        /// The key's current revision, when the store reports it: `Some` for a key with a live
+        /// value, `None` for a key with no record (never written, or expired) or when unknown.
+        /// For a deleted key a store may report `None` (the reference model does) or the
+        /// tombstone's revision (NATS reports the last sequence of the key's subject).
         current: Option<Revision>,
     },
     /// No answer within the operation timeout. **The outcome is unknown**: a write may have been
