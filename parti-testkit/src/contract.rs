@@ -143,6 +143,8 @@ cases!(
     watch_snapshot_then_live_changes,
     watch_empty_snapshot_marker,
     watch_one_key,
+    watches_are_independent,
+    binary_and_empty_values,
     max_age_expiry,
     provision_mismatch_and_reconcile,
     unknown_bucket_and_invalid_key,
@@ -632,6 +634,88 @@ pub async fn watch_one_key(store: &dyn KvStore, opts: &ContractOptions) {
         next_change(&mut watch, opts, "the new leader").await,
         put("leader", r2, b"2")
     );
+}
+
+/// Two watches of one bucket each see every change in the same order; dropping one does not
+/// disturb the other.
+pub async fn watches_are_independent(store: &dyn KvStore, opts: &ContractOptions) {
+    let b = bucket(store, opts, "watch-two", None).await;
+    let mut first = ok(
+        store.watch(&b, WatchKeys::Prefix(String::new())).await,
+        "watch 1",
+    );
+    let mut second = ok(
+        store.watch(&b, WatchKeys::Prefix(String::new())).await,
+        "watch 2",
+    );
+    assert_eq!(snapshot(&mut first, opts).await, []);
+    assert_eq!(snapshot(&mut second, opts).await, []);
+    let mut written = Vec::new();
+    for (i, key) in ["a", "b", "a", "c"].into_iter().enumerate() {
+        let value = [u8::try_from(i).expect("four writes")];
+        written.push(put(
+            key,
+            ok(store.put(&b, key, value.to_vec()).await, "put"),
+            &value,
+        ));
+    }
+    for (i, want) in written.iter().enumerate() {
+        let what = format!("write #{i}");
+        assert_eq!(&next_change(&mut first, opts, &what).await, want);
+        assert_eq!(&next_change(&mut second, opts, &what).await, want);
+    }
+    drop(first);
+    let rev = ok(store.put(&b, "d", b"d".to_vec()).await, "put after a drop");
+    assert_eq!(
+        next_change(&mut second, opts, "the write after a drop").await,
+        put("d", rev, b"d")
+    );
+}
+
+/// Values are bytes, stored and delivered exactly: empty, zero bytes, non-UTF-8.
+pub async fn binary_and_empty_values(store: &dyn KvStore, opts: &ContractOptions) {
+    let b = bucket(store, opts, "binary-values", None).await;
+    let values: [&[u8]; 4] = [b"", &[0], &[0xff, 0x00, 0xfe, 0x80], &[1; 4096]];
+    let mut watch = ok(
+        store.watch(&b, WatchKeys::Prefix(String::new())).await,
+        "watch",
+    );
+    assert_eq!(snapshot(&mut watch, opts).await, []);
+    for (i, value) in values.iter().enumerate() {
+        let key = format!("v{i}");
+        let rev = ok(store.put(&b, &key, value.to_vec()).await, "put");
+        assert_eq!(
+            ok(store.entry(&b, &key).await, "entry"),
+            Some(entry(&key, rev, value)),
+            "value #{i}"
+        );
+        assert_eq!(
+            next_change(&mut watch, opts, &key).await,
+            put(&key, rev, value),
+            "value #{i} on the watch"
+        );
+    }
+    let empty = ok(
+        store.create(&b, "created-empty", Vec::new()).await,
+        "create empty",
+    );
+    assert_eq!(
+        store.create(&b, "created-empty", b"x".to_vec()).await,
+        Err(KvError::AlreadyExists),
+        "an empty value is a live value"
+    );
+    assert_eq!(
+        ok(store.keys(&b, "created").await, "keys"),
+        ["created-empty"]
+    );
+    let mut again = ok(
+        store.watch(&b, WatchKeys::Key("v0".into())).await,
+        "watch v0",
+    );
+    let snap = snapshot(&mut again, opts).await;
+    assert_eq!(snap.len(), 1, "an empty value is in the snapshot: {snap:?}");
+    assert_eq!(snap[0].op, KvOperation::Put(Vec::new()));
+    assert!(empty > snap[0].revision);
 }
 
 /// After the bucket's max age, a value is gone for `entry` and `keys`, and the key can be

@@ -26,6 +26,8 @@ memory_cases!(
     watch_snapshot_then_live_changes,
     watch_empty_snapshot_marker,
     watch_one_key,
+    watches_are_independent,
+    binary_and_empty_values,
     max_age_expiry,
     provision_mismatch_and_reconcile,
     unknown_bucket_and_invalid_key,
