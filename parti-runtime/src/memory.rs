@@ -106,6 +106,8 @@ impl MemoryStore {
     /// Runs `f` on the store's model under its lock, then delivers whatever watch events `f`
     /// queued. For tests and tools that need a step the port does not offer (for example
     /// [`StoreModel::resync_watch`] to inject a lost watch, or [`StoreModel::purge`]).
+    ///
+    /// The lock is not reentrant: `f` must not use this store (nor drop one of its watches).
     pub fn with_model<R>(&self, f: impl FnOnce(&mut StoreModel, Instant) -> R) -> R {
         let mut state = self.shared.state.lock();
         let result = f(&mut state.model, now());

@@ -136,6 +136,7 @@ cases!(
     create_conflict,
     concurrent_creates_one_wins,
     cas_conflict_reports_current_revision,
+    cas_counter_under_contention,
     delete_with_expected_revision,
     create_after_delete,
     keys_by_prefix,
@@ -366,6 +367,62 @@ pub async fn cas_conflict_reports_current_revision(store: &dyn KvStore, opts: &C
         "the revision before a delete no longer matches"
     );
     assert_eq!(ok(store.entry(&b, "k").await, "entry after delete"), None);
+}
+
+/// Several writers increment one counter by read-then-`update`, in flight together: no
+/// increment is lost, every successful update has its own revision, and every conflict reports
+/// a current revision above the one that was read.
+pub async fn cas_counter_under_contention(store: &dyn KvStore, opts: &ContractOptions) {
+    const WRITERS: u64 = 4;
+    const INCREMENTS: u64 = 10;
+    const MAX_ATTEMPTS: u64 = 1_000;
+    let b = bucket(store, opts, "cas-counter", None).await;
+    ok(
+        store
+            .create(&b, "counter", 0u64.to_be_bytes().to_vec())
+            .await,
+        "create the counter",
+    );
+    let read = |value: &[u8]| u64::from_be_bytes(value.try_into().expect("the counter is 8 bytes"));
+    let writer = |_: u64| async {
+        let mut revisions = Vec::new();
+        let mut attempts = 0;
+        while (revisions.len() as u64) < INCREMENTS {
+            attempts += 1;
+            assert!(
+                attempts <= MAX_ATTEMPTS,
+                "no progress after {MAX_ATTEMPTS} attempts"
+            );
+            let current = ok(store.entry(&b, "counter").await, "read the counter")
+                .expect("the counter exists");
+            // Let the other writers run between the read and the write.
+            tokio::task::yield_now().await;
+            let next = (read(&current.value) + 1).to_be_bytes().to_vec();
+            match store.update(&b, "counter", next, current.revision).await {
+                Ok(revision) => revisions.push(revision),
+                Err(KvError::RevisionMismatch { current: Some(now) }) => {
+                    assert!(
+                        now > current.revision,
+                        "conflict reports {now} after {}",
+                        current.revision
+                    );
+                }
+                Err(err) => panic!("update of the counter: unexpected {err:?}"),
+            }
+        }
+        revisions
+    };
+    let mut revisions: Vec<Revision> = join_all((0..WRITERS).map(writer)).await.concat();
+    let last = ok(store.entry(&b, "counter").await, "read the total").expect("the counter exists");
+    assert_eq!(read(&last.value), WRITERS * INCREMENTS, "no increment lost");
+    revisions.sort();
+    revisions.dedup();
+    assert_eq!(
+        revisions.len() as u64,
+        WRITERS * INCREMENTS,
+        "one revision per update"
+    );
+    assert_eq!(revisions.last(), Some(&last.revision));
 }
 
 /// `delete` with an expected revision deletes only on a match; a mismatch reports the current

@@ -19,6 +19,7 @@ memory_cases!(
     create_conflict,
     concurrent_creates_one_wins,
     cas_conflict_reports_current_revision,
+    cas_counter_under_contention,
     delete_with_expected_revision,
     create_after_delete,
     keys_by_prefix,
