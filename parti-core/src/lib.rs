@@ -2,7 +2,7 @@
 //!
 //! **What this crate is.** Everything parti *decides*, with no I/O: the vocabulary
 //! ([`WorkerId`], [`Partition`], [`Term`], [`Version`], [`Fence`], [`Assignment`]), the
-//! validated [`Config`](config::Config), the wire [`records`] of the coordination protocol and
+//! validated [`Config`], the wire [`records`] of the coordination protocol and
 //! their codec, and the two ports the rest of the system plugs into:
 //! [`store::KvStore`] (a key-value store with compare-and-set and watches — NATS JetStream KV in
 //! production, an in-process store when embedded) and [`strategy::AssignmentStrategy`] (who
