@@ -7,7 +7,8 @@
 //! - **no responders**, a broken connection or a stream without leader is
 //!   [`KvError::Unavailable`];
 //! - `wrong last sequence` (10071) is [`KvError::RevisionMismatch`], with the sequence the server
-//!   names;
+//!   names; its clustered variant without a number (10164, another write to the key still in
+//!   flight) is a mismatch with no current revision;
 //! - stream not found (10059) when opening a bucket is [`KvError::BucketNotFound`];
 //! - an invalid key or subject is [`KvError::InvalidKey`];
 //! - anything else is [`KvError::Backend`], keeping the async-nats error as its source.
@@ -22,7 +23,6 @@ use async_nats::jetstream::context::{
     CreateKeyValueErrorKind, GetStreamErrorKind, KeyValueErrorKind, PublishError, PublishErrorKind,
     RequestError, RequestErrorKind, UpdateKeyValueErrorKind,
 };
-use async_nats::jetstream::kv::WatcherErrorKind;
 use async_nats::jetstream::stream::{ConsumerErrorKind, LastRawMessageErrorKind};
 use parti_core::store::{BackendError, KvError};
 use parti_core::types::Revision;
@@ -140,6 +140,11 @@ fn jetstream_api(err: &async_nats::jetstream::Error) -> KvError {
     if code == ErrorCode::STREAM_WRONG_LAST_SEQUENCE {
         return mismatch_from_message(&err.to_string());
     }
+    // 10164: a clustered stream leader refuses an expected-sequence write while another write
+    // to the same subject is still being replicated. A conflict, current revision unknown.
+    if code == ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT {
+        return KvError::RevisionMismatch { current: None };
+    }
     if code == ErrorCode::STREAM_NOT_FOUND {
         return KvError::Unavailable {
             reason: format!("stream not found: {err}"),
@@ -188,6 +193,16 @@ fn publish_kind(err: &PublishError) -> Option<KvError> {
         | PublishErrorKind::MaxPayloadExceeded
         | PublishErrorKind::Other => return None,
     })
+}
+
+/// Whether a publish was refused because another write to the same key was still in flight on
+/// a clustered stream (10164): a definite refusal, safe to send again.
+pub(crate) fn is_in_flight_conflict(err: &PublishError) -> bool {
+    err.kind() == PublishErrorKind::Other
+        && err
+            .source()
+            .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+            .is_some_and(|js| js.error_code() == ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT)
 }
 
 /// A JetStream publish (put, create, update, delete).
@@ -317,27 +332,30 @@ pub(crate) fn update_bucket(
     }
 }
 
-/// Listing keys.
-pub(crate) fn history(err: async_nats::jetstream::kv::HistoryError) -> KvError {
-    use async_nats::jetstream::kv::WatchErrorKind;
+/// Fetching a batch of a key listing.
+pub(crate) fn fetch(err: async_nats::jetstream::consumer::pull::BatchError) -> KvError {
+    use async_nats::jetstream::consumer::pull::BatchErrorKind;
     match err.kind() {
-        WatchErrorKind::TimedOut => KvError::Timeout,
-        WatchErrorKind::InvalidKey => KvError::InvalidKey { key: String::new() },
-        WatchErrorKind::ConsumerCreate | WatchErrorKind::Other => err
+        BatchErrorKind::Flush | BatchErrorKind::Pull | BatchErrorKind::Subscribe => err
+            .source()
+            .and_then(classify_chain)
+            .unwrap_or_else(|| KvError::Unavailable {
+                reason: err.to_string(),
+            }),
+        _ => err
             .source()
             .and_then(classify_chain)
             .unwrap_or_else(|| backend(err)),
     }
 }
 
-/// An item of a key listing.
-pub(crate) fn watcher(err: async_nats::jetstream::kv::WatcherError) -> KvError {
-    match err.kind() {
-        WatcherErrorKind::Consumer | WatcherErrorKind::Other => err
-            .source()
-            .and_then(classify_chain)
-            .unwrap_or_else(|| backend(err)),
-    }
+/// An item of a fetched batch (async-nats reports these as a boxed error). Besides timeouts,
+/// these are status replies of the server (503 no responders, 409 leadership change or
+/// consumer deleted): the consumer was not reachable, so the store is unavailable for now.
+pub(crate) fn fetch_item(err: async_nats::Error) -> KvError {
+    classify_chain(&*err).unwrap_or_else(|| KvError::Unavailable {
+        reason: err.to_string(),
+    })
 }
 
 /// Creating a watch consumer.

@@ -336,14 +336,42 @@ impl NatsStore {
         self.bucket(bucket).await?;
         self.ensure_connected()?;
         self.timed(async {
-            let ack = self
-                .inner
-                .js
-                .send_publish(subject, message)
-                .await
-                .map_err(error::publish)?;
-            let ack = ack.await.map_err(error::publish)?;
-            Ok(Revision(ack.sequence))
+            // Two refusals are definite — the message was certainly not stored — so the write
+            // is sent again, a few milliseconds apart, while time is left (at most 80 % of the
+            // operation timeout, so that the caller still learns the refusal rather than a
+            // timeout):
+            // - "no responders": nobody listened on the key's subject (a new replicated
+            //   bucket whose leader's interest has not reached our server yet, or a leader
+            //   election);
+            // - 10164: a clustered leader refuses an expected-sequence write while another
+            //   write to the same key is still being replicated.
+            // Any other failure, a timeout above all, is returned as is and never retried.
+            let give_up = tokio::time::Instant::now() + self.inner.config.op_timeout.mul_f32(0.8);
+            let mut pause = Duration::from_millis(1);
+            loop {
+                let ack = self
+                    .inner
+                    .js
+                    .send_publish(subject.clone(), message.clone())
+                    .await
+                    .map_err(error::publish)?;
+                let refused = match ack.await {
+                    Ok(ack) => return Ok(Revision(ack.sequence)),
+                    Err(err)
+                        if error::is_in_flight_conflict(&err)
+                            || err.kind()
+                                == jetstream::context::PublishErrorKind::StreamNotFound =>
+                    {
+                        error::publish(err)
+                    }
+                    Err(err) => return Err(error::publish(err)),
+                };
+                if tokio::time::Instant::now() + pause > give_up {
+                    return Err(refused);
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
         })
         .await
     }
@@ -379,15 +407,26 @@ impl NatsStore {
 
     /// After a revision conflict: the key's live revision (`None` if it has no live value),
     /// falling back to what the server said when the re-read fails.
-    async fn current_after_conflict(&self, bucket: &str, key: &str, err: KvError) -> KvError {
+    ///
+    /// A revision not above `expected` is never reported: on a cluster the conflicting write
+    /// may still be in flight (error 10164) when the key is re-read, and the key then still
+    /// shows the expected revision; the current revision is then unknown (`None`).
+    async fn current_after_conflict(
+        &self,
+        bucket: &str,
+        key: &str,
+        expected: Option<Revision>,
+        err: KvError,
+    ) -> KvError {
         let KvError::RevisionMismatch { current } = err else {
             return err;
         };
-        let current = match self.last(bucket, key).await {
+        let reread = match self.last(bucket, key).await {
             Ok(Some((revision, Some(_)))) => Some(revision),
             Ok(Some((_, None)) | None) => None,
             Err(_) => current,
         };
+        let current = reread.filter(|now| expected.is_none_or(|expected| *now > expected));
         KvError::RevisionMismatch { current }
     }
 
@@ -412,6 +451,7 @@ impl NatsStore {
             let Some(existing) = existing else {
                 match self.inner.js.create_key_value(wanted.clone()).await {
                     Ok(store) => {
+                        self.wait_for_leader(&store).await;
                         self.remember(&spec.name, store);
                         return Ok(Provisioned::Created);
                     }
@@ -458,6 +498,7 @@ impl NatsStore {
                         .update_key_value(wanted.clone())
                         .await
                         .map_err(|e| error::update_bucket(&spec.name, e))?;
+                    self.wait_for_leader(&store).await;
                     self.remember(&spec.name, store);
                     Ok(Provisioned::Reconciled { changes })
                 }
@@ -469,6 +510,22 @@ impl NatsStore {
                 spec.name
             ),
         }))
+    }
+}
+
+impl NatsStore {
+    /// After creating or updating a replicated bucket, waits until its stream answers with a
+    /// leader, so that the first write does not meet "no responders". Bounded by the caller's
+    /// operation timeout; a single server answers at once.
+    async fn wait_for_leader(&self, store: &kv::Store) {
+        for attempt in 0u32..50 {
+            if let Ok(info) = store.stream.get_info().await
+                && info.cluster.as_ref().is_none_or(|c| c.leader.is_some())
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(5)) * 10 + 5)).await;
+        }
     }
 }
 
@@ -521,56 +578,32 @@ fn kv_config(spec: &BucketSpec) -> kv::Config {
     }
 }
 
-fn storage_name(storage: StorageType) -> String {
-    match storage {
-        StorageType::File => StorageKind::File.to_string(),
-        StorageType::Memory => StorageKind::Memory.to_string(),
+/// The spec a bucket's stream has, in the port's terms.
+fn existing_spec(name: &str, existing: &jetstream::stream::Config) -> BucketSpec {
+    BucketSpec {
+        name: name.to_owned(),
+        history: u8::try_from(existing.max_messages_per_subject.max(1)).unwrap_or(u8::MAX),
+        max_age: (!existing.max_age.is_zero()).then_some(existing.max_age),
+        replicas: existing.num_replicas.max(1),
+        storage: match existing.storage {
+            StorageType::Memory => StorageKind::Memory,
+            StorageType::File => StorageKind::File,
+        },
     }
 }
 
-/// What differs between a bucket's stream and the spec: `(field, existing, wanted)`.
+/// What differs between a bucket's stream and the spec: `(field, existing, wanted)`, as
+/// [`BucketSpec::mismatches`] says it (the same words as every other store).
 fn differences(
     spec: &BucketSpec,
     existing: &jetstream::stream::Config,
 ) -> Vec<(String, String, String)> {
-    let wanted = kv_config(spec);
-    let mut changes = Vec::new();
-    if existing.max_age != wanted.max_age {
-        let show = |d: Duration| {
-            if d.is_zero() {
-                "none".to_owned()
-            } else {
-                format!("{d:?}")
-            }
-        };
-        changes.push((
-            "max_age".into(),
-            show(existing.max_age),
-            show(wanted.max_age),
-        ));
-    }
-    if existing.max_messages_per_subject != wanted.history {
-        changes.push((
-            "history".into(),
-            existing.max_messages_per_subject.to_string(),
-            wanted.history.to_string(),
-        ));
-    }
-    if existing.num_replicas.max(1) != wanted.num_replicas {
-        changes.push((
-            "replicas".into(),
-            existing.num_replicas.max(1).to_string(),
-            wanted.num_replicas.to_string(),
-        ));
-    }
-    if existing.storage != wanted.storage {
-        changes.push((
-            "storage".into(),
-            storage_name(existing.storage),
-            storage_name(wanted.storage),
-        ));
-    }
-    changes
+    let wanted = BucketSpec {
+        history: spec.history.max(1),
+        replicas: spec.replicas.max(1),
+        ..spec.clone()
+    };
+    existing_spec(&spec.name, existing).mismatches(&wanted)
 }
 
 #[async_trait]
@@ -631,9 +664,9 @@ impl KvStore for NatsStore {
             .payload(Bytes::from(value))
             .expected_last_subject_sequence(expected.get());
         match self.publish(bucket, key, message).await {
-            Err(err @ KvError::RevisionMismatch { .. }) => {
-                Err(self.current_after_conflict(bucket, key, err).await)
-            }
+            Err(err @ KvError::RevisionMismatch { .. }) => Err(self
+                .current_after_conflict(bucket, key, Some(expected), err)
+                .await),
             other => other,
         }
     }
@@ -655,27 +688,105 @@ impl KvStore for NatsStore {
         }
         match self.publish(bucket, key, message).await {
             Ok(_) => Ok(()),
-            Err(err @ KvError::RevisionMismatch { .. }) => {
-                Err(self.current_after_conflict(bucket, key, err).await)
-            }
+            Err(err @ KvError::RevisionMismatch { .. }) => Err(self
+                .current_after_conflict(bucket, key, expected, err)
+                .await),
             Err(other) => Err(other),
         }
     }
 
+    /// Lists keys with a short-lived pull consumer (last message per key, headers only),
+    /// fetched without waiting: the listing ends when the server says there is nothing more,
+    /// so a key expiring during the listing cannot stall it (async-nats' `keys()` then waits
+    /// for an idle heartbeat, 5 s).
     async fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, KvError> {
         let store = self.bucket(bucket).await?;
         self.ensure_connected()?;
+        let filter = kvwatch::prefix_filter(bucket, prefix);
+        let subject_prefix = format!("$KV.{bucket}.");
         self.timed(async {
-            let mut listing = store.keys().await.map_err(error::history)?;
-            let mut keys = Vec::new();
-            while let Some(key) = listing.next().await {
-                let key = key.map_err(error::watcher)?;
-                if key.starts_with(prefix) {
-                    keys.push(key);
+            // The consumer may live on a follower that lags behind the leader: the listing is
+            // complete only once it has reached the leader's last matching revision.
+            let mut target = kvwatch::last_matching(&store.stream, &filter).await?;
+            let consumer = store
+                .stream
+                .create_consumer(jetstream::consumer::pull::Config {
+                    filter_subject: filter.clone(),
+                    deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+                    ack_policy: jetstream::consumer::AckPolicy::None,
+                    headers_only: true,
+                    memory_storage: true,
+                    // One replica: no consumer election on a cluster.
+                    num_replicas: 1,
+                    inactive_threshold: Duration::from_secs(5),
+                    description: Some("parti keys".into()),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| error::consumer(bucket, e))?;
+            // The latest message of each key, folded in revision order: `true` if live.
+            let mut latest: HashMap<String, bool> = HashMap::new();
+            let mut seen = 0u64;
+            // Each round fetches up to 1024 messages without waiting. Rounds stop when one
+            // returns nothing and the leader's revision was reached. On a cluster the new
+            // consumer's interest may not have reached the client's server yet (503 no
+            // responders): a read, so fetched again. All within the operation timeout.
+            let mut idle_rounds = 0u32;
+            loop {
+                let mut batch = consumer
+                    .fetch()
+                    .max_messages(1024)
+                    .messages()
+                    .await
+                    .map_err(error::fetch)?;
+                let mut received = 0usize;
+                let mut not_ready = false;
+                while let Some(message) = batch.next().await {
+                    let message = match message.map_err(error::fetch_item) {
+                        Ok(message) => message,
+                        Err(KvError::Unavailable { .. }) if received == 0 => {
+                            not_ready = true;
+                            break;
+                        }
+                        Err(err) => return Err(err),
+                    };
+                    received += 1;
+                    if let Ok(info) = message.info() {
+                        seen = seen.max(info.stream_sequence);
+                    }
+                    let deleted = message.headers.as_ref().is_some_and(|h| {
+                        h.get(KV_OPERATION).is_some() || h.get(MARKER_REASON).is_some()
+                    });
+                    if let Some(key) = message.subject.as_str().strip_prefix(&subject_prefix) {
+                        latest.insert(key.to_owned(), !deleted);
+                    }
                 }
+                if received > 0 {
+                    idle_rounds = 0;
+                    continue;
+                }
+                if !not_ready && seen >= target {
+                    break;
+                }
+                idle_rounds += 1;
+                // The leader's last message may have expired meanwhile: ask again now and then.
+                if idle_rounds.is_multiple_of(8) {
+                    target = kvwatch::last_matching(&store.stream, &filter).await?;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
+            let mut keys: Vec<String> = latest
+                .into_iter()
+                .filter(|(key, live)| *live && key.starts_with(prefix))
+                .map(|(key, _)| key)
+                .collect();
+            let name = consumer.cached_info().name.clone();
+            let stream = store.stream.clone();
+            // Best effort: the server also removes it after 5 s of inactivity.
+            tokio::spawn(async move {
+                let _ = stream.delete_consumer(&name).await;
+            });
             keys.sort();
-            keys.dedup();
             Ok(keys)
         })
         .await
@@ -767,6 +878,7 @@ mod tests {
         existing.max_messages_per_subject = 5;
         let changes = differences(&spec, &existing);
         assert_eq!(changes[0], ("max_age".into(), "20s".into(), "10s".into()));
+        assert_eq!(changes.len(), 2);
         assert_eq!(changes[1], ("history".into(), "5".into(), "1".into()));
     }
 }

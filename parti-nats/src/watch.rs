@@ -4,20 +4,25 @@
 //! resuming from the last stream sequence it delivered. This module adds what the port
 //! promises on top:
 //!
-//! - the snapshot marker, decided from the consumer's pending count at creation (async-nats
-//!   yields nothing at all on an empty bucket);
+//! - a snapshot that is never older than the watch: the stream leader is asked for the last
+//!   matching revision first, and the consumer (which may live on a lagging follower) is read
+//!   until it has reached it; the messages up to there are folded per key, so the snapshot holds
+//!   each key's latest live value, in revision order, and then the marker — also on an empty
+//!   bucket, where async-nats yields nothing at all;
 //! - at-most-once delivery: a revision at or below the last one delivered is dropped;
 //! - detection of lost history after a reconnect (the stream's last revision is below the last
 //!   one delivered): [`WatchEvent::Resync`] and a fresh snapshot;
 //! - re-establishment with backoff when the consumer fails for good, from the last revision
 //!   delivered.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::push::{Ordered, OrderedConfig, OrderedErrorKind};
 use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy};
 use async_nats::jetstream::kv;
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use futures::StreamExt;
 use parti_core::store::{
     ConnectionState, KvError, KvEvent, KvOperation, KvWatch, WatchEvent, WatchKeys,
@@ -33,6 +38,9 @@ use crate::store::{Inner, KV_OPERATION, MARKER_REASON};
 const BUFFER: usize = 256;
 /// First pause before re-establishing a failed watch.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// How long a snapshot waits without any message before asking the leader again how far it
+/// must reach.
+const SNAPSHOT_RECHECK: Duration = Duration::from_millis(250);
 
 /// What a watch follows.
 pub(crate) struct WatchTarget {
@@ -62,6 +70,20 @@ pub(crate) fn prefix_filter(bucket: &str, prefix: &str) -> String {
     }
 }
 
+/// The revision of the last message matching `filter`, asked of the stream leader (0 if no
+/// message matches). A consumer may live on a follower that lags behind the leader; a snapshot
+/// or a listing is complete only once it has seen this revision.
+pub(crate) async fn last_matching(
+    stream: &async_nats::jetstream::stream::Stream,
+    filter: &str,
+) -> Result<u64, KvError> {
+    match stream.get_last_raw_message_by_subject(filter).await {
+        Ok(message) => Ok(message.sequence),
+        Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
+        Err(err) => Err(error::last_message(err)),
+    }
+}
+
 /// Creates the first consumer (so that errors reach the caller of `watch`) and hands it to a
 /// supervising task.
 pub(crate) async fn start(
@@ -69,30 +91,29 @@ pub(crate) async fn start(
     store: kv::Store,
     target: WatchTarget,
 ) -> Result<KvWatch, KvError> {
-    let (messages, pending) =
-        establish(&inner, &store, &target, DeliverPolicy::LastPerSubject).await?;
     let (tx, rx) = mpsc::channel(BUFFER);
-    let supervisor = Supervisor {
+    let mut supervisor = Supervisor {
         inner,
         store,
         target,
         tx,
         last: 0,
-        snapshot_done: false,
+        snapshot: None,
     };
-    tokio::spawn(supervisor.run(messages, pending));
+    let messages = supervisor.start_snapshot().await?;
+    tokio::spawn(supervisor.run(messages));
     Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     })))
 }
 
-/// Creates an ordered push consumer; returns its messages and its pending count at creation.
+/// Creates an ordered push consumer.
 async fn establish(
     inner: &Inner,
     store: &kv::Store,
     target: &WatchTarget,
     deliver_policy: DeliverPolicy,
-) -> Result<(Ordered, u64), KvError> {
+) -> Result<Ordered, KvError> {
     let consumer = store
         .stream
         .create_consumer(OrderedConfig {
@@ -105,9 +126,15 @@ async fn establish(
         })
         .await
         .map_err(|e| error::consumer(&target.bucket, e))?;
-    let pending = consumer.cached_info().num_pending;
-    let messages = consumer.messages().await.map_err(error::consumer_stream)?;
-    Ok((messages, pending))
+    consumer.messages().await.map_err(error::consumer_stream)
+}
+
+/// A snapshot being gathered: every matching message up to `target`, folded per key.
+struct Snapshot {
+    /// The leader's last matching revision when the snapshot started.
+    target: u64,
+    /// The latest message of each key seen so far: `(revision, value)`, `None` for a tombstone.
+    keys: HashMap<String, (u64, Option<Vec<u8>>)>,
 }
 
 struct Supervisor {
@@ -118,7 +145,8 @@ struct Supervisor {
     /// The last revision received (delivered or filtered out): nothing at or below it is
     /// delivered again.
     last: u64,
-    snapshot_done: bool,
+    /// `Some` while a snapshot is being gathered.
+    snapshot: Option<Snapshot>,
 }
 
 /// Why the supervisor stopped reading its consumer.
@@ -132,14 +160,49 @@ enum Next {
 }
 
 impl Supervisor {
-    async fn run(mut self, messages: Ordered, pending: u64) {
-        let mut current = Some((messages, pending));
+    fn op_timeout(&self) -> Duration {
+        self.inner.config.op_timeout
+    }
+
+    /// Starts a snapshot: asks the leader how far it must reach, then creates a consumer that
+    /// delivers the last message of every matching key.
+    async fn start_snapshot(&mut self) -> Result<Ordered, KvError> {
+        let target = tokio::time::timeout(
+            self.op_timeout(),
+            last_matching(&self.store.stream, &self.target.filter),
+        )
+        .await
+        .map_err(|_| KvError::Timeout)??;
+        let messages = tokio::time::timeout(
+            self.op_timeout(),
+            establish(
+                &self.inner,
+                &self.store,
+                &self.target,
+                DeliverPolicy::LastPerSubject,
+            ),
+        )
+        .await
+        .map_err(|_| KvError::Timeout)??;
+        self.last = 0;
+        self.snapshot = Some(Snapshot {
+            target,
+            keys: HashMap::new(),
+        });
+        Ok(messages)
+    }
+
+    async fn run(mut self, messages: Ordered) {
+        let mut current = Some(messages);
         let mut attempt: u32 = 0;
         loop {
             let next = match current.take() {
-                Some((messages, pending)) => {
+                Some(messages) => {
                     attempt = 0;
-                    if !self.snapshot_done && pending == 0 && !self.snapshot_complete().await {
+                    // Nothing matched on the leader: the snapshot is empty and complete.
+                    if self.snapshot.as_ref().is_some_and(|s| s.target == 0)
+                        && !self.complete_snapshot().await
+                    {
                         return;
                     }
                     self.follow(messages).await
@@ -150,10 +213,11 @@ impl Supervisor {
                 Next::Stop => return,
                 Next::Rebuild | Next::Resync => {
                     if matches!(next, Next::Resync) {
-                        self.reset_for_resync();
                         if self.tx.send(Ok(WatchEvent::Resync)).await.is_err() {
                             return;
                         }
+                        self.snapshot = None;
+                        self.last = 0;
                     }
                     if attempt > 0 {
                         let pause = BACKOFF_MIN
@@ -165,7 +229,7 @@ impl Supervisor {
                         }
                     }
                     attempt = attempt.saturating_add(1);
-                    match self.reestablish().await {
+                    match self.reestablish(matches!(next, Next::Resync)).await {
                         Ok(Some(found)) => current = Some(found),
                         Ok(None) => return,
                         Err(err) => {
@@ -177,22 +241,36 @@ impl Supervisor {
         }
     }
 
-    fn reset_for_resync(&mut self) {
-        self.last = 0;
-        self.snapshot_done = false;
-    }
-
-    async fn snapshot_complete(&mut self) -> bool {
-        self.snapshot_done = true;
+    /// Sends the gathered snapshot (live values in revision order) and the marker; `false`
+    /// when the reader is gone.
+    async fn complete_snapshot(&mut self) -> bool {
+        let Some(snapshot) = self.snapshot.take() else {
+            return true;
+        };
+        let mut live: Vec<(u64, String, Vec<u8>)> = snapshot
+            .keys
+            .into_iter()
+            .filter_map(|(key, (revision, value))| value.map(|v| (revision, key, v)))
+            .collect();
+        live.sort_by_key(|(revision, _, _)| *revision);
+        for (revision, key, value) in live {
+            let event = KvEvent {
+                key,
+                revision: Revision(revision),
+                op: KvOperation::Put(value),
+            };
+            if self.tx.send(Ok(WatchEvent::Change(event))).await.is_err() {
+                return false;
+            }
+        }
         self.tx.send(Ok(WatchEvent::SnapshotComplete)).await.is_ok()
     }
 
     /// Builds a new consumer: from the last revision if the snapshot was delivered and the
     /// stream still reaches that far, else (after a `Resync`) with a fresh snapshot.
     /// `Ok(None)`: the watch ended (bucket gone, reader gone).
-    async fn reestablish(&mut self) -> Result<Option<(Ordered, u64)>, KvError> {
-        let timeout = self.inner.config.op_timeout;
-        let info = tokio::time::timeout(timeout, self.store.stream.get_info())
+    async fn reestablish(&mut self, resynced: bool) -> Result<Option<Ordered>, KvError> {
+        let info = tokio::time::timeout(self.op_timeout(), self.store.stream.get_info())
             .await
             .map_err(|_| KvError::Timeout)?;
         let last_sequence = match info {
@@ -202,31 +280,31 @@ impl Supervisor {
                 return self.fatal_or_retry(err).await;
             }
         };
-        let policy = if self.snapshot_done && last_sequence >= self.last {
-            DeliverPolicy::ByStartSequence {
+        let resumable = self.snapshot.is_none() && !resynced && last_sequence >= self.last;
+        if resumable {
+            let policy = DeliverPolicy::ByStartSequence {
                 start_sequence: self.last + 1,
-            }
-        } else {
-            if self.last > 0 || self.snapshot_done {
-                // History is gone or the snapshot was interrupted: start over, and say so.
-                self.reset_for_resync();
-                if self.tx.send(Ok(WatchEvent::Resync)).await.is_err() {
-                    return Ok(None);
-                }
-            }
-            DeliverPolicy::LastPerSubject
-        };
-        let established = tokio::time::timeout(
-            timeout,
-            establish(&self.inner, &self.store, &self.target, policy),
-        )
-        .await
-        .map_err(|_| KvError::Timeout)?;
-        match established {
-            Ok((messages, pending)) => {
-                // A resumed watch has no snapshot phase: its pending count means nothing here.
-                Ok(Some((messages, pending)))
-            }
+            };
+            let established = tokio::time::timeout(
+                self.op_timeout(),
+                establish(&self.inner, &self.store, &self.target, policy),
+            )
+            .await
+            .map_err(|_| KvError::Timeout)?;
+            return match established {
+                Ok(messages) => Ok(Some(messages)),
+                Err(err) => self.fatal_or_retry(err).await,
+            };
+        }
+        // History is gone or a snapshot was interrupted: start over, and say so (unless the
+        // caller already did, or nothing was delivered yet).
+        // (An interrupted snapshot delivered nothing: it is gathered before it is sent.)
+        let delivered = self.snapshot.is_none();
+        if !resynced && delivered && self.tx.send(Ok(WatchEvent::Resync)).await.is_err() {
+            return Ok(None);
+        }
+        match self.start_snapshot().await {
+            Ok(messages) => Ok(Some(messages)),
             Err(err) => self.fatal_or_retry(err).await,
         }
     }
@@ -249,6 +327,7 @@ impl Supervisor {
         let mut was_down = *state.borrow_and_update() == ConnectionState::Disconnected;
         let mut check_history = false;
         loop {
+            let gathering = self.snapshot.is_some();
             tokio::select! {
                 biased;
                 () = self.tx.closed() => return Next::Stop,
@@ -288,6 +367,24 @@ impl Supervisor {
                             return Next::Stop;
                         }
                     }
+                },
+                // A snapshot waits for the leader's last matching revision; if that message
+                // expired meanwhile it never comes: after a quiet spell, ask the leader again.
+                () = tokio::time::sleep(SNAPSHOT_RECHECK), if gathering => {
+                    if let Ok(Ok(now)) = tokio::time::timeout(
+                        self.op_timeout(),
+                        last_matching(&self.store.stream, &self.target.filter),
+                    )
+                    .await
+                    {
+                        let reached = now <= self.last;
+                        if let Some(snapshot) = self.snapshot.as_mut() {
+                            snapshot.target = now;
+                        }
+                        if reached && !self.complete_snapshot().await {
+                            return Next::Stop;
+                        }
+                    }
                 }
             }
         }
@@ -298,9 +395,7 @@ impl Supervisor {
     async fn history_lost(&self) -> bool {
         // The server may still be recovering its streams right after a restart: a few tries.
         for _ in 0..5 {
-            let info =
-                tokio::time::timeout(self.inner.config.op_timeout, self.store.stream.get_info())
-                    .await;
+            let info = tokio::time::timeout(self.op_timeout(), self.store.stream.get_info()).await;
             if let Ok(Ok(info)) = info {
                 return info.state.last_sequence < self.last;
             }
@@ -309,47 +404,49 @@ impl Supervisor {
         false
     }
 
-    /// Forwards one message; `false` when the reader is gone.
+    /// Handles one message: folded into the snapshot being gathered, or forwarded as a live
+    /// change; `false` when the reader is gone.
     async fn deliver(&mut self, message: &async_nats::jetstream::Message) -> bool {
-        let info = match message.info() {
-            Ok(info) => (info.stream_sequence, info.pending),
+        let sequence = match message.info() {
+            Ok(info) => info.stream_sequence,
             Err(err) => {
                 let err = error::malformed(&format!("watch message metadata: {err}"));
                 tracing::warn!(bucket = %self.target.bucket, error = %err, "skipping a watch message");
                 return true;
             }
         };
-        let (sequence, pending) = info;
-        if sequence > self.last {
-            self.last = sequence;
-            let key = message.subject.as_str().strip_prefix(&self.target.prefix);
-            if let Some(key) = key
-                && self.target.keys.matches(key)
-            {
-                let op = operation(message);
-                // The snapshot holds current values: a key whose last message is a tombstone
-                // has none.
-                let skip = !self.snapshot_done && op != KvOperationKind::Put;
-                if !skip {
-                    let event = KvEvent {
-                        key: key.to_owned(),
-                        revision: Revision(sequence),
-                        op: match op {
-                            KvOperationKind::Put => KvOperation::Put(message.payload.to_vec()),
-                            KvOperationKind::Delete => KvOperation::Delete,
-                            KvOperationKind::Purge => KvOperation::Purge,
-                        },
-                    };
-                    if self.tx.send(Ok(WatchEvent::Change(event))).await.is_err() {
-                        return false;
-                    }
-                }
+        if sequence <= self.last {
+            return true;
+        }
+        self.last = sequence;
+        let key = message.subject.as_str().strip_prefix(&self.target.prefix);
+        let key = key.filter(|key| self.target.keys.matches(key));
+        if let Some(snapshot) = self.snapshot.as_mut() {
+            if let Some(key) = key {
+                let value = match operation(message) {
+                    KvOperationKind::Put => Some(message.payload.to_vec()),
+                    KvOperationKind::Delete | KvOperationKind::Purge => None,
+                };
+                snapshot.keys.insert(key.to_owned(), (sequence, value));
             }
+            if sequence >= snapshot.target {
+                return self.complete_snapshot().await;
+            }
+            return true;
         }
-        if !self.snapshot_done && pending == 0 {
-            return self.snapshot_complete().await;
-        }
-        true
+        let Some(key) = key else {
+            return true;
+        };
+        let event = KvEvent {
+            key: key.to_owned(),
+            revision: Revision(sequence),
+            op: match operation(message) {
+                KvOperationKind::Put => KvOperation::Put(message.payload.to_vec()),
+                KvOperationKind::Delete => KvOperation::Delete,
+                KvOperationKind::Purge => KvOperation::Purge,
+            },
+        };
+        self.tx.send(Ok(WatchEvent::Change(event))).await.is_ok()
     }
 }
 
