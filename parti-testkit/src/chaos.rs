@@ -240,13 +240,26 @@ async fn pump(
     };
     let reader = async move {
         let mut buf = vec![0u8; 16 * 1024];
+        // Bytes read just as a blackhole began: delivered when it ends.
+        let mut held: Vec<u8> = Vec::new();
         loop {
             let link = settings.borrow_and_update().link(direction);
-            if link.mode == Mode::Blackhole {
-                if settings.changed().await.is_err() {
-                    return;
+            match link.mode {
+                Mode::Blackhole => {
+                    if settings.changed().await.is_err() {
+                        return;
+                    }
+                    continue;
                 }
-                continue;
+                Mode::Drop => held.clear(),
+                Mode::Pass => {
+                    if !held.is_empty() {
+                        let due = Instant::now() + link.latency;
+                        if tx.send((due, std::mem::take(&mut held))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
             }
             tokio::select! {
                 read = from.read(&mut buf) => {
@@ -263,9 +276,8 @@ async fn pump(
                                 return;
                             }
                         }
-                        // Bytes read before a blackhole started are dropped rather than held:
-                        // the blackhole is in effect from the moment it is set.
-                        Mode::Drop | Mode::Blackhole => {}
+                        Mode::Blackhole => held.extend_from_slice(&buf[..n]),
+                        Mode::Drop => {}
                     }
                 }
                 changed = settings.changed() => {
