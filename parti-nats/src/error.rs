@@ -217,9 +217,20 @@ pub(crate) fn publish(err: PublishError) -> KvError {
 }
 
 /// A read of the last message of a key, through the stream leader.
-pub(crate) fn last_message(err: async_nats::jetstream::stream::LastRawMessageError) -> KvError {
+pub(crate) fn last_message(
+    bucket: &str,
+    err: async_nats::jetstream::stream::LastRawMessageError,
+) -> KvError {
     match err.kind() {
         LastRawMessageErrorKind::InvalidSubject => KvError::InvalidKey { key: String::new() },
+        // The bucket was deleted, or lost with a memory-storage server's restart.
+        LastRawMessageErrorKind::JetStream(js)
+            if js.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+        {
+            KvError::BucketNotFound {
+                bucket: bucket.to_owned(),
+            }
+        }
         LastRawMessageErrorKind::JetStream(js) => jetstream_api(&js),
         LastRawMessageErrorKind::NoMessageFound | LastRawMessageErrorKind::Other => err
             .source()

@@ -399,7 +399,7 @@ impl NatsStore {
                 {
                     Ok(None)
                 }
-                Err(err) => Err(error::last_message(err)),
+                Err(err) => Err(error::last_message(bucket, err)),
             }
         })
         .await
@@ -707,7 +707,7 @@ impl KvStore for NatsStore {
         self.timed(async {
             // The consumer may live on a follower that lags behind the leader: the listing is
             // complete only once it has reached the leader's last matching revision.
-            let mut target = kvwatch::last_matching(&store.stream, &filter).await?;
+            let mut target = kvwatch::last_matching(&store.stream, bucket, &filter).await?;
             let consumer = store
                 .stream
                 .create_consumer(jetstream::consumer::pull::Config {
@@ -771,7 +771,7 @@ impl KvStore for NatsStore {
                 idle_rounds += 1;
                 // The leader's last message may have expired meanwhile: ask again now and then.
                 if idle_rounds.is_multiple_of(8) {
-                    target = kvwatch::last_matching(&store.stream, &filter).await?;
+                    target = kvwatch::last_matching(&store.stream, bucket, &filter).await?;
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }

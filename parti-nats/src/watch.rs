@@ -75,12 +75,13 @@ pub(crate) fn prefix_filter(bucket: &str, prefix: &str) -> String {
 /// or a listing is complete only once it has seen this revision.
 pub(crate) async fn last_matching(
     stream: &async_nats::jetstream::stream::Stream,
+    bucket: &str,
     filter: &str,
 ) -> Result<u64, KvError> {
     match stream.get_last_raw_message_by_subject(filter).await {
         Ok(message) => Ok(message.sequence),
         Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
-        Err(err) => Err(error::last_message(err)),
+        Err(err) => Err(error::last_message(bucket, err)),
     }
 }
 
@@ -149,6 +150,16 @@ struct Supervisor {
     snapshot: Option<Snapshot>,
 }
 
+/// What a reconnected watch finds on the server.
+enum History {
+    /// Everything it has seen is still there: the consumer resumes.
+    Intact,
+    /// The stream's last revision is below the last one seen: data was lost.
+    Lost,
+    /// The bucket is gone.
+    Gone,
+}
+
 /// Why the supervisor stopped reading its consumer.
 enum Next {
     /// The reader is gone (or the watch ended with an error): stop.
@@ -169,7 +180,7 @@ impl Supervisor {
     async fn start_snapshot(&mut self) -> Result<Ordered, KvError> {
         let target = tokio::time::timeout(
             self.op_timeout(),
-            last_matching(&self.store.stream, &self.target.filter),
+            last_matching(&self.store.stream, &self.target.bucket, &self.target.filter),
         )
         .await
         .map_err(|_| KvError::Timeout)??;
@@ -348,8 +359,16 @@ impl Supervisor {
                 }
                 () = std::future::ready(()), if check_history => {
                     check_history = false;
-                    if self.history_lost().await {
-                        return Next::Resync;
+                    match self.check_history().await {
+                        History::Intact => {}
+                        History::Lost => return Next::Resync,
+                        History::Gone => {
+                            let gone = KvError::BucketNotFound {
+                                bucket: self.target.bucket.clone(),
+                            };
+                            let _ = self.tx.send(Err(gone)).await;
+                            return Next::Stop;
+                        }
                     }
                 }
                 item = messages.next() => match item {
@@ -373,7 +392,7 @@ impl Supervisor {
                 () = tokio::time::sleep(SNAPSHOT_RECHECK), if gathering => {
                     if let Ok(Ok(now)) = tokio::time::timeout(
                         self.op_timeout(),
-                        last_matching(&self.store.stream, &self.target.filter),
+                        last_matching(&self.store.stream, &self.target.bucket, &self.target.filter),
                     )
                     .await
                     {
@@ -390,18 +409,28 @@ impl Supervisor {
         }
     }
 
-    /// Whether the stream's last revision is below the last one this watch received (the
-    /// server lost data). Unknown (request failed) counts as not lost: the consumer resumes.
-    async fn history_lost(&self) -> bool {
+    /// Whether the stream still holds what this watch has seen: its last revision must not be
+    /// below the last one received (else the server lost data), and it must exist. Unknown
+    /// (the requests keep failing) counts as intact: the consumer resumes by itself.
+    async fn check_history(&self) -> History {
         // The server may still be recovering its streams right after a restart: a few tries.
         for _ in 0..5 {
             let info = tokio::time::timeout(self.op_timeout(), self.store.stream.get_info()).await;
-            if let Ok(Ok(info)) = info {
-                return info.state.last_sequence < self.last;
+            match info {
+                Ok(Ok(info)) if info.state.last_sequence < self.last => return History::Lost,
+                Ok(Ok(_)) => return History::Intact,
+                Ok(Err(err)) => {
+                    if let KvError::BucketNotFound { .. } =
+                        error::stream_info(&self.target.bucket, err)
+                    {
+                        return History::Gone;
+                    }
+                }
+                Err(_) => {}
             }
             tokio::time::sleep(BACKOFF_MIN).await;
         }
-        false
+        History::Intact
     }
 
     /// Handles one message: folded into the snapshot being gathered, or forwarded as a live

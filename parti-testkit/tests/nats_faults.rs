@@ -306,3 +306,121 @@ async fn a_paused_server_gives_timeout_then_recovers() {
         }
     }
 }
+
+/// A memory bucket loses its data when the server restarts: the watch cannot resume from its
+/// last revision, so it says so — `Resync` and a fresh snapshot — or, if the bucket itself is
+/// gone, reports `BucketNotFound` and ends. It never goes silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_says_so_when_the_server_lost_its_history() {
+    let mut server = NatsServer::start().unwrap();
+    let store = store(&server.url(), true).await;
+    let mut memory = spec("mem");
+    memory.storage = StorageKind::Memory;
+    store.provision(&memory, OnMismatch::Fail).await.unwrap();
+    for i in 0..5 {
+        store.put("mem", &format!("k{i}"), vec![i]).await.unwrap();
+    }
+    let mut watch = store
+        .watch("mem", WatchKeys::Prefix(String::new()))
+        .await
+        .unwrap();
+    let mut snapshot = 0;
+    loop {
+        match next_event(&mut watch, Duration::from_secs(5)).await {
+            Some(WatchEvent::Change(_)) => snapshot += 1,
+            Some(WatchEvent::SnapshotComplete) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(snapshot, 5);
+
+    server.kill().unwrap();
+    server.restart().unwrap();
+    wait_state(&store, ConnectionState::Connected, Duration::from_secs(10)).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(20), watch.next())
+        .await
+        .expect("the watch reports the lost history within 20 s");
+    println!("after restart: {outcome:?}");
+    match outcome {
+        Some(Ok(WatchEvent::Resync)) => {
+            // Whatever the server has now, a fresh snapshot follows, then the marker.
+            loop {
+                match next_event(&mut watch, Duration::from_secs(10)).await {
+                    Some(WatchEvent::SnapshotComplete) => break,
+                    Some(WatchEvent::Change(_)) => {}
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        Some(Err(KvError::BucketNotFound { .. })) => {}
+        other => panic!("expected Resync or BucketNotFound, got {other:?}"),
+    }
+}
+
+/// The bucket came back, but with less history than the watch had seen (a memory bucket
+/// re-provisioned after a restart, while the watcher's link was down): the watch says
+/// `Resync`, then delivers a fresh snapshot and its marker, then live changes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resyncs_when_the_bucket_came_back_with_less_history() {
+    let mut server = NatsServer::start().unwrap();
+    let proxy = ChaosProxy::start(server.addr()).await.unwrap();
+    let watcher = store(&proxy.url(), true).await;
+    let writer = store(&server.url(), true).await;
+    let mut memory = spec("mem");
+    memory.storage = StorageKind::Memory;
+    writer.provision(&memory, OnMismatch::Fail).await.unwrap();
+    for i in 0..5 {
+        writer
+            .put("mem", &format!("old{i}"), vec![i])
+            .await
+            .unwrap();
+    }
+    let mut watch = watcher
+        .watch("mem", WatchKeys::Prefix(String::new()))
+        .await
+        .unwrap();
+    let mut first = Vec::new();
+    loop {
+        match next_event(&mut watch, Duration::from_secs(5)).await {
+            Some(WatchEvent::Change(ev)) => first.push(ev.key),
+            Some(WatchEvent::SnapshotComplete) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(first.len(), 5);
+
+    // Cut the watcher off, restart the server (the memory bucket is lost), and re-create the
+    // bucket with two keys before the watcher can reconnect.
+    proxy.set_refuse(true);
+    proxy.sever();
+    wait_state(
+        &watcher,
+        ConnectionState::Disconnected,
+        Duration::from_secs(5),
+    )
+    .await;
+    server.kill().unwrap();
+    server.restart().unwrap();
+    wait_state(&writer, ConnectionState::Connected, Duration::from_secs(10)).await;
+    writer.provision(&memory, OnMismatch::Fail).await.unwrap();
+    writer.put("mem", "new0", b"a".to_vec()).await.unwrap();
+    writer.put("mem", "new1", b"b".to_vec()).await.unwrap();
+    proxy.set_refuse(false);
+
+    let outcome = next_event(&mut watch, Duration::from_secs(20)).await;
+    assert_eq!(outcome, Some(WatchEvent::Resync));
+    let mut fresh = Vec::new();
+    loop {
+        match next_event(&mut watch, Duration::from_secs(10)).await {
+            Some(WatchEvent::Change(ev)) => fresh.push(ev.key),
+            Some(WatchEvent::SnapshotComplete) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(fresh, vec!["new0", "new1"]);
+    let rev = writer.put("mem", "new2", b"c".to_vec()).await.unwrap();
+    match next_event(&mut watch, Duration::from_secs(10)).await {
+        Some(WatchEvent::Change(ev)) => assert_eq!((ev.key.as_str(), ev.revision), ("new2", rev)),
+        other => panic!("unexpected {other:?}"),
+    }
+}
