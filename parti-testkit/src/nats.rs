@@ -41,6 +41,15 @@ pub enum HarnessError {
          (run the tests with scripts/test, which installs nats-server 2.15.1)"
     )]
     BinaryNotFound,
+    /// `PARTI_NATS_SERVER` names a file that does not exist.
+    #[error(
+        "nats-server not found at {path} (from {SERVER_ENV}); run the tests with scripts/test, \
+         which installs nats-server 2.15.1"
+    )]
+    BinaryMissing {
+        /// The path from the environment.
+        path: PathBuf,
+    },
     /// A process could not be spawned or signalled.
     #[error("nats-server process {what}: {source}")]
     Io {
@@ -83,7 +92,7 @@ pub fn server_binary() -> Result<PathBuf, HarnessError> {
         if path.is_file() {
             return Ok(path);
         }
-        return Err(HarnessError::BinaryNotFound);
+        return Err(HarnessError::BinaryMissing { path });
     }
     let path_var = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path_var)
@@ -208,6 +217,12 @@ impl NatsServer {
     #[must_use]
     pub fn store_dir(&self) -> &Path {
         self.store.path()
+    }
+
+    /// The running process's id (to check from outside that it was reaped).
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Whether a process is running (possibly paused).
@@ -407,7 +422,7 @@ impl NatsServer {
     ///
     /// [`HarnessError::NotRunning`] or the OS error.
     pub fn pause(&mut self) -> Result<(), HarnessError> {
-        let pid = self.pid()?;
+        let pid = self.running_pid()?;
         signal(pid, "STOP")?;
         self.paused = true;
         Ok(())
@@ -419,13 +434,13 @@ impl NatsServer {
     ///
     /// [`HarnessError::NotRunning`] or the OS error.
     pub fn resume(&mut self) -> Result<(), HarnessError> {
-        let pid = self.pid()?;
+        let pid = self.running_pid()?;
         signal(pid, "CONT")?;
         self.paused = false;
         Ok(())
     }
 
-    fn pid(&self) -> Result<u32, HarnessError> {
+    fn running_pid(&self) -> Result<u32, HarnessError> {
         self.child
             .as_ref()
             .map(Child::id)

@@ -94,6 +94,17 @@ async fn operations_fail_within_the_timeout_while_the_server_is_down() {
     let mut server = NatsServer::start().unwrap();
     let fast = store(&server.url(), true).await;
     let queued = store(&server.url(), false).await;
+    // A store over a caller's client samples the connection state instead of getting events.
+    let client = async_nats::ConnectOptions::new()
+        .reconnect_delay_callback(|_| Duration::from_millis(100))
+        .connect(server.url())
+        .await
+        .unwrap();
+    let polled = NatsStore::from_client(
+        client,
+        NatsStoreConfig::default().with_op_timeout(OP_TIMEOUT),
+    )
+    .unwrap();
     fast.provision(&spec("b"), OnMismatch::Fail).await.unwrap();
     fast.put("b", "k", b"v".to_vec()).await.unwrap();
     queued.entry("b", "k").await.unwrap();
@@ -106,7 +117,13 @@ async fn operations_fail_within_the_timeout_while_the_server_is_down() {
         Duration::from_secs(5),
     )
     .await;
-    println!("disconnect noticed after {noticed:?}");
+    let sampled = wait_state(
+        &polled,
+        ConnectionState::Disconnected,
+        Duration::from_secs(5),
+    )
+    .await;
+    println!("disconnect noticed after {noticed:?} (events), {sampled:?} later (sampled)");
 
     println!("fail fast (default), op timeout {OP_TIMEOUT:?}:");
     all_ops_fail(&fast).await;
@@ -118,6 +135,7 @@ async fn operations_fail_within_the_timeout_while_the_server_is_down() {
     server.restart().unwrap();
     let back = wait_state(&fast, ConnectionState::Connected, Duration::from_secs(10)).await;
     wait_state(&queued, ConnectionState::Connected, Duration::from_secs(10)).await;
+    wait_state(&polled, ConnectionState::Connected, Duration::from_secs(10)).await;
     println!(
         "restart + reconnect took {:?} (reconnect {back:?})",
         down.elapsed()
