@@ -86,7 +86,9 @@ pub(crate) struct Inner {
     pub(crate) client: Client,
     pub(crate) js: jetstream::Context,
     pub(crate) config: NatsStoreConfig,
-    buckets: RwLock<HashMap<String, kv::Store>>,
+    /// Opened buckets. Shared handles: a `kv::Store` carries the whole stream info, too big
+    /// to clone on every operation.
+    buckets: RwLock<HashMap<String, Arc<kv::Store>>>,
     pub(crate) state: Arc<watch::Sender<ConnectionState>>,
 }
 
@@ -280,7 +282,7 @@ impl NatsStore {
     }
 
     /// The bucket's handle, opened (one stream info request) on first use.
-    pub(crate) async fn bucket(&self, bucket: &str) -> Result<kv::Store, KvError> {
+    pub(crate) async fn bucket(&self, bucket: &str) -> Result<Arc<kv::Store>, KvError> {
         if let Some(store) = self.cached(bucket) {
             return Ok(store);
         }
@@ -294,11 +296,10 @@ impl NatsStore {
                     .map_err(|e| error::open_bucket(bucket, e))
             })
             .await?;
-        self.remember(bucket, store.clone());
-        Ok(store)
+        Ok(self.remember(bucket, store))
     }
 
-    fn cached(&self, bucket: &str) -> Option<kv::Store> {
+    fn cached(&self, bucket: &str) -> Option<Arc<kv::Store>> {
         // A poisoned lock only means another thread panicked while inserting; the map is
         // still a valid cache.
         let map = self
@@ -309,13 +310,15 @@ impl NatsStore {
         map.get(bucket).cloned()
     }
 
-    fn remember(&self, bucket: &str, store: kv::Store) {
+    fn remember(&self, bucket: &str, store: kv::Store) -> Arc<kv::Store> {
         let mut map = self
             .inner
             .buckets
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.insert(bucket.to_owned(), store);
+        let store = Arc::new(store);
+        map.insert(bucket.to_owned(), Arc::clone(&store));
+        store
     }
 
     fn subject(bucket: &str, key: &str) -> Result<String, KvError> {

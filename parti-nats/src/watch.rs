@@ -89,7 +89,7 @@ pub(crate) async fn last_matching(
 /// supervising task.
 pub(crate) async fn start(
     inner: Arc<Inner>,
-    store: kv::Store,
+    store: Arc<kv::Store>,
     target: WatchTarget,
 ) -> Result<KvWatch, KvError> {
     let (tx, rx) = mpsc::channel(BUFFER);
@@ -140,7 +140,7 @@ struct Snapshot {
 
 struct Supervisor {
     inner: Arc<Inner>,
-    store: kv::Store,
+    store: Arc<kv::Store>,
     target: WatchTarget,
     tx: mpsc::Sender<Result<WatchEvent, KvError>>,
     /// The last revision received (delivered or filtered out): nothing at or below it is
