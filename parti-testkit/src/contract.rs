@@ -151,6 +151,12 @@ cases!(
     unknown_bucket_and_invalid_key,
 );
 
+/// The case named `name`, to run a chosen subset (for example on a cluster).
+#[must_use]
+pub fn case(name: &str) -> Option<Case> {
+    CASES.iter().copied().find(|case| case.name == name)
+}
+
 /// Runs every case of [`CASES`] against `store`, in order; panics at the first broken one
 /// (naming it).
 pub async fn run_all(store: Arc<dyn KvStore>, opts: ContractOptions) {
@@ -775,8 +781,8 @@ pub async fn binary_and_empty_values(store: &dyn KvStore, opts: &ContractOptions
     assert!(empty > snap[0].revision);
 }
 
-/// After the bucket's max age, a value is gone for `entry` and `keys`, and the key can be
-/// created again with a higher revision.
+/// After the bucket's max age, a value is gone for `entry`, `keys` and a new watch's snapshot,
+/// and the key can be created again with a higher revision.
 pub async fn max_age_expiry(store: &dyn KvStore, opts: &ContractOptions) {
     let b = bucket(store, opts, "max-age", Some(opts.max_age)).await;
     let r1 = ok(store.create(&b, "a", b"1".to_vec()).await, "create a");
@@ -798,6 +804,15 @@ pub async fn max_age_expiry(store: &dyn KvStore, opts: &ContractOptions) {
         ok(store.keys(&b, "").await, "keys").is_empty()
     })
     .await;
+    let mut watch = ok(
+        store.watch(&b, WatchKeys::Prefix(String::new())).await,
+        "watch after expiry",
+    );
+    assert_eq!(
+        snapshot(&mut watch, opts).await,
+        [],
+        "expired values are not in a snapshot"
+    );
     let r3 = ok(
         store.create(&b, "a", b"3".to_vec()).await,
         "create over an expired key",

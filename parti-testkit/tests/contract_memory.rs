@@ -44,7 +44,9 @@ fn every_case_has_a_test() {
             "contract case {} has no test here",
             case.name
         );
+        assert_eq!(contract::case(case.name).map(|c| c.name), Some(case.name));
     }
+    assert!(contract::case("no-such-case").is_none());
 }
 
 /// `run_all` runs the whole suite on one store, on real (multi-threaded) time.
