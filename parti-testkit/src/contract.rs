@@ -42,8 +42,8 @@ use futures::StreamExt;
 use futures::future::join_all;
 use parti_core::Revision;
 use parti_core::store::{
-    BucketSpec, KvEntry, KvError, KvEvent, KvOperation, KvStore, KvWatch, OnMismatch, Provisioned,
-    StorageKind, WatchEvent, WatchKeys,
+    BucketSpec, ConnectionState, KvEntry, KvError, KvEvent, KvOperation, KvStore, KvWatch,
+    OnMismatch, Provisioned, StorageKind, WatchEvent, WatchKeys,
 };
 
 /// How the suite provisions buckets and how long it waits.
@@ -149,6 +149,7 @@ cases!(
     max_age_expiry,
     provision_mismatch_and_reconcile,
     unknown_bucket_and_invalid_key,
+    connection_starts_connected,
 );
 
 /// The case named `name`, to run a chosen subset (for example on a cluster).
@@ -942,4 +943,16 @@ pub async fn unknown_bucket_and_invalid_key(store: &dyn KvStore, opts: &Contract
         assert_eq!(store.entry(&b, key).await, Err(invalid), "entry {key:?}");
     }
     assert_eq!(ok(store.keys(&b, "").await, "keys"), Vec::<String>::new());
+}
+
+/// [`KvStore::connection`] reports the current state first: `Connected` for a store that
+/// works.
+pub async fn connection_starts_connected(store: &dyn KvStore, opts: &ContractOptions) {
+    let mut connection = store.connection();
+    let first = tokio::time::timeout(opts.wait, connection.next()).await;
+    assert_eq!(
+        first,
+        Ok(Some(ConnectionState::Connected)),
+        "the first connection state"
+    );
 }

@@ -32,6 +32,7 @@ memory_cases!(
     max_age_expiry,
     provision_mismatch_and_reconcile,
     unknown_bucket_and_invalid_key,
+    connection_starts_connected,
 );
 
 /// Every case above is listed: a case added to the suite without a test here fails this one.
