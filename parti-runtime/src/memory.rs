@@ -299,6 +299,54 @@ mod tests {
         store.put("b", "k", b"2".to_vec()).await.unwrap();
     }
 
+    /// Writers on several threads, several watches: each watch sees every write once, in
+    /// strictly increasing revision order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_and_watches_keep_revision_order() {
+        const WRITERS: usize = 4;
+        const WRITES: usize = 50;
+        let store = MemoryStore::new();
+        store
+            .provision(&spec("b", None), OnMismatch::Fail)
+            .await
+            .unwrap();
+        let mut watches = Vec::new();
+        for _ in 0..3 {
+            let mut watch = store
+                .watch("b", WatchKeys::Prefix(String::new()))
+                .await
+                .unwrap();
+            assert_eq!(watch.next().await, Some(Ok(WatchEvent::SnapshotComplete)));
+            watches.push(watch);
+        }
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for i in 0..WRITES {
+                        store.put("b", &format!("w{w}"), vec![0; i]).await.unwrap();
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        for mut watch in watches {
+            let mut last = Revision::ZERO;
+            for _ in 0..WRITERS * WRITES {
+                let Some(Ok(WatchEvent::Change(change))) = watch.next().await else {
+                    panic!("a change");
+                };
+                assert!(change.revision > last);
+                last = change.revision;
+            }
+            assert_eq!(last, Revision((WRITERS * WRITES) as u64));
+            assert_eq!(watch.next().now_or_never(), None, "nothing more");
+        }
+    }
+
     #[tokio::test]
     async fn connection_reports_connected_once() {
         let store = MemoryStore::new();

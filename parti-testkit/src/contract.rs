@@ -42,8 +42,8 @@ use futures::StreamExt;
 use futures::future::join_all;
 use parti_core::Revision;
 use parti_core::store::{
-    BucketSpec, KvEntry, KvError, KvEvent, KvOperation, KvStore, KvWatch, OnMismatch, Provisioned,
-    StorageKind, WatchEvent, WatchKeys,
+    BucketSpec, ConnectionState, KvEntry, KvError, KvEvent, KvOperation, KvStore, KvWatch,
+    OnMismatch, Provisioned, StorageKind, WatchEvent, WatchKeys,
 };
 
 /// How the suite provisions buckets and how long it waits.
@@ -149,7 +149,14 @@ cases!(
     max_age_expiry,
     provision_mismatch_and_reconcile,
     unknown_bucket_and_invalid_key,
+    connection_starts_connected,
 );
+
+/// The case named `name`, to run a chosen subset (for example on a cluster).
+#[must_use]
+pub fn case(name: &str) -> Option<Case> {
+    CASES.iter().copied().find(|case| case.name == name)
+}
 
 /// Runs every case of [`CASES`] against `store`, in order; panics at the first broken one
 /// (naming it).
@@ -775,8 +782,8 @@ pub async fn binary_and_empty_values(store: &dyn KvStore, opts: &ContractOptions
     assert!(empty > snap[0].revision);
 }
 
-/// After the bucket's max age, a value is gone for `entry` and `keys`, and the key can be
-/// created again with a higher revision.
+/// After the bucket's max age, a value is gone for `entry`, `keys` and a new watch's snapshot,
+/// and the key can be created again with a higher revision.
 pub async fn max_age_expiry(store: &dyn KvStore, opts: &ContractOptions) {
     let b = bucket(store, opts, "max-age", Some(opts.max_age)).await;
     let r1 = ok(store.create(&b, "a", b"1".to_vec()).await, "create a");
@@ -798,6 +805,15 @@ pub async fn max_age_expiry(store: &dyn KvStore, opts: &ContractOptions) {
         ok(store.keys(&b, "").await, "keys").is_empty()
     })
     .await;
+    let mut watch = ok(
+        store.watch(&b, WatchKeys::Prefix(String::new())).await,
+        "watch after expiry",
+    );
+    assert_eq!(
+        snapshot(&mut watch, opts).await,
+        [],
+        "expired values are not in a snapshot"
+    );
     let r3 = ok(
         store.create(&b, "a", b"3".to_vec()).await,
         "create over an expired key",
@@ -927,4 +943,16 @@ pub async fn unknown_bucket_and_invalid_key(store: &dyn KvStore, opts: &Contract
         assert_eq!(store.entry(&b, key).await, Err(invalid), "entry {key:?}");
     }
     assert_eq!(ok(store.keys(&b, "").await, "keys"), Vec::<String>::new());
+}
+
+/// [`KvStore::connection`] reports the current state first: `Connected` for a store that
+/// works.
+pub async fn connection_starts_connected(store: &dyn KvStore, opts: &ContractOptions) {
+    let mut connection = store.connection();
+    let first = tokio::time::timeout(opts.wait, connection.next()).await;
+    assert_eq!(
+        first,
+        Ok(Some(ConnectionState::Connected)),
+        "the first connection state"
+    );
 }

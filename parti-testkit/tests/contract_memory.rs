@@ -32,6 +32,7 @@ memory_cases!(
     max_age_expiry,
     provision_mismatch_and_reconcile,
     unknown_bucket_and_invalid_key,
+    connection_starts_connected,
 );
 
 /// Every case above is listed: a case added to the suite without a test here fails this one.
@@ -44,7 +45,9 @@ fn every_case_has_a_test() {
             "contract case {} has no test here",
             case.name
         );
+        assert_eq!(contract::case(case.name).map(|c| c.name), Some(case.name));
     }
+    assert!(contract::case("no-such-case").is_none());
 }
 
 /// `run_all` runs the whole suite on one store, on real (multi-threaded) time.

@@ -182,6 +182,8 @@ struct Watcher {
 /// never provisioned, [`KvError::InvalidKey`] for a key outside the NATS key alphabet,
 /// [`KvError::AlreadyExists`] and [`KvError::RevisionMismatch`] for failed compare-and-sets.
 /// The model never fails with a connectivity error: faults are the simulator's business.
+///
+/// It is `Send` but not `Sync` (reads move its clock forward): share it behind a mutex.
 #[derive(Clone, Debug, Default)]
 pub struct StoreModel {
     buckets: BTreeMap<String, Bucket>,
