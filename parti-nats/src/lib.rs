@@ -19,7 +19,8 @@
 //!   updated under [`OnMismatch::Reconcile`](parti_core::store::OnMismatch::Reconcile).
 //! - **Timeouts**: every operation is bounded by [`NatsStoreConfig::op_timeout`]. A timed-out
 //!   write is [`KvError::Timeout`](parti_core::store::KvError::Timeout) — an *unknown outcome*:
-//!   async-nats may still deliver it after reconnecting — and is never retried by the store.
+//!   async-nats may still deliver it after reconnecting — and is never retried by the store
+//!   (only refusals that prove nothing was stored are sent again, within the timeout).
 //!   While the client is disconnected, operations fail at once with `Unavailable` and are not
 //!   sent ([`NatsStoreConfig::fail_fast_when_disconnected`]).
 //! - **Concurrency**: no lock around the client; independent operations are pipelined.

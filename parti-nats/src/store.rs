@@ -72,7 +72,9 @@ impl NatsStoreConfig {
 /// so independent operations are in flight together (pipelined on one connection).
 ///
 /// - Every operation is bounded by [`NatsStoreConfig::op_timeout`]; a timed-out write is
-///   reported as [`KvError::Timeout`] and never retried here.
+///   reported as [`KvError::Timeout`] and never retried here. Only refusals that prove the
+///   write was not stored ("no responders" during a leader election, or a clustered leader's
+///   "another write to this key is in flight", 10164) are sent again, within the timeout.
 /// - [`KvStore::entry`] reads through the stream leader (`STREAM.MSG.GET`), never a direct get
 ///   that a lagging follower might answer.
 /// - Watches are ordered push consumers that re-establish themselves after disconnects and
