@@ -148,5 +148,15 @@ async fn killing_the_stream_leader_leaves_the_store_usable() {
             other => panic!("watch did not deliver the final write: {other:?}"),
         }
     }
+
+    // The killed node comes back on its port and store and the cluster is whole again.
+    let back = Instant::now();
+    cluster.restart(leader_index).unwrap();
+    println!("{leader} back and healthy after {:?}", back.elapsed());
+    let entry = store.entry("failover", "k").await.unwrap().unwrap();
+    store
+        .update("failover", "k", b"after restart".to_vec(), entry.revision)
+        .await
+        .unwrap();
     println!("test took {:?}", test_start.elapsed());
 }
