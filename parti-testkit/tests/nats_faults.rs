@@ -442,3 +442,59 @@ async fn a_watch_resyncs_when_the_bucket_came_back_with_less_history() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+/// Latency on the link slows operations down by the round trip it adds; latency beyond the
+/// operation timeout turns them into timeouts; a severed link is reconnected and a watch
+/// carries on without losing or repeating a change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_and_a_severed_link() {
+    use parti_testkit::chaos::Direction;
+    let server = NatsServer::start().unwrap();
+    let proxy = ChaosProxy::start(server.addr()).await.unwrap();
+    let store = store(&proxy.url(), true).await;
+    store.provision(&spec("b"), OnMismatch::Fail).await.unwrap();
+    let mut watch = store
+        .watch("b", WatchKeys::Prefix(String::new()))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut watch, Duration::from_secs(5)).await,
+        Some(WatchEvent::SnapshotComplete)
+    );
+
+    proxy.set_latency(Direction::ToServer, Duration::from_millis(20));
+    proxy.set_latency(Direction::ToClient, Duration::from_millis(20));
+    let (_, result, took) = timed("put", store.put("b", "k0", b"slow".to_vec())).await;
+    println!("put with 20+20 ms added: {result:?} after {took:?}");
+    assert!(result.is_ok());
+    assert!(took >= Duration::from_millis(40), "took {took:?}");
+
+    proxy.set_latency(Direction::ToClient, OP_TIMEOUT * 2);
+    let (_, result, took) = timed("put", store.put("b", "k1", b"late".to_vec())).await;
+    println!("put with the reply delayed past the timeout: {result:?} after {took:?}");
+    assert_eq!(result, Err(KvError::Timeout));
+    proxy.heal();
+
+    // Both writes were applied (the late one too: a timeout is an unknown outcome).
+    let mut seen = Vec::new();
+    collect(&mut watch, &mut seen, 2).await;
+    proxy.sever();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut written = 2;
+    while written < 5 {
+        match store.put("b", &format!("k{written}"), vec![]).await {
+            Ok(_) => written += 1,
+            Err(err) => {
+                assert!(Instant::now() < deadline, "no reconnect after sever: {err}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    collect(&mut watch, &mut seen, 5).await;
+    let keys: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["k0", "k1", "k2", "k3", "k4"]);
+    assert_eq!(
+        next_event(&mut watch, Duration::from_millis(300)).await,
+        None
+    );
+}
