@@ -38,6 +38,8 @@ use crate::store::{Inner, KV_OPERATION, MARKER_REASON};
 const BUFFER: usize = 256;
 /// First pause before re-establishing a failed watch.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// How long a consumer must have run for its failure to reset the backoff.
+const HEALTHY: Duration = Duration::from_secs(5);
 /// How long a snapshot waits without any message before asking the leader again how far it
 /// must reach.
 const SNAPSHOT_RECHECK: Duration = Duration::from_millis(250);
@@ -209,14 +211,20 @@ impl Supervisor {
         loop {
             let next = match current.take() {
                 Some(messages) => {
-                    attempt = 0;
                     // Nothing matched on the leader: the snapshot is empty and complete.
                     if self.snapshot.as_ref().is_some_and(|s| s.target == 0)
                         && !self.complete_snapshot().await
                     {
                         return;
                     }
-                    self.follow(messages).await
+                    let began = tokio::time::Instant::now();
+                    let next = self.follow(messages).await;
+                    // Back off afresh only after a consumer that worked for a while: one that
+                    // fails at once keeps the backoff growing (no hot loop).
+                    if began.elapsed() >= HEALTHY {
+                        attempt = 0;
+                    }
+                    next
                 }
                 None => Next::Rebuild,
             };
