@@ -134,7 +134,21 @@ pub struct NatsServer {
     store: tempfile::TempDir,
     child: Option<Child>,
     paused: bool,
+    /// The process whose death kills the server (this test process, or one chosen in tests).
+    guardian: u32,
 }
+
+/// A shell wrapper that `exec`s the server (so the child's pid is the server's) after
+/// starting a watcher: once a second it checks that the server still runs (else it exits)
+/// and that the guardian process still runs (else it kills the server). So a test process
+/// killed outright (`SIGKILL`, a CI timeout) leaves no server behind for long; `Drop` covers
+/// every other way a test ends.
+const GUARD_SCRIPT: &str = "guardian=$1; shift; \
+    ( while sleep 1; do \
+        kill -0 $$ 2>/dev/null || exit 0; \
+        kill -0 \"$guardian\" 2>/dev/null || { kill -9 $$ 2>/dev/null; exit 0; }; \
+      done ) </dev/null & \
+    exec \"$@\"";
 
 impl fmt::Debug for NatsServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -186,6 +200,7 @@ impl NatsServer {
             store,
             child: None,
             paused: false,
+            guardian: std::process::id(),
         })
     }
 
@@ -278,7 +293,12 @@ impl NatsServer {
             .open(self.log_path())
             .map_err(io_err("open the server log"))?;
         let log_err = log.try_clone().map_err(io_err("open the server log"))?;
-        let child = Command::new(&self.binary)
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(GUARD_SCRIPT)
+            .arg("sh")
+            .arg(self.guardian.to_string())
+            .arg(&self.binary)
             .args(self.args())
             .stdin(Stdio::null())
             .stdout(log)
@@ -571,5 +591,47 @@ impl NatsCluster {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alive(pid: u32) -> bool {
+        Command::new("kill")
+            .args(["-0", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// A server outlives a test process killed outright by at most a couple of seconds.
+    #[test]
+    fn a_server_dies_with_its_guardian() {
+        let mut guardian = Command::new("sleep").arg("30").spawn().unwrap();
+        let mut server = NatsServer::new(server_binary().unwrap(), "guarded".into(), None).unwrap();
+        server.guardian = guardian.id();
+        server.spawn().unwrap();
+        server.wait_ready(NODE_READY).unwrap();
+        let pid = server.pid().unwrap();
+        guardian.kill().unwrap();
+        guardian.wait().unwrap();
+        let start = Instant::now();
+        // The server is our child: reap it when it dies, as init would for an orphan.
+        let child = server.child.as_mut().unwrap();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "server {pid} still alive"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        println!("server died {:?} after its guardian", start.elapsed());
+        server.child = None;
+        assert!(!alive(pid));
     }
 }
