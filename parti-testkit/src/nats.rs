@@ -5,7 +5,8 @@
 //! neither has one, [`NatsServer::start`] fails with a message naming `scripts/test`, which
 //! installs the pinned server. Tests that need NATS never skip silently.
 //!
-//! Every process is killed and reaped when its handle is dropped, also while a test panics. A
+//! Every process is killed and reaped when its handle is dropped, also while a test panics; if
+//! the test process itself is killed outright, its servers follow within about a second. A
 //! server can be killed (`SIGKILL`), stopped (`SIGTERM`), restarted on the same port and store,
 //! and paused / resumed (`SIGSTOP` / `SIGCONT`). Readiness is awaited by polling the server's
 //! `/healthz` monitoring endpoint until a deadline, never by sleeping and hoping.
