@@ -154,6 +154,10 @@ pub enum WatchKeys {
     Key(String),
     /// Every key starting with this prefix (the empty prefix is every key).
     Prefix(String),
+    /// Exactly these keys, through **one** ordered stream (NATS: one consumer with several filter
+    /// subjects, server 2.10+). This is how a member follows `term` and its own `w.<id>` so that
+    /// a late write of an older term is always seen after the newer `term` (PROTOCOL.md §4).
+    Keys(Vec<String>),
 }
 
 impl WatchKeys {
@@ -163,6 +167,7 @@ impl WatchKeys {
         match self {
             WatchKeys::Key(k) => k == key,
             WatchKeys::Prefix(p) => key.starts_with(p.as_str()),
+            WatchKeys::Keys(ks) => ks.iter().any(|k| k == key),
         }
     }
 }
