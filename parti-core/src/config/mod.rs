@@ -84,6 +84,8 @@
 //! (`conservative | balanced | aggressive`, same values).
 
 pub mod duration;
+#[cfg(test)]
+mod tests;
 mod validate;
 
 use std::time::Duration;
