@@ -7,5 +7,7 @@
 //! **What it is not.** Not part of a production build: applications depend on it only as a
 //! dev-dependency.
 //!
-//! Status: its modules arrive with the store and simulator issues; this crate holds only this
-//! description today.
+//! Status: the [`contract`] suite is here; the simulator, the `nats-server` harness and the chaos
+//! proxy arrive with their issues.
+
+pub mod contract;
