@@ -20,6 +20,7 @@
 //! | [`types`] | identifiers and values: worker ids, partitions, terms, versions, fences |
 //! | [`assignment`] | who owns what, in one deterministic order, with diffs |
 //! | [`config`] | every setting, its default, and validation into [`config::ValidConfig`] |
+//! | [`machine`] | what the sans-IO machines share: op ids, KV requests as data, timers, backoff |
 //! | [`records`] | the values written to the store, postcard behind a format version byte |
 //! | [`store`] | the `KvStore` port and its error type |
 //! | [`strategy`] | the `AssignmentStrategy` port |
@@ -30,6 +31,8 @@
 pub mod assignment;
 pub mod config;
 pub mod hash;
+pub mod machine;
+pub mod planner;
 pub mod records;
 pub mod rng;
 pub mod store;

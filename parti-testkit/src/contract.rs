@@ -144,6 +144,7 @@ cases!(
     watch_snapshot_then_live_changes,
     watch_empty_snapshot_marker,
     watch_one_key,
+    watch_several_keys,
     watches_are_independent,
     binary_and_empty_values,
     max_age_expiry,
@@ -697,6 +698,50 @@ pub async fn watch_one_key(store: &dyn KvStore, opts: &ContractOptions) {
     assert_eq!(
         next_change(&mut watch, opts, "the new leader").await,
         put("leader", r2, b"2")
+    );
+}
+
+/// A watch of several keys (how a member follows `term` and its own `w.<id>`) sees exactly those
+/// keys, through one stream in revision order: a write to one key is never seen before an earlier
+/// write to the other.
+pub async fn watch_several_keys(store: &dyn KvStore, opts: &ContractOptions) {
+    let b = bucket(store, opts, "watch-keys", None).await;
+    let t1 = ok(store.put(&b, "term", b"1".to_vec()).await, "put term");
+    ok(store.put(&b, "w.b", b"b1".to_vec()).await, "put w.b");
+    let a1 = ok(store.put(&b, "w.a", b"a1".to_vec()).await, "put w.a");
+    let keys = WatchKeys::Keys(vec!["term".into(), "w.a".into()]);
+    assert!(keys.matches("w.a") && !keys.matches("w.b") && !keys.matches("w.ab"));
+    let mut watch = ok(store.watch(&b, keys).await, "watch term and w.a");
+    assert_eq!(
+        snapshot(&mut watch, opts).await,
+        [put("term", t1, b"1"), put("w.a", a1, b"a1")]
+    );
+    ok(store.put(&b, "w.b", b"b2".to_vec()).await, "put w.b");
+    ok(store.put(&b, "w.ab", b"x".to_vec()).await, "put w.ab");
+    let t2 = ok(
+        store.update(&b, "term", b"2".to_vec(), t1).await,
+        "update term",
+    );
+    let a2 = ok(
+        store.update(&b, "w.a", b"a2".to_vec(), a1).await,
+        "update w.a",
+    );
+    let a3 = delete_seen(store, opts, &b, "w.a", Some(a2)).await;
+    assert_eq!(
+        next_change(&mut watch, opts, "term 2").await,
+        put("term", t2, b"2")
+    );
+    assert_eq!(
+        next_change(&mut watch, opts, "w.a a2").await,
+        put("w.a", a2, b"a2")
+    );
+    assert_eq!(
+        next_change(&mut watch, opts, "delete of w.a").await,
+        KvEvent {
+            key: "w.a".into(),
+            revision: a3,
+            op: KvOperation::Delete
+        }
     );
 }
 

@@ -27,6 +27,7 @@ memory_cases!(
     watch_snapshot_then_live_changes,
     watch_empty_snapshot_marker,
     watch_one_key,
+    watch_several_keys,
     watches_are_independent,
     binary_and_empty_values,
     max_age_expiry,

@@ -287,6 +287,10 @@ pub enum WatchKeys {
     Key(String),
     /// Every key starting with this prefix (the empty prefix is every key).
     Prefix(String),
+    /// Exactly these keys, through **one** ordered stream (NATS: one consumer with several filter
+    /// subjects, server 2.10+). This is how a member follows `term` and its own `w.<id>` so that
+    /// a late write of an older term is always seen after the newer `term` (PROTOCOL.md §4).
+    Keys(Vec<String>),
 }
 
 impl WatchKeys {
@@ -296,6 +300,7 @@ impl WatchKeys {
         match self {
             WatchKeys::Key(k) => k == key,
             WatchKeys::Prefix(p) => key.starts_with(p.as_str()),
+            WatchKeys::Keys(ks) => ks.iter().any(|k| k == key),
         }
     }
 }
@@ -495,6 +500,9 @@ pub trait KvStore: Send + Sync + 'static {
 
     /// Writes `value` unconditionally; returns the new revision. parti uses it only for
     /// heartbeats.
+    ///
+    /// To ensure correctness: the returned revision is greater than every revision the bucket
+    /// produced before, and watches of `key` deliver the value with exactly that revision.
     async fn put(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<Revision, KvError>;
 
     /// Deletes `key` (leaves a tombstone that watches see as [`KvOperation::Delete`]); with
@@ -511,6 +519,9 @@ pub trait KvStore: Send + Sync + 'static {
     ) -> Result<(), KvError>;
 
     /// Keys with a live value that start with `prefix`, sorted.
+    ///
+    /// To ensure correctness: deleted, purged and expired keys are never listed; an empty bucket
+    /// gives an empty list, not an error.
     async fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, KvError>;
 
     /// Follows `keys`: current values, one [`WatchEvent::SnapshotComplete`], then live changes.
@@ -522,5 +533,8 @@ pub trait KvStore: Send + Sync + 'static {
 
     /// Connection state changes, the current state first. A store with no connection (in
     /// process) reports `Connected` once.
+    ///
+    /// To ensure correctness: consecutive items differ (no repeated state), and a store that is
+    /// disconnected reports it within its operation timeout of losing the connection.
     fn connection(&self) -> ConnectionWatch;
 }
