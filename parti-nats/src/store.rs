@@ -811,16 +811,34 @@ impl KvStore for NatsStore {
     /// [`parti_core::store::WatchEvent::Resync`] and a fresh snapshot. If the bucket is gone
     /// it yields [`KvError::BucketNotFound`] and ends.
     async fn watch(&self, bucket: &str, keys: WatchKeys) -> Result<KvWatch, KvError> {
-        let filter = match &keys {
-            WatchKeys::Key(key) => Self::subject(bucket, key)?,
-            WatchKeys::Prefix(prefix) => kvwatch::prefix_filter(bucket, prefix),
+        let filters = match &keys {
+            WatchKeys::Key(key) => vec![Self::subject(bucket, key)?],
+            WatchKeys::Prefix(prefix) => vec![kvwatch::prefix_filter(bucket, prefix)],
+            // One consumer with several filter subjects (server 2.10+, checked at connect), so
+            // the keys arrive through one stream in revision order.
+            WatchKeys::Keys(list) => {
+                let mut subjects = list
+                    .iter()
+                    .map(|key| Self::subject(bucket, key))
+                    .collect::<Result<Vec<_>, _>>()?;
+                subjects.sort();
+                subjects.dedup();
+                if subjects.is_empty() {
+                    // An empty filter list would mean *every* key: follow one placeholder key
+                    // instead; `WatchKeys::Keys([])` matches no key, so nothing is delivered
+                    // even if someone writes it.
+                    vec![format!("$KV.{bucket}.parti-no-key")]
+                } else {
+                    subjects
+                }
+            }
         };
         let store = self.bucket(bucket).await?;
         self.ensure_connected()?;
         let target = WatchTarget {
             bucket: bucket.to_owned(),
             prefix: format!("$KV.{bucket}."),
-            filter,
+            filters,
             keys,
         };
         let inner = Arc::clone(&self.inner);

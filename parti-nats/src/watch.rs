@@ -49,8 +49,8 @@ pub(crate) struct WatchTarget {
     pub(crate) bucket: String,
     /// `$KV.<bucket>.`
     pub(crate) prefix: String,
-    /// The consumer's subject filter.
-    pub(crate) filter: String,
+    /// The consumer's subject filters (one, or one per key of [`WatchKeys::Keys`]).
+    pub(crate) filters: Vec<String>,
     /// The exact keys (the filter may be wider than a prefix).
     pub(crate) keys: WatchKeys,
 }
@@ -85,6 +85,25 @@ pub(crate) async fn last_matching(
         Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
         Err(err) => Err(error::last_message(bucket, err)),
     }
+}
+
+/// The largest [`last_matching`] revision over several filters (asked together).
+async fn last_matching_any(
+    stream: &async_nats::jetstream::stream::Stream,
+    bucket: &str,
+    filters: &[String],
+) -> Result<u64, KvError> {
+    let each = futures::future::join_all(
+        filters
+            .iter()
+            .map(|filter| last_matching(stream, bucket, filter)),
+    )
+    .await;
+    let mut last = 0;
+    for revision in each {
+        last = last.max(revision?);
+    }
+    Ok(last)
 }
 
 /// Creates the first consumer (so that errors reach the caller of `watch`) and hands it to a
@@ -122,7 +141,14 @@ async fn establish(
         .create_consumer(OrderedConfig {
             deliver_subject: inner.client.new_inbox(),
             description: Some("parti watch".into()),
-            filter_subject: target.filter.clone(),
+            filter_subject: match target.filters.as_slice() {
+                [one] => one.clone(),
+                _ => String::new(),
+            },
+            filter_subjects: match target.filters.as_slice() {
+                [_] => Vec::new(),
+                many => many.to_vec(),
+            },
             replay_policy: ReplayPolicy::Instant,
             deliver_policy,
             ..Default::default()
@@ -182,7 +208,11 @@ impl Supervisor {
     async fn start_snapshot(&mut self) -> Result<Ordered, KvError> {
         let target = tokio::time::timeout(
             self.op_timeout(),
-            last_matching(&self.store.stream, &self.target.bucket, &self.target.filter),
+            last_matching_any(
+                &self.store.stream,
+                &self.target.bucket,
+                &self.target.filters,
+            ),
         )
         .await
         .map_err(|_| KvError::Timeout)??;
@@ -400,7 +430,7 @@ impl Supervisor {
                 () = tokio::time::sleep(SNAPSHOT_RECHECK), if gathering => {
                     if let Ok(Ok(now)) = tokio::time::timeout(
                         self.op_timeout(),
-                        last_matching(&self.store.stream, &self.target.bucket, &self.target.filter),
+                        last_matching_any(&self.store.stream, &self.target.bucket, &self.target.filters),
                     )
                     .await
                     {

@@ -23,6 +23,7 @@ const CLUSTER_CASES: &[&str] = &[
     "keys_by_prefix",
     "watch_snapshot_then_live_changes",
     "watch_empty_snapshot_marker",
+    "watch_several_keys",
     "max_age_expiry",
     "provision_mismatch_and_reconcile",
     "connection_starts_connected",

@@ -141,6 +141,17 @@ async fn basics_on_a_real_server() {
     assert!(matches!(next(&mut w).await, WatchEvent::Change(ev) if ev.key == "w.2"));
     assert_eq!(next(&mut w).await, WatchEvent::SnapshotComplete);
 
+    // A watch of no keys at all is silent (an empty NATS filter list would mean every key).
+    let mut none = store.watch("b", WatchKeys::Keys(vec![])).await.unwrap();
+    assert_eq!(next(&mut none).await, WatchEvent::SnapshotComplete);
+    store.put("b", "w.3", b"c".to_vec()).await.unwrap();
+    assert!(matches!(next(&mut w).await, WatchEvent::Change(ev) if ev.key == "w.3"));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), none.next())
+            .await
+            .is_err()
+    );
+
     // Connection state.
     let mut conn = store.connection();
     assert_eq!(
