@@ -7,7 +7,9 @@
 //! **What it is not.** Not part of a production build: applications depend on it only as a
 //! dev-dependency.
 //!
-//! Status: the [`contract`] suite is here; the simulator, the `nats-server` harness and the chaos
-//! proxy arrive with their issues.
+//! Status: the [`contract`] suite, the [`nats`] server harness and the [`chaos`] proxy are here;
+//! the simulator arrives with its issue.
 
+pub mod chaos;
 pub mod contract;
+pub mod nats;
