@@ -445,6 +445,9 @@ impl NatsServer {
     pub fn pause(&mut self) -> Result<(), HarnessError> {
         let pid = self.running_pid()?;
         signal(pid, "STOP")?;
+        // `kill` returns once the signal is queued; the server can still answer a request
+        // before every thread has stopped. Return only once all of them have.
+        wait_for_stop_state(pid, true)?;
         self.paused = true;
         Ok(())
     }
@@ -457,6 +460,7 @@ impl NatsServer {
     pub fn resume(&mut self) -> Result<(), HarnessError> {
         let pid = self.running_pid()?;
         signal(pid, "CONT")?;
+        wait_for_stop_state(pid, false)?;
         self.paused = false;
         Ok(())
     }
@@ -483,6 +487,46 @@ impl Drop for NatsServer {
 
 /// Sends a signal by name with the `kill` utility (the workspace forbids `unsafe`, so no
 /// `libc::kill`).
+/// Waits (up to 5 s) until every thread of `pid` is stopped (`stopped`) or none is, as
+/// `/proc/<pid>/task/*/stat` reports it. Where there is no `/proc`, returns at once.
+fn wait_for_stop_state(pid: u32, stopped: bool) -> Result<(), HarnessError> {
+    let tasks = PathBuf::from(format!("/proc/{pid}/task"));
+    if !tasks.exists() {
+        return Ok(());
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let states: Vec<char> = std::fs::read_dir(&tasks)
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+                    // The state follows the parenthesised command name: "pid (comm) S ...".
+                    .filter_map(|stat| stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let done = !states.is_empty()
+            && if stopped {
+                states.iter().all(|c| *c == 'T' || *c == 't')
+            } else {
+                states.iter().all(|c| *c != 'T' && *c != 't')
+            };
+        if done {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(HarnessError::Io {
+                what: format!(
+                    "wait for {pid} to be {}",
+                    if stopped { "stopped" } else { "running" }
+                ),
+                source: std::io::Error::other(format!("thread states {states:?}")),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn signal(pid: u32, name: &str) -> Result<(), HarnessError> {
     let status = Command::new("kill")
         .arg(format!("-{name}"))
