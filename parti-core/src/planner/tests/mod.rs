@@ -1,0 +1,4 @@
+//! Planner tests: pure, virtual time, exact writes (STYLE.md §14).
+
+mod harness;
+mod planning;
