@@ -1,11 +1,12 @@
 //! A pure test harness: an in-memory KV answering the planner's actions, simulated members that
-#![allow(dead_code)] // helpers are used by some test modules and not others
 //! heartbeat, apply their records and acknowledge, and virtual time.
 //!
 //! Every action is executed in the order the planner emitted it; the results of one drain are fed
 //! back after the whole drain was taken, so writes the planner issues together are visibly in
 //! flight together. Members apply a record the moment it is written (unless they are told not
 //! to acknowledge) and heartbeat at once (the acknowledgement), as PROTOCOL.md §5 says.
+
+#![allow(dead_code)] // helpers are used by some test modules and not others
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -317,6 +318,25 @@ impl Sim {
         self.put_raw(&bucket, Names::META_KEY, meta.encode());
     }
 
+    /// A settled cluster of `n` members (`worker-0` leads) owning `catalog` round robin at
+    /// version 5 of term 1; the planner takes over at term 2.
+    pub(crate) fn settled(n: u32, catalog: u32) -> Sim {
+        Self::settled_with(config(), n, catalog)
+    }
+
+    pub(crate) fn settled_with(cfg: ValidConfig, n: u32, catalog: u32) -> Sim {
+        let members: Vec<u32> = (0..n).collect();
+        let cat = parts(catalog);
+        let lists: Vec<(u32, Vec<u32>)> = (0..n)
+            .map(|k| (k, (0..catalog).filter(|i| i % n == k).collect()))
+            .collect();
+        let c2 = cat.clone();
+        Self::build(cfg, &members, cat, move |s| {
+            let refs: Vec<(u32, &[u32])> = lists.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+            s.seed_settled(&refs, &c2, 5);
+        })
+    }
+
     /// Executes every pending action, feeding results back, until the planner is quiet.
     pub(crate) fn pump(&mut self) {
         if self.in_pump {
@@ -502,14 +522,21 @@ impl Sim {
             self.names.assignments_bucket(),
             Names::assignment_key(worker),
         );
-        let Some(rec) = self
+        let Some((rec, rev)) = self
             .kv
             .get(&key)
-            .and_then(|(v, _)| AssignmentRecord::decode(v).ok())
+            .and_then(|(v, r)| AssignmentRecord::decode(v).ok().map(|x| (x, *r)))
         else {
             return;
         };
-        if rec.version <= m.applied || rec.term < self.term_in_store() {
+        // PROTOCOL §4: applied only if its term equals the latest term before it in the
+        // one ordered stream of `term` and `w.<id>`.
+        let term_rev = self
+            .kv
+            .get(&(self.names.assignments_bucket(), Names::TERM_KEY.to_owned()))
+            .map_or(Revision(0), |x| x.1);
+        let valid = rec.term >= self.term_in_store() || rev < term_rev;
+        if rec.version <= m.applied || !valid {
             return;
         }
         let new: BTreeMap<PartitionId, Fence> = rec
