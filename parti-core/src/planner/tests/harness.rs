@@ -159,6 +159,18 @@ impl Sim {
         catalog: Vec<Partition>,
         seed_store: impl FnOnce(&mut Sim),
     ) -> Sim {
+        Self::build_after_bump(cfg, members, catalog, seed_store, |_| {})
+    }
+
+    /// As [`Sim::build`], with `after_bump` run once the new term is in the store (before the
+    /// planner exists): for writes of an older leader that land after the bump.
+    pub(crate) fn build_after_bump(
+        cfg: ValidConfig,
+        members: &[u32],
+        catalog: Vec<Partition>,
+        seed_store: impl FnOnce(&mut Sim),
+        after_bump: impl FnOnce(&mut Sim),
+    ) -> Sim {
         #[allow(clippy::disallowed_methods)] // the test's one epoch
         let epoch = Instant::now();
         let names = cfg.names();
@@ -205,6 +217,7 @@ impl Sim {
             Names::TERM_KEY,
             TermCounter { term }.encode(),
         );
+        after_bump(&mut sim);
         let me_instance = sim.members.get(&w(0)).map_or(InstanceId(0), |m| m.instance);
         sim.p = Planner::new(
             cfg,
@@ -335,6 +348,42 @@ impl Sim {
             let refs: Vec<(u32, &[u32])> = lists.iter().map(|(k, v)| (*k, v.as_slice())).collect();
             s.seed_settled(&refs, &c2, 5);
         })
+    }
+
+    /// Another process writes `value` (delivered to the planner's watches that follow it).
+    pub(crate) fn external_put(&mut self, bucket: &str, key: &str, value: Vec<u8>) {
+        let revision = self.put_raw(bucket, key, value.clone());
+        let targets: Vec<WatchId> = self
+            .watches
+            .iter()
+            .filter(|(_, (b, k))| b == bucket && k.matches(key))
+            .map(|(id, _)| *id)
+            .collect();
+        for watch in targets {
+            let ev = WatchEvent::Change(KvEvent {
+                key: key.to_owned(),
+                revision,
+                op: KvOperation::Put(value.clone()),
+            });
+            self.p.handle_event(
+                self.now,
+                IoEvent::Watch {
+                    watch,
+                    event: Ok(ev),
+                },
+            );
+        }
+        self.pump();
+    }
+
+    /// The record of `worker` in the store.
+    pub(crate) fn record(&self, n: u32) -> Option<AssignmentRecord> {
+        self.kv
+            .get(&(
+                self.names.assignments_bucket(),
+                Names::assignment_key(&w(n)),
+            ))
+            .and_then(|(v, _)| AssignmentRecord::decode(v).ok())
     }
 
     /// Executes every pending action, feeding results back, until the planner is quiet.

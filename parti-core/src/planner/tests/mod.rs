@@ -1,4 +1,6 @@
 //! Planner tests: pure, virtual time, exact writes (STYLE.md §14).
 
+mod handoff;
 mod harness;
+mod liveness;
 mod planning;
