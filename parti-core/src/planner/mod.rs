@@ -650,7 +650,7 @@ impl Planner {
                     slot.on_fresh_member();
                 }
                 if hb.intent != Intent::Fenced {
-                    slot.regranted = false;
+                    slot.regranted = None;
                 }
                 slot.on_applied(hb.applied);
                 if hb.applied > self.version {

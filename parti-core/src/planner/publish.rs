@@ -187,7 +187,9 @@ impl Planner {
                 .collect();
             withheld |= add.len() < wanted.len();
             let regrant = self.needs_regrant(&w);
-            let must = slot.is_some_and(|s| s.must_rewrite);
+            // A timed-out write that may still land is only defused by moving the key past
+            // the revision it was based on: write the record even if its content is right.
+            let must = slot.is_some_and(|s| s.must_rewrite || s.ghost.is_some());
             let first = slot.is_none_or(|s| s.rec.is_none())
                 && plan.is_empty()
                 && eligible.contains(&w)
@@ -242,7 +244,7 @@ impl Planner {
             slot.holds.extend(&ids(&record));
             slot.inflight = Some(record.clone());
             if regrant {
-                slot.regranted = true;
+                slot.regranted = Some(version);
                 if self.current.is_none() {
                     self.current = Some(PlanReason::Regrant);
                 }
@@ -287,7 +289,7 @@ impl Planner {
             return false;
         };
         beat.intent == Intent::Fenced
-            && !slot.regranted
+            && slot.regranted != Some(slot.version())
             && beat.applied >= slot.version()
             && !slot.rec_ids().is_empty()
     }

@@ -70,9 +70,10 @@ pub(super) struct Slot {
     pub must_rewrite: bool,
     /// An unacknowledged revocation.
     pub awaiting: Option<Awaiting>,
-    /// A re-grant after `intent = Fenced` was written; cleared by the next non-fenced
-    /// heartbeat (so a member that stays fenced is not re-granted in a loop).
-    pub regranted: bool,
+    /// Version of the last re-grant after `intent = Fenced`; cleared by the next non-fenced
+    /// heartbeat. A member still fenced after applying exactly that re-grant is not re-granted
+    /// again (no loop); a failed re-grant write leaves the record older, so it is retried.
+    pub regranted: Option<crate::types::Version>,
 }
 
 pub(super) fn ids(rec: &AssignmentRecord) -> BTreeSet<PartitionId> {
@@ -93,7 +94,7 @@ impl Slot {
             needs_read: false,
             must_rewrite: false,
             awaiting: None,
-            regranted: false,
+            regranted: None,
         }
     }
 

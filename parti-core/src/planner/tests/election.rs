@@ -8,7 +8,9 @@ use crate::store::KvError;
 use crate::types::{Fence, Term, Version};
 
 fn only_unwatches(actions: &[IoAction]) -> bool {
-    actions.iter().all(|a| matches!(a, IoAction::Unwatch { .. }))
+    actions
+        .iter()
+        .all(|a| matches!(a, IoAction::Unwatch { .. }))
 }
 
 #[test]
@@ -57,7 +59,10 @@ fn a_higher_term_on_the_term_watch_stops_the_planner() {
     let b = s.names.assignments_bucket();
     s.external_put(&b, Names::TERM_KEY, TermCounter { term: Term(3) }.encode());
     assert!(s.p.is_stopped());
-    assert!(s.notes.contains(&PlannerNotification::SteppedDown { term: Term(3) }));
+    assert!(
+        s.notes
+            .contains(&PlannerNotification::SteppedDown { term: Term(3) })
+    );
     assert!(only_unwatches(&s.actions[from..]));
 }
 
@@ -79,7 +84,10 @@ fn a_conflicting_record_of_a_higher_term_makes_the_planner_step_down() {
     s.crash(2);
     s.run_to(secs(10));
     assert!(s.p.is_stopped());
-    assert!(s.notes.contains(&PlannerNotification::SteppedDown { term: Term(3) }));
+    assert!(
+        s.notes
+            .contains(&PlannerNotification::SteppedDown { term: Term(3) })
+    );
     assert_eq!(s.record(1).unwrap().term, Term(3), "never overwritten");
 }
 
@@ -115,7 +123,10 @@ fn a_late_record_of_a_lower_term_is_refused_and_rewritten_under_our_term() {
     assert_eq!(rec.term, Term(2));
     assert_eq!(rec.version, Version(7));
     assert_eq!(
-        rec.partitions.iter().map(|o| o.partition.id().clone()).collect::<Vec<_>>(),
+        rec.partitions
+            .iter()
+            .map(|o| o.partition.id().clone())
+            .collect::<Vec<_>>(),
         vec![pid(1), pid(3)],
         "p00 stays with worker-0 (first owner in the store wins); the rest is rewritten under term 2"
     );

@@ -103,6 +103,9 @@ pub(crate) struct Member {
     pub holds: BTreeMap<PartitionId, Fence>,
     pub next_beat: Instant,
     pub last_ok_beat: Instant,
+    /// Cut off from the store: no heartbeats, no records; under the `Fence` policy it revokes
+    /// everything once its last heartbeat is `heartbeat_ttl - fence_margin` old.
+    pub cut_off: bool,
 }
 
 /// One write to the assignments bucket, decoded.
@@ -255,6 +258,7 @@ impl Sim {
             holds: BTreeMap::new(),
             next_beat: self.now + self.cfg.heartbeat_interval,
             last_ok_beat: self.now,
+            cut_off: false,
         };
         self.members.insert(id.clone(), m);
         let hb = self.heartbeat_of(&id);
@@ -617,7 +621,38 @@ impl Sim {
         self.beat(worker);
     }
 
+    /// Members cut off for `fence_after` revoke everything locally (PROTOCOL §8 `Fence`).
+    pub(crate) fn fence_due(&mut self) {
+        let fence_after = self.cfg.fence_after();
+        let now = self.now;
+        for m in self.members.values_mut() {
+            if m.cut_off && now.saturating_duration_since(m.last_ok_beat) >= fence_after {
+                m.holds.clear();
+                m.intent = Intent::Fenced;
+            }
+        }
+    }
+
+    /// Cuts the member off from the store.
+    pub(crate) fn cut_off(&mut self, n: u32) {
+        let m = self.members.get_mut(&w(n)).unwrap();
+        m.up = false;
+        m.cut_off = true;
+    }
+
+    /// The member reaches the store again: heartbeats (fenced if it had to) and applies.
+    pub(crate) fn reconnect(&mut self, n: u32) {
+        self.fence_due();
+        let m = self.members.get_mut(&w(n)).unwrap();
+        m.up = true;
+        m.cut_off = false;
+        m.next_beat = self.now;
+        self.beat(&w(n));
+        self.apply(&w(n));
+    }
+
     pub(crate) fn check_exclusive(&mut self) {
+        self.fence_due();
         let mut owner: BTreeMap<&PartitionId, &WorkerId> = BTreeMap::new();
         let mut bad = Vec::new();
         for (id, m) in &self.members {
@@ -681,7 +716,9 @@ impl Sim {
             let Some(next) = next.filter(|n| *n <= end) else {
                 break;
             };
+            // A fence deadline between two events takes effect before the next one.
             self.now = self.now.max(next);
+            self.fence_due();
             let due: Vec<WorkerId> = self
                 .members
                 .iter()
@@ -728,6 +765,7 @@ impl Sim {
                 holds: BTreeMap::new(),
                 next_beat: self.now,
                 last_ok_beat: self.now,
+                cut_off: false,
             },
         );
     }
@@ -736,6 +774,7 @@ impl Sim {
     pub(crate) fn crash(&mut self, n: u32) {
         let m = self.members.get_mut(&w(n)).unwrap();
         m.up = false;
+        m.cut_off = false;
         m.holds.clear();
     }
 

@@ -5,3 +5,4 @@ mod handoff;
 mod harness;
 mod liveness;
 mod planning;
+mod prop;

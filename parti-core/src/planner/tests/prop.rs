@@ -1,0 +1,132 @@
+//! Property: random interleavings of joins, crashes, leaves, restarts, cut-offs, catalog
+//! changes, acknowledgement delays and store failures never break exclusive ownership, never
+//! lower a version or a fence, and after the faults stop every partition is owned by exactly
+//! one live member.
+
+use proptest::prelude::*;
+
+use super::harness::*;
+use crate::records::Intent;
+use crate::store::KvError;
+
+#[derive(Clone, Debug)]
+enum Step {
+    Advance(u64),
+    Join(u32),
+    Crash(u32),
+    Leave(u32),
+    Restart(u32),
+    CutOff(u32),
+    Reconnect(u32),
+    Fence(u32),
+    Acks(u32, bool),
+    Catalog(u32),
+    Fault(u8),
+    Degraded(bool),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let n = 1u32..6;
+    prop_oneof![
+        4 => (100u64..6_000).prop_map(Step::Advance),
+        3 => n.clone().prop_map(Step::Join),
+        2 => n.clone().prop_map(Step::Crash),
+        1 => n.clone().prop_map(Step::Leave),
+        1 => n.clone().prop_map(Step::Restart),
+        1 => n.clone().prop_map(Step::CutOff),
+        1 => n.clone().prop_map(Step::Reconnect),
+        1 => n.clone().prop_map(Step::Fence),
+        2 => (n, any::<bool>()).prop_map(|(n, b)| Step::Acks(n, b)),
+        1 => (2u32..12).prop_map(Step::Catalog),
+        2 => (0u8..3).prop_map(Step::Fault),
+        1 => any::<bool>().prop_map(Step::Degraded),
+    ]
+}
+
+fn run(steps: &[Step], initial: u32) -> Result<(), TestCaseError> {
+    let mut s = Sim::cold(&[0, 1], parts(initial));
+    let mut catalog = parts(initial);
+    for st in steps {
+        let up = |s: &Sim, n: u32| s.members.get(&w(n)).is_some_and(|m| m.up);
+        let known = |s: &Sim, n: u32| s.members.contains_key(&w(n));
+        match st {
+            Step::Advance(d) => s.run_for(ms(*d)),
+            Step::Join(n) => {
+                if !known(&s, *n) {
+                    s.join(*n);
+                } else if !up(&s, *n) && !s.members[&w(*n)].cut_off {
+                    s.restart_back(*n);
+                }
+            }
+            Step::Crash(n) if known(&s, *n) => s.crash(*n),
+            Step::Leave(n) if up(&s, *n) => s.intent(*n, Intent::Leaving),
+            Step::Restart(n) if up(&s, *n) => {
+                s.intent(*n, Intent::Restarting);
+                s.crash(*n);
+            }
+            Step::CutOff(n) if up(&s, *n) => s.cut_off(*n),
+            Step::Reconnect(n) if known(&s, *n) && s.members[&w(*n)].cut_off => s.reconnect(*n),
+            Step::Fence(n) if up(&s, *n) => {
+                s.members.get_mut(&w(*n)).unwrap().holds.clear();
+                s.intent(*n, Intent::Fenced);
+            }
+            Step::Acks(n, b) if up(&s, *n) => s.set_acks(*n, *b),
+            Step::Catalog(k) => {
+                catalog = parts(*k);
+                let now = s.now;
+                s.p.set_partitions(now, catalog.clone());
+                s.pump();
+            }
+            Step::Fault(k) => s.faults.push_back(match k {
+                0 => Fault::Fail(KvError::Unavailable {
+                    reason: "down".into(),
+                }),
+                1 => Fault::Fail(KvError::Timeout),
+                _ => Fault::TimeoutApplied,
+            }),
+            Step::Degraded(b) => {
+                let now = s.now;
+                s.p.set_degraded(now, *b);
+                s.pump();
+            }
+            _ => {}
+        }
+        prop_assert!(s.violations.is_empty(), "{:?} after {st:?}", s.violations);
+        prop_assert!(!s.p.is_stopped());
+    }
+    // The faults stop: every member acknowledges, cut-off members reconnect, the store works.
+    s.faults.clear();
+    let now = s.now;
+    s.p.set_degraded(now, false);
+    let ids: Vec<u32> = (1..6).filter(|n| s.members.contains_key(&w(*n))).collect();
+    for n in ids {
+        if s.members[&w(n)].cut_off {
+            s.reconnect(n);
+        }
+        if s.members[&w(n)].up {
+            s.set_acks(n, true);
+        }
+    }
+    s.run_for(secs(200));
+    prop_assert!(s.violations.is_empty(), "{:?}", s.violations);
+    let held = s.held();
+    prop_assert!(
+        s.fully_covered(&catalog),
+        "not covered: held {held:?}, catalog {}, target {:?}",
+        catalog.len(),
+        s.p.current()
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    #[test]
+    fn random_faults_never_break_exclusive_ownership_or_versions_and_coverage_returns(
+        steps in prop::collection::vec(step(), 1..40),
+        initial in 1u32..10,
+    ) {
+        run(&steps, initial)?;
+    }
+}
