@@ -73,7 +73,7 @@ pub(super) struct Slot {
     /// Version of the last re-grant after `intent = Fenced`; cleared by the next non-fenced
     /// heartbeat. A member still fenced after applying exactly that re-grant is not re-granted
     /// again (no loop); a failed re-grant write leaves the record older, so it is retried.
-    pub regranted: Option<crate::types::Version>,
+    pub regranted: Option<Version>,
 }
 
 pub(super) fn ids(rec: &AssignmentRecord) -> BTreeSet<PartitionId> {
