@@ -354,6 +354,35 @@ impl Sim {
         })
     }
 
+    /// Leadership moves (to a new planner on `worker-0`, as after a lease loss and re-election):
+    /// the old planner stops, the term is bumped, a new planner takes over from the store.
+    pub(crate) fn new_leader(&mut self, catalog: Vec<Partition>) {
+        let now = self.now;
+        self.p.stop(now);
+        self.pump();
+        let term = self.term_in_store().next();
+        self.term = term;
+        let b = self.names.assignments_bucket();
+        self.put_raw(&b, Names::TERM_KEY, TermCounter { term }.encode());
+        let instance = self
+            .members
+            .get(&w(0))
+            .map_or(InstanceId(0), |m| m.instance);
+        self.p = Planner::new(
+            self.cfg.clone(),
+            Box::new(Sticky),
+            PlannerInit {
+                me: w(0),
+                instance,
+                term,
+                partitions: catalog,
+                seed: term.0,
+            },
+            now,
+        );
+        self.pump();
+    }
+
     /// Another process writes `value` (delivered to the planner's watches that follow it).
     pub(crate) fn external_put(&mut self, bucket: &str, key: &str, value: Vec<u8>) {
         let revision = self.put_raw(bucket, key, value.clone());

@@ -23,6 +23,7 @@ enum Step {
     Catalog(u32),
     Fault(u8),
     Degraded(bool),
+    NewLeader,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -40,6 +41,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (2u32..12).prop_map(Step::Catalog),
         2 => (0u8..3).prop_map(Step::Fault),
         1 => any::<bool>().prop_map(Step::Degraded),
+        1 => Just(Step::NewLeader),
     ]
 }
 
@@ -89,6 +91,7 @@ fn run(steps: &[Step], initial: u32) -> Result<(), TestCaseError> {
                 s.p.set_degraded(now, *b);
                 s.pump();
             }
+            Step::NewLeader => s.new_leader(catalog.clone()),
             _ => {}
         }
         prop_assert!(s.violations.is_empty(), "{:?} after {st:?}", s.violations);
