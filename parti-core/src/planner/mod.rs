@@ -82,9 +82,12 @@
 //!   if something other than the term differs.
 //! - **Weights**: imbalance = heaviest `load / capacity` over the mean − 1.
 
+mod events;
 mod liveness;
+mod notify;
 mod plan;
 mod publish;
+mod results;
 mod slots;
 mod takeover;
 
@@ -92,15 +95,14 @@ mod takeover;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::assignment::Assignment;
 use crate::config::ValidConfig;
 use crate::machine::{Backoff, IdGen, IoAction, IoEvent, TimerTable, WatchId};
-use crate::records::{DecodeError, Lifecycle};
-use crate::store::{KvError, WatchEvent};
-use crate::strategy::{AssignmentStrategy, StrategyError};
-use crate::types::{InstanceId, Partition, PartitionId, Term, Version, WorkerId};
+use crate::records::Lifecycle;
+use crate::strategy::AssignmentStrategy;
+use crate::types::{Partition, PartitionId, Term, Version, WorkerId};
 
 use liveness::Liveness;
 use plan::Window;
@@ -108,141 +110,7 @@ use publish::Batch;
 use slots::Slot;
 use takeover::Loading;
 
-/// What the member hands to a new planner.
-#[derive(Clone, Debug)]
-pub struct PlannerInit {
-    /// The leader's worker id.
-    pub me: WorkerId,
-    /// The leader's process.
-    pub instance: InstanceId,
-    /// The term the member took (already written to the `term` key by compare-and-set).
-    pub term: Term,
-    /// The partition catalog.
-    pub partitions: Vec<Partition>,
-    /// Seed for the planner's jitter.
-    pub seed: u64,
-}
-
-/// The planner's state (see the table in the [module documentation](self)).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum PlannerState {
-    /// Taking over: reading the store.
-    Loading,
-    /// Nothing pending.
-    Idle,
-    /// A window is collecting joins.
-    Scaling,
-    /// A plan is being published.
-    Rebalancing,
-    /// A crash is being repaired.
-    Emergency,
-    /// Stopped for good.
-    Stopped,
-}
-
-/// Why a plan was made.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum PlanReason {
-    /// First coverage of an empty (or not yet settled) cluster.
-    ColdStart,
-    /// The plan at the end of the cold-start window.
-    ColdStartFinal,
-    /// Joins, at the end of the planned-scale window.
-    PlannedScale,
-    /// A member crashed (or its restart reservation ran out).
-    Emergency,
-    /// A member is leaving gracefully.
-    Leave,
-    /// Partitions were added to the catalog (placed without moving anything).
-    Catalog,
-    /// Weights changed and the imbalance exceeds `min_imbalance`.
-    Weights,
-    /// An operator asked ([`Planner::trigger_rebalance`]).
-    Manual,
-    /// A fenced member is given its partitions back.
-    Regrant,
-}
-
-/// Something the application (or operator) should know about the leader's work.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PlannerNotification {
-    /// The takeover read everything it needed.
-    TakeoverComplete {
-        /// The highest version found (the next one is higher).
-        version: Version,
-        /// Lifecycle found in `meta` (`ColdStart` when there is no `meta`).
-        lifecycle: Lifecycle,
-        /// Members named by `meta`.
-        members: Vec<WorkerId>,
-    },
-    /// The planner's state changed.
-    StateChanged {
-        /// Before.
-        from: PlannerState,
-        /// After.
-        to: PlannerState,
-    },
-    /// A new desired plan was made.
-    PlanStarted {
-        /// Why.
-        reason: PlanReason,
-        /// Partitions that change owner between two workers.
-        moved: usize,
-        /// The members it was made for.
-        members: Vec<WorkerId>,
-    },
-    /// A plan is fully published (every record and `meta`).
-    Published {
-        /// Why it was made.
-        reason: PlanReason,
-        /// The version of its last wave.
-        version: Version,
-    },
-    /// A worker was declared dead (§5).
-    WorkerDead {
-        /// The worker.
-        worker: WorkerId,
-    },
-    /// A live worker has not acknowledged a revocation within `revoke_timeout`. Its partitions
-    /// are not granted elsewhere until it acknowledges or dies.
-    HandoffStalled {
-        /// The worker.
-        worker: WorkerId,
-        /// The version it has not acknowledged.
-        version: Version,
-        /// How long it has been waited for.
-        waited: Duration,
-    },
-    /// A higher term exists: the planner stopped.
-    SteppedDown {
-        /// The higher term seen.
-        term: Term,
-    },
-    /// A stored value did not decode; it is treated as absent (reported once per key).
-    Undecodable {
-        /// Bucket.
-        bucket: String,
-        /// Key.
-        key: String,
-        /// Why.
-        error: DecodeError,
-    },
-    /// The strategy failed; the previous plan stays.
-    StrategyFailed {
-        /// Why.
-        error: StrategyError,
-    },
-    /// A watch reported an error (the driver keeps or re-opens it).
-    WatchFailed {
-        /// Bucket of the watch.
-        bucket: String,
-        /// The error.
-        error: KvError,
-    },
-}
+pub use notify::{PlanReason, PlannerInit, PlannerNotification, PlannerState};
 
 /// Deadlines of the planner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -562,161 +430,5 @@ impl Planner {
     #[must_use]
     pub fn poll_notification(&mut self) -> Option<PlannerNotification> {
         self.notes.pop_front()
-    }
-
-    // ---- internals shared by the submodules ----
-
-    fn set_state(&mut self, to: PlannerState) {
-        if self.state != to {
-            let from = self.state;
-            self.state = to;
-            self.notes
-                .push_back(PlannerNotification::StateChanged { from, to });
-        }
-    }
-
-    fn step_down(&mut self, now: Instant, term: Term) {
-        self.notes
-            .push_back(PlannerNotification::SteppedDown { term });
-        self.stop(now);
-    }
-
-    fn report_undecodable(&mut self, bucket: &str, key: &str, error: DecodeError) {
-        self.decode_errors += 1;
-        if self.reported.insert((bucket.to_owned(), key.to_owned())) {
-            self.notes.push_back(PlannerNotification::Undecodable {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                error,
-            });
-        }
-    }
-
-    fn on_term_event(&mut self, now: Instant, ev: WatchEvent) {
-        use crate::records::{Record, TermCounter};
-        use crate::store::KvOperation;
-        match ev {
-            WatchEvent::Change(c) => {
-                if let KvOperation::Put(bytes) = &c.op {
-                    match TermCounter::decode(bytes) {
-                        Ok(t) if t.term > self.term => self.step_down(now, t.term),
-                        Ok(t) if t.term == self.term => {
-                            if let Stage::Loading(l) = &mut self.stage {
-                                l.term_rev = Some(c.revision);
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            let b = self.as_bucket.clone();
-                            self.report_undecodable(&b, &c.key, e);
-                        }
-                    }
-                }
-            }
-            WatchEvent::SnapshotComplete => {
-                if let Stage::Loading(l) = &mut self.stage {
-                    l.term_snapshot = true;
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn on_heartbeat_event(&mut self, now: Instant, ev: WatchEvent) {
-        use crate::records::{Heartbeat, Intent, Record};
-        use crate::store::KvOperation;
-        match ev {
-            WatchEvent::Change(c) => {
-                let KvOperation::Put(bytes) = &c.op else {
-                    return; // deletes carry no liveness information (module docs)
-                };
-                let Ok(worker) = WorkerId::new(&c.key) else {
-                    return;
-                };
-                let hb = match Heartbeat::decode(bytes) {
-                    Ok(hb) => hb,
-                    Err(e) => {
-                        let b = self.hb_bucket.clone();
-                        self.report_undecodable(&b, &c.key, e);
-                        return;
-                    }
-                };
-                let seen = self.live.observe(now, &worker, &hb);
-                if matches!(self.stage, Stage::Loading(_)) {
-                    return;
-                }
-                let slot = self.slots.entry(worker).or_insert_with(Slot::empty);
-                if seen.revived || seen.new_instance || hb.intent == Intent::Fenced {
-                    slot.on_fresh_member();
-                }
-                if hb.intent != Intent::Fenced {
-                    slot.regranted = None;
-                }
-                slot.on_applied(hb.applied);
-                if hb.applied > self.version {
-                    self.version = hb.applied;
-                }
-            }
-            WatchEvent::SnapshotComplete => {
-                if let Stage::Loading(l) = &mut self.stage {
-                    l.hb_snapshot = true;
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Everything that follows an input: liveness, classification, publication, timers.
-    fn step(&mut self, now: Instant) {
-        if matches!(self.stage, Stage::Loading(_)) {
-            self.loading_step(now);
-        }
-        if !matches!(self.stage, Stage::Running) {
-            return;
-        }
-        for w in self.live.declare_deaths(now) {
-            if let Some(s) = self.slots.get_mut(&w) {
-                s.awaiting = None;
-            }
-            self.notes
-                .push_back(PlannerNotification::WorkerDead { worker: w });
-        }
-        let _expired = self.live.expire_reservations(now);
-        self.classify(now);
-        self.reconcile(now);
-        self.update_timers(now);
-        self.update_state();
-    }
-
-    fn update_timers(&mut self, now: Instant) {
-        match self.live.next_deadline(now) {
-            Some(t) => self.timers.set(Timer::Liveness, t),
-            None => self.timers.stop(Timer::Liveness),
-        }
-        match self.window_due() {
-            Some(t) => self.timers.set(Timer::Window, t),
-            None => self.timers.stop(Timer::Window),
-        }
-        let stall = self
-            .slots
-            .values()
-            .filter_map(|s| s.awaiting.as_ref())
-            .filter(|a| !a.reported)
-            .map(|a| a.since + self.config.revoke_timeout)
-            .min();
-        match stall {
-            Some(t) => self.timers.set(Timer::Stall, t.max(now)),
-            None => self.timers.stop(Timer::Stall),
-        }
-    }
-
-    fn update_state(&mut self) {
-        let s = match (&self.current, &self.window) {
-            (Some(PlanReason::Emergency), _) => PlannerState::Emergency,
-            (Some(_), _) => PlannerState::Rebalancing,
-            (None, Some(_)) => PlannerState::Scaling,
-            (None, None) => PlannerState::Idle,
-        };
-        self.set_state(s);
     }
 }

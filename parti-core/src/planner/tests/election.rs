@@ -1,5 +1,6 @@
 //! The planner's part of election and terms (PROTOCOL.md §4), and retries.
 
+use super::fixtures::*;
 use super::harness::*;
 use crate::machine::IoAction;
 use crate::planner::{PlannerNotification, PlannerState};

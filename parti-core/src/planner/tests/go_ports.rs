@@ -2,6 +2,7 @@
 //! `go-parti-tests-and-targets.md` §5), ported where still meaningful. Where our rule differs,
 //! the test states ours.
 
+use super::fixtures::*;
 use super::harness::*;
 use crate::config::Config;
 use crate::planner::{PlanReason, PlannerNotification, PlannerState};

@@ -1,5 +1,6 @@
 //! Publication: revoke → acknowledge → grant (PROTOCOL.md §7).
 
+use super::fixtures::*;
 use super::harness::*;
 use crate::machine::{IoAction, KvRequest};
 use crate::planner::{PlanReason, PlannerNotification};

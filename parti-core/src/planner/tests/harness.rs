@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::fixtures::*;
 use crate::assignment::Assignment;
 use crate::config::{Config, ValidConfig};
 use crate::machine::{IoAction, IoEvent, KvReply, KvRequest, KvResult, WatchId};
@@ -20,73 +21,9 @@ use crate::records::{
     catalog_digest,
 };
 use crate::store::{KvEntry, KvError, KvEvent, KvOperation, WatchEvent, WatchKeys};
-use crate::strategy::{AssignInput, AssignmentStrategy, Plan, StrategyError};
 use crate::types::{
     Fence, InstanceId, Partition, PartitionId, Revision, Term, Version, WorkerId, WorkerState,
 };
-
-pub(crate) fn w(n: u32) -> WorkerId {
-    WorkerId::from_parts("worker", n).unwrap()
-}
-
-pub(crate) fn p(n: u32) -> Partition {
-    Partition::with_default_weight([format!("p{n:02}")]).unwrap()
-}
-
-pub(crate) fn pid(n: u32) -> PartitionId {
-    p(n).id().clone()
-}
-
-pub(crate) fn parts(n: u32) -> Vec<Partition> {
-    (0..n).map(p).collect()
-}
-
-pub(crate) fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
-
-pub(crate) fn ms(s: u64) -> Duration {
-    Duration::from_millis(s)
-}
-
-/// Sticky and balanced: keep a partition with its previous owner while that owner is under
-/// `ceil(P / W)`, then give the rest to the least loaded worker (ties by id).
-#[derive(Debug)]
-pub(crate) struct Sticky;
-
-impl AssignmentStrategy for Sticky {
-    fn name(&self) -> &'static str {
-        "test-sticky"
-    }
-
-    fn assign(&self, input: &AssignInput<'_>) -> Result<Plan, StrategyError> {
-        input.require_workers()?;
-        let mut widx: Vec<usize> = (0..input.workers.len()).collect();
-        widx.sort_by(|a, b| input.workers[*a].id.cmp(&input.workers[*b].id));
-        let mut pidx: Vec<usize> = (0..input.partitions.len()).collect();
-        pidx.sort_by(|a, b| input.partitions[*a].id().cmp(input.partitions[*b].id()));
-        let quota = input.partitions.len().div_ceil(input.workers.len());
-        let mut load = vec![0usize; input.workers.len()];
-        let mut owners = vec![usize::MAX; input.partitions.len()];
-        for &pi in &pidx {
-            let prev = input.previous.owner(input.partitions[pi].id());
-            if let Some(wi) = prev.and_then(|o| widx.iter().find(|&&i| input.workers[i].id == *o))
-                && load[*wi] < quota
-            {
-                owners[pi] = *wi;
-                load[*wi] += 1;
-            }
-        }
-        for &pi in &pidx {
-            if owners[pi] == usize::MAX {
-                let wi = *widx.iter().min_by_key(|&&i| (load[i], i)).unwrap();
-                owners[pi] = wi;
-                load[wi] += 1;
-            }
-        }
-        Ok(Plan::from_owners(owners))
-    }
-}
 
 /// A simulated member process.
 #[derive(Clone, Debug)]
@@ -131,17 +68,17 @@ pub(crate) struct Sim {
     pub names: Names,
     pub cfg: ValidConfig,
     pub kv: BTreeMap<(String, String), (Vec<u8>, Revision)>,
-    rev: u64,
-    watches: BTreeMap<WatchId, (String, WatchKeys)>,
+    pub(crate) rev: u64,
+    pub(crate) watches: BTreeMap<WatchId, (String, WatchKeys)>,
     pub members: BTreeMap<WorkerId, Member>,
     pub writes: Vec<Written>,
     pub faults: VecDeque<Fault>,
     pub notes: Vec<PlannerNotification>,
     pub actions: Vec<IoAction>,
     pub violations: Vec<String>,
-    last_fence: BTreeMap<PartitionId, (WorkerId, Fence)>,
-    next_instance: u128,
-    in_pump: bool,
+    pub(crate) last_fence: BTreeMap<PartitionId, (WorkerId, Fence)>,
+    pub(crate) next_instance: u128,
+    pub(crate) in_pump: bool,
     pub term: Term,
 }
 
@@ -238,7 +175,7 @@ impl Sim {
         sim
     }
 
-    fn term_in_store(&self) -> Term {
+    pub(crate) fn term_in_store(&self) -> Term {
         self.kv
             .get(&(self.names.assignments_bucket(), Names::TERM_KEY.to_owned()))
             .and_then(|(v, _)| TermCounter::decode(v).ok())
@@ -265,7 +202,7 @@ impl Sim {
         self.put_raw(&self.names.heartbeats_bucket(), id.as_str(), hb);
     }
 
-    fn heartbeat_of(&mut self, id: &WorkerId) -> Vec<u8> {
+    pub(crate) fn heartbeat_of(&mut self, id: &WorkerId) -> Vec<u8> {
         let m = self.members.get_mut(id).unwrap();
         m.seq += 1;
         Heartbeat {
@@ -591,145 +528,6 @@ impl Sim {
         self.apply(&worker);
     }
 
-    /// The member applies the record in the store if it is up, acknowledging, and the record
-    /// is newer than what it applied; then heartbeats (the acknowledgement).
-    pub(crate) fn apply(&mut self, worker: &WorkerId) {
-        let Some(m) = self.members.get(worker) else {
-            return;
-        };
-        if !m.up || !m.acks {
-            return;
-        }
-        let key = (
-            self.names.assignments_bucket(),
-            Names::assignment_key(worker),
-        );
-        let Some((rec, rev)) = self
-            .kv
-            .get(&key)
-            .and_then(|(v, r)| AssignmentRecord::decode(v).ok().map(|x| (x, *r)))
-        else {
-            return;
-        };
-        // PROTOCOL §4: applied only if its term equals the latest term before it in the
-        // one ordered stream of `term` and `w.<id>`.
-        let term_rev = self
-            .kv
-            .get(&(self.names.assignments_bucket(), Names::TERM_KEY.to_owned()))
-            .map_or(Revision(0), |x| x.1);
-        let valid = rec.term >= self.term_in_store() || rev < term_rev;
-        if rec.version <= m.applied || !valid {
-            return;
-        }
-        let new: BTreeMap<PartitionId, Fence> = rec
-            .partitions
-            .iter()
-            .map(|o| (o.partition.id().clone(), o.fence))
-            .collect();
-        for (pp, f) in &new {
-            if m.holds.contains_key(pp) {
-                continue;
-            }
-            if let Some((prev_owner, prev_fence)) = self.last_fence.get(pp)
-                && prev_owner != worker
-                && *f <= *prev_fence
-            {
-                self.violations.push(format!(
-                    "fence of {pp:?} did not grow from {prev_owner} {prev_fence} to {worker} {f}"
-                ));
-            }
-            self.last_fence.insert(pp.clone(), (worker.clone(), *f));
-        }
-        let m = self.members.get_mut(worker).unwrap();
-        m.holds = new;
-        m.applied = rec.version;
-        if m.intent == Intent::Fenced {
-            m.intent = Intent::Active;
-        }
-        self.check_exclusive();
-        self.beat(worker);
-    }
-
-    /// Members cut off for `fence_after` revoke everything locally (PROTOCOL §8 `Fence`).
-    pub(crate) fn fence_due(&mut self) {
-        let fence_after = self.cfg.fence_after();
-        let now = self.now;
-        for m in self.members.values_mut() {
-            if m.cut_off && now.saturating_duration_since(m.last_ok_beat) >= fence_after {
-                m.holds.clear();
-                m.intent = Intent::Fenced;
-            }
-        }
-    }
-
-    /// Cuts the member off from the store.
-    pub(crate) fn cut_off(&mut self, n: u32) {
-        let m = self.members.get_mut(&w(n)).unwrap();
-        m.up = false;
-        m.cut_off = true;
-    }
-
-    /// The member reaches the store again: heartbeats (fenced if it had to) and applies.
-    pub(crate) fn reconnect(&mut self, n: u32) {
-        self.fence_due();
-        let m = self.members.get_mut(&w(n)).unwrap();
-        m.up = true;
-        m.cut_off = false;
-        m.next_beat = self.now;
-        self.beat(&w(n));
-        self.apply(&w(n));
-    }
-
-    pub(crate) fn check_exclusive(&mut self) {
-        self.fence_due();
-        let mut owner: BTreeMap<&PartitionId, &WorkerId> = BTreeMap::new();
-        let mut bad = Vec::new();
-        for (id, m) in &self.members {
-            for pp in m.holds.keys() {
-                if let Some(o) = owner.insert(pp, id) {
-                    bad.push(format!(
-                        "at {:?}: {pp:?} held by {o} and {id}",
-                        self.now - self.epoch
-                    ));
-                }
-            }
-        }
-        self.violations.extend(bad);
-    }
-
-    /// Puts the heartbeat of `worker` and delivers it to the planner's watch.
-    pub(crate) fn beat(&mut self, worker: &WorkerId) {
-        let hb = self.heartbeat_of(worker);
-        let bucket = self.names.heartbeats_bucket();
-        let revision = self.put_raw(&bucket, worker.as_str(), hb.clone());
-        let now = self.now;
-        if let Some(m) = self.members.get_mut(worker) {
-            m.next_beat = now + self.cfg.heartbeat_interval;
-            m.last_ok_beat = now;
-        }
-        let targets: Vec<WatchId> = self
-            .watches
-            .iter()
-            .filter(|(_, (b, k))| *b == bucket && k.matches(worker.as_str()))
-            .map(|(id, _)| *id)
-            .collect();
-        for watch in targets {
-            let ev = WatchEvent::Change(KvEvent {
-                key: worker.to_string(),
-                revision,
-                op: KvOperation::Put(hb.clone()),
-            });
-            self.p.handle_event(
-                now,
-                IoEvent::Watch {
-                    watch,
-                    event: Ok(ev),
-                },
-            );
-        }
-        self.pump();
-    }
-
     /// Advances virtual time to `epoch + t`, heartbeating every live member on schedule and
     /// firing the planner's timeouts.
     pub(crate) fn run_to(&mut self, t: Duration) {
@@ -771,61 +569,6 @@ impl Sim {
     pub(crate) fn run_for(&mut self, d: Duration) {
         let t = self.now - self.epoch + d;
         self.run_to(t);
-    }
-
-    /// A new member process joins: heartbeats now.
-    pub(crate) fn join(&mut self, n: u32) {
-        self.add_member_quiet(w(n));
-        self.beat(&w(n));
-        self.apply(&w(n));
-    }
-
-    fn add_member_quiet(&mut self, id: WorkerId) {
-        self.next_instance += 1;
-        self.members.insert(
-            id,
-            Member {
-                instance: InstanceId(self.next_instance),
-                seq: 0,
-                applied: Version::ZERO,
-                intent: Intent::Active,
-                up: true,
-                acks: true,
-                holds: BTreeMap::new(),
-                next_beat: self.now,
-                last_ok_beat: self.now,
-                cut_off: false,
-            },
-        );
-    }
-
-    /// The process dies: no more heartbeats, holds nothing.
-    pub(crate) fn crash(&mut self, n: u32) {
-        let m = self.members.get_mut(&w(n)).unwrap();
-        m.up = false;
-        m.cut_off = false;
-        m.holds.clear();
-    }
-
-    /// The member announces `intent` and heartbeats at once.
-    pub(crate) fn intent(&mut self, n: u32, intent: Intent) {
-        self.members.get_mut(&w(n)).unwrap().intent = intent;
-        self.beat(&w(n));
-    }
-
-    /// The same id comes back as a new process and applies its record.
-    pub(crate) fn restart_back(&mut self, n: u32) {
-        self.add_member_quiet(w(n));
-        self.beat(&w(n));
-        self.apply(&w(n));
-    }
-
-    /// The member stops (or resumes) applying records; it keeps heartbeating.
-    pub(crate) fn set_acks(&mut self, n: u32, acks: bool) {
-        self.members.get_mut(&w(n)).unwrap().acks = acks;
-        if acks {
-            self.apply(&w(n));
-        }
     }
 
     /// Records written since index `from`.

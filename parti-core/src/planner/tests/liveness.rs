@@ -1,5 +1,6 @@
 //! Liveness (PROTOCOL.md §5) and takeover.
 
+use super::fixtures::*;
 use super::harness::*;
 use crate::planner::PlannerNotification;
 use crate::records::{ClusterMeta, Names, Record};

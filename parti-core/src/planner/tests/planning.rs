@@ -1,5 +1,6 @@
 //! Planning (PROTOCOL.md §6).
 
+use super::fixtures::*;
 use super::harness::*;
 use crate::planner::{PlanReason, PlannerState};
 use crate::records::{Lifecycle, Phase};

@@ -5,6 +5,7 @@
 
 use proptest::prelude::*;
 
+use super::fixtures::*;
 use super::harness::*;
 use crate::records::Intent;
 use crate::store::KvError;
