@@ -142,8 +142,9 @@ impl Planner {
         }
         let stall = self
             .slots
-            .values()
-            .filter_map(|s| s.awaiting.as_ref())
+            .iter()
+            .filter(|(w, _)| self.live.is_alive(w))
+            .filter_map(|(_, s)| s.awaiting.as_ref())
             .filter(|a| !a.reported)
             .map(|a| a.since + self.config.revoke_timeout)
             .min();

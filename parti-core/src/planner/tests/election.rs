@@ -176,3 +176,33 @@ fn a_timed_out_write_is_re_read_before_it_is_retried() {
     assert_eq!(reads, 1, "the key of the timed-out write is read once");
     assert!(s.violations.is_empty(), "{:?}", s.violations);
 }
+
+/// Found by the property test: a re-grant whose write failed must be retried.
+#[test]
+fn a_failed_re_grant_is_retried() {
+    let mut s = Sim::settled(2, 4);
+    s.run_to(secs(1));
+    s.faults.push_back(Fault::Fail(KvError::Unavailable {
+        reason: "down".into(),
+    }));
+    s.members.get_mut(&w(1)).unwrap().holds.clear();
+    s.intent(1, crate::records::Intent::Fenced);
+    assert!(s.holds_of(1).is_empty());
+    s.run_to(secs(2));
+    assert_eq!(s.holds_of(1), [pid(1), pid(3)].into());
+}
+
+/// Found by the property test: a timed-out write that never landed still blocks its
+/// partitions (it could land); it is defused by writing the key past its base revision.
+#[test]
+fn a_timed_out_write_that_never_landed_is_defused_by_rewriting_the_key() {
+    let mut s = Sim::settled(2, 4);
+    s.run_to(secs(1));
+    s.faults.push_back(Fault::Fail(KvError::Timeout));
+    let now = s.now;
+    s.p.set_partitions(now, parts(6)); // p4 → worker-0? p4, p5 placed; one write times out
+    s.pump();
+    s.run_to(secs(10));
+    assert!(s.fully_covered(&parts(6)));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}

@@ -133,3 +133,35 @@ fn takeover_continues_the_version_from_the_highest_record_not_only_meta() {
     let recs = s.records_since(from);
     assert_eq!(recs[0].1.version, Version(10));
 }
+
+#[test]
+fn takeover_in_the_middle_of_a_handoff_waits_for_the_unacknowledged_revoke() {
+    // The old leader revoked p03 from worker-1 (version 6, not yet applied) and died before
+    // granting it. worker-1 may still hold p03: nobody else gets it until worker-1 acknowledges.
+    let cat = parts(4);
+    let c2 = cat.clone();
+    let mut s = Sim::build(config(), &[0, 1], cat, move |s| {
+        s.seed_settled(&[(0, &[0]), (1, &[1, 2, 3])], &c2, 5);
+        let rec = crate::records::AssignmentRecord {
+            term: crate::types::Term(1),
+            version: Version(6),
+            phase: crate::records::Phase::Revoke,
+            partitions: [1, 2]
+                .iter()
+                .map(|n| crate::records::OwnedPartition {
+                    partition: p(*n),
+                    fence: crate::types::Fence::new(crate::types::Term(1), Version(5)),
+                })
+                .collect(),
+        };
+        let b = s.names.assignments_bucket();
+        s.put_raw(&b, "w.worker-1", rec.encode());
+    });
+    s.run_to(secs(3));
+    assert!(!s.holds_of(0).contains(&pid(3)));
+    assert!(s.holds_of(1).contains(&pid(3)));
+    s.apply(&w(1)); // worker-1 applies version 6 and acknowledges
+    assert!(s.holds_of(0).contains(&pid(3)));
+    assert!(s.fully_covered(&parts(4)));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}

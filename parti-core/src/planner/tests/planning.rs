@@ -277,3 +277,25 @@ fn manual_rebalance_ignores_the_cooldown() {
     s.pump();
     assert_eq!(s.published().last().unwrap().0, PlanReason::Manual);
 }
+
+#[test]
+fn a_planned_scale_window_is_extended_by_joins_and_capped_at_twice() {
+    let mut s = Sim::settled(2, 12);
+    s.run_to(secs(1));
+    s.join(2); // deadline 11 s, cap 21 s
+    s.run_to(secs(9));
+    s.join(3); // 19 s
+    s.run_to(secs(18));
+    s.join(4); // 28 s, capped at 21 s
+    s.run_to(ms(20_900));
+    assert!(s.published().is_empty());
+    s.run_to(ms(21_100));
+    assert_eq!(
+        s.published(),
+        vec![(PlanReason::PlannedScale, s.p.version())]
+    );
+    for n in 0..5 {
+        assert!(s.holds_of(n).len() >= 2, "worker-{n}");
+    }
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
