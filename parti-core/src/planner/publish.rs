@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use super::slots::{Holds, Slot, ids};
+use super::slots::{Holds, Slot};
 use super::{PlanReason, Planner, PlannerNotification, Timer};
 use crate::machine::{IoAction, KvRequest, OpId};
 use crate::records::{AssignmentRecord, ClusterMeta, Intent, Names, OwnedPartition, Phase, Record};
@@ -240,7 +240,8 @@ impl Planner {
                 phase,
                 partitions,
             };
-            slot.holds.extend(&ids(&record));
+            // The member can only hold what lands: until then the write counts through
+            // `inflight` (and, after a timeout, `ghost`); `holds` grows on success.
             slot.inflight = Some(record.clone());
             if regrant {
                 slot.regranted = Some(version);

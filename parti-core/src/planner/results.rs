@@ -89,6 +89,7 @@ impl Planner {
         match result {
             Ok(KvReply::Written(rev)) => {
                 let version = record.version;
+                slot.holds.extend(&ids(&record));
                 slot.rec = Some(record);
                 slot.rev = Some(rev);
                 slot.ghost = None;
@@ -163,6 +164,8 @@ impl Planner {
                 if r.version > self.version {
                     self.version = r.version;
                 }
+                // One of ours (possibly a timed-out write that landed): the member may apply it.
+                slot.holds.extend(&ids(&r));
                 slot.rec = Some(r);
                 slot.rev = rev;
             }

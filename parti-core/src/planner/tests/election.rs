@@ -206,3 +206,24 @@ fn a_timed_out_write_that_never_landed_is_defused_by_rewriting_the_key() {
     assert!(s.fully_covered(&parts(6)));
     assert!(s.violations.is_empty(), "{:?}", s.violations);
 }
+
+/// Found by the property test: a grant whose write failed outright never reached the member,
+/// so it must not block those partitions once they are planned elsewhere.
+#[test]
+fn a_grant_that_failed_outright_does_not_count_as_held() {
+    let mut s = Sim::settled(2, 4);
+    s.run_to(secs(1));
+    s.join(2); // empty record
+    s.faults.push_back(Fault::Fail(KvError::Unavailable {
+        reason: "down".into(),
+    }));
+    let now = s.now;
+    s.p.set_partitions(now, parts(6)); // p04, p05 → worker-2: that write fails
+    s.pump();
+    assert!(s.holds_of(2).is_empty());
+    s.intent(2, crate::records::Intent::Leaving); // replanned to worker-0 / worker-1
+    s.run_to(secs(3));
+    assert!(s.fully_covered(&parts(6)));
+    assert!(s.holds_of(2).is_empty());
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}

@@ -111,7 +111,7 @@ fn run(steps: &[Step], initial: u32) -> Result<(), TestCaseError> {
             s.set_acks(n, true);
         }
     }
-    s.run_for(secs(200));
+    s.run_for(secs(150));
     prop_assert!(s.violations.is_empty(), "{:?}", s.violations);
     let held = s.held();
     prop_assert!(
@@ -124,7 +124,7 @@ fn run(steps: &[Step], initial: u32) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(40))]
+    #![proptest_config(ProptestConfig::with_cases(32))]
 
     #[test]
     fn random_faults_never_break_exclusive_ownership_or_versions_and_coverage_returns(
