@@ -92,9 +92,6 @@ impl Planner {
                 if seen.revived || seen.new_instance || hb.intent == Intent::Fenced {
                     slot.on_fresh_member();
                 }
-                if hb.intent != Intent::Fenced {
-                    slot.regranted = None;
-                }
                 slot.on_applied(hb.applied);
                 if hb.applied > self.version {
                     self.version = hb.applied;

@@ -185,7 +185,7 @@ impl Planner {
                 .map(|p| (*p).clone())
                 .collect();
             withheld |= add.len() < wanted.len();
-            let regrant = self.needs_regrant(&w);
+            let regrant = self.needs_regrant(now, &w);
             // A timed-out write that may still land is only defused by moving the key past
             // the revision it was based on: write the record even if its content is right.
             let must = slot.is_some_and(|s| s.must_rewrite || s.ghost.is_some());
@@ -244,7 +244,7 @@ impl Planner {
             // `inflight` (and, after a timeout, `ghost`); `holds` grows on success.
             slot.inflight = Some(record.clone());
             if regrant {
-                slot.regranted = Some(version);
+                slot.regranted = Some((version, now));
                 if self.current.is_none() {
                     self.current = Some(PlanReason::Regrant);
                 }
@@ -276,7 +276,7 @@ impl Planner {
 
     /// A live member that fenced itself and has applied its newest record: give its partitions
     /// back with a new version (and new fences).
-    fn needs_regrant(&self, w: &WorkerId) -> bool {
+    fn needs_regrant(&self, now: Instant, w: &WorkerId) -> bool {
         let Some(slot) = self.slots.get(w) else {
             return false;
         };
@@ -289,7 +289,9 @@ impl Planner {
             return false;
         };
         beat.intent == Intent::Fenced
-            && slot.regranted != Some(slot.version())
+            && slot.regranted.is_none_or(|(v, at)| {
+                v != slot.version() || now >= at + self.config.heartbeat_interval
+            })
             && beat.applied >= slot.version()
             && !slot.rec_ids().is_empty()
     }

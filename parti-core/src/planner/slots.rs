@@ -70,10 +70,11 @@ pub(super) struct Slot {
     pub must_rewrite: bool,
     /// An unacknowledged revocation.
     pub awaiting: Option<Awaiting>,
-    /// Version of the last re-grant after `intent = Fenced`; cleared by the next non-fenced
-    /// heartbeat. A member still fenced after applying exactly that re-grant is not re-granted
-    /// again (no loop); a failed re-grant write leaves the record older, so it is retried.
-    pub regranted: Option<Version>,
+    /// Version and time of the last re-grant after `intent = Fenced`. A member still (or again)
+    /// fenced after applying it is re-granted again, at most once per heartbeat interval (no
+    /// tight loop with a member that never leaves `Fenced`); a failed re-grant write leaves the
+    /// record older, so it is retried at once.
+    pub regranted: Option<(Version, Instant)>,
 }
 
 pub(super) fn ids(rec: &AssignmentRecord) -> BTreeSet<PartitionId> {

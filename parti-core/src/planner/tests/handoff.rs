@@ -199,3 +199,16 @@ fn an_undecodable_record_is_reported_once_treated_as_absent_and_rewritten() {
     assert!(s.fully_covered(&parts(4)));
     assert!(s.violations.is_empty(), "{:?}", s.violations);
 }
+
+#[test]
+fn a_member_fenced_again_after_its_re_grant_is_re_granted_again() {
+    let mut s = Sim::settled(2, 4);
+    for k in 1..4u64 {
+        s.run_to(secs(3 * k));
+        s.members.get_mut(&w(1)).unwrap().holds.clear();
+        s.intent(1, Intent::Fenced);
+        assert_eq!(s.holds_of(1), [pid(1), pid(3)].into(), "fence number {k}");
+    }
+    assert_eq!(s.p.version(), Version(8));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}

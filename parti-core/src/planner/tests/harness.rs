@@ -79,6 +79,8 @@ pub(crate) struct Sim {
     pub(crate) last_fence: BTreeMap<PartitionId, (WorkerId, Fence)>,
     pub(crate) next_instance: u128,
     pub(crate) in_pump: bool,
+    pub(crate) hb_stalled_until: Option<Instant>,
+    pub(crate) hb_backlog: BTreeMap<WorkerId, (Revision, Vec<u8>)>,
     pub term: Term,
 }
 
@@ -144,6 +146,8 @@ impl Sim {
             last_fence: BTreeMap::new(),
             next_instance: 100,
             in_pump: false,
+            hb_stalled_until: None,
+            hb_backlog: BTreeMap::new(),
             term: Term(1),
         };
         for &m in members {
@@ -539,13 +543,17 @@ impl Sim {
                 .filter(|m| m.up)
                 .map(|m| m.next_beat)
                 .min();
-            let next = [beat_at, self.p.poll_timeout()].into_iter().flatten().min();
+            let next = [beat_at, self.p.poll_timeout(), self.hb_stalled_until]
+                .into_iter()
+                .flatten()
+                .min();
             let Some(next) = next.filter(|n| *n <= end) else {
                 break;
             };
             // A fence deadline between two events takes effect before the next one.
             self.now = self.now.max(next);
             self.fence_due();
+            self.flush_stall();
             let due: Vec<WorkerId> = self
                 .members
                 .iter()

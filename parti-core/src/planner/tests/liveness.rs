@@ -165,3 +165,14 @@ fn takeover_in_the_middle_of_a_handoff_waits_for_the_unacknowledged_revoke() {
     assert!(s.fully_covered(&parts(4)));
     assert!(s.violations.is_empty(), "{:?}", s.violations);
 }
+
+#[test]
+fn a_stalled_heartbeat_watch_declares_nobody_dead_and_publishes_nothing() {
+    // A stream leader election stalls the leader's consumer for 20 s; members keep writing.
+    let mut s = Sim::settled(3, 6);
+    s.run_to(secs(1));
+    s.stall_heartbeats(secs(20));
+    s.run_to(secs(40));
+    assert!(dead(&s).is_empty());
+    assert_eq!(s.kv_writes(0), 0);
+}

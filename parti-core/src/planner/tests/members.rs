@@ -130,6 +130,19 @@ impl Sim {
             m.next_beat = now + self.cfg.heartbeat_interval;
             m.last_ok_beat = now;
         }
+        if self.hb_stalled_until.is_some() {
+            // The leader's heartbeat watch is stalled: the write landed, delivery comes later.
+            self.hb_backlog.insert(worker.clone(), (revision, hb));
+            return;
+        }
+        self.deliver_beat(worker, revision, hb);
+        self.pump();
+    }
+
+    /// Delivers one heartbeat to the planner's watches.
+    pub(crate) fn deliver_beat(&mut self, worker: &WorkerId, revision: Revision, hb: Vec<u8>) {
+        let bucket = self.names.heartbeats_bucket();
+        let now = self.now;
         let targets: Vec<WatchId> = self
             .watches
             .iter()
@@ -150,7 +163,26 @@ impl Sim {
                 },
             );
         }
-        self.pump();
+    }
+
+    /// Stalls the delivery of heartbeats to the planner for `d` (a stream leader election
+    /// stalls the consumer; members keep writing and do not fence).
+    pub(crate) fn stall_heartbeats(&mut self, d: std::time::Duration) {
+        self.hb_stalled_until = Some(self.now + d);
+    }
+
+    /// Ends a stall due at `now`: the backlog arrives, newest per worker, in revision order.
+    pub(crate) fn flush_stall(&mut self) {
+        if self.hb_stalled_until.is_some_and(|t| t <= self.now) {
+            self.hb_stalled_until = None;
+            let mut backlog: Vec<(WorkerId, (Revision, Vec<u8>))> =
+                std::mem::take(&mut self.hb_backlog).into_iter().collect();
+            backlog.sort_by_key(|(_, (r, _))| *r);
+            for (w, (r, hb)) in backlog {
+                self.deliver_beat(&w, r, hb);
+            }
+            self.pump();
+        }
     }
 
     /// A new member process joins: heartbeats now.

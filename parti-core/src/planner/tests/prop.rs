@@ -25,6 +25,7 @@ enum Step {
     Fault(u8),
     Degraded(bool),
     NewLeader,
+    Stall(u64),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -43,6 +44,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (0u8..3).prop_map(Step::Fault),
         1 => any::<bool>().prop_map(Step::Degraded),
         1 => Just(Step::NewLeader),
+        1 => (1_000u64..30_000).prop_map(Step::Stall),
     ]
 }
 
@@ -93,6 +95,7 @@ fn run(steps: &[Step], initial: u32) -> Result<(), TestCaseError> {
                 s.pump();
             }
             Step::NewLeader => s.new_leader(catalog.clone()),
+            Step::Stall(d) if s.hb_stalled_until.is_none() => s.stall_heartbeats(ms(*d)),
             _ => {}
         }
         prop_assert!(s.violations.is_empty(), "{:?} after {st:?}", s.violations);
