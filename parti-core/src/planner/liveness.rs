@@ -1,14 +1,21 @@
 //! Liveness (PROTOCOL.md §5): receive-time stamps, observation-channel gating, restart
 //! reservations and the degraded quiet period.
 //!
-//! Every heartbeat the planner's watch delivers is stamped with the receive time `now`
-//! (`seen[w]`). The leader's own heartbeat echo is stamped too, and time as far as liveness is
-//! concerned only advances while the leader can see itself:
-//! `observed_now = min(now, own_echo + heartbeat_interval)`. A worker is dead iff
-//! `observed_now - seen[w] >= heartbeat_ttl + emergency_grace`, never while the leader is
-//! degraded nor during `degraded.recovery_grace` after. A heartbeat received in between simply
-//! moves the stamp: nothing about an earlier absence is remembered (Go keeps a stale
-//! first-missing time and later skips the grace, §17 row 9).
+//! Every heartbeat the planner's watch delivers is stamped when it is received. The leader's
+//! own heartbeat echo is watched too, and time as far as liveness is concerned only advances
+//! while the leader can see itself: `observed_now = min(now, own_echo + heartbeat_interval)`.
+//! A worker is dead iff `observed_now - seen[w] >= heartbeat_ttl + emergency_grace`, never
+//! while the leader is degraded nor during `degraded.recovery_grace` after. A heartbeat
+//! received in between simply moves the stamp: nothing about an earlier absence is remembered
+//! (Go keeps a stale first-missing time and later skips the grace, §17 row 9).
+//!
+//! **Frozen time does not count, also after it ends** (a choice where PROTOCOL.md is silent):
+//! stamps and `observed_now` are kept on an *observed clock* that stops while the echo is stale
+//! and resumes where it stopped when the echo comes back, instead of jumping to `now`. When a
+//! stalled watch delivers its backlog, the leader's own echo may arrive a moment before the
+//! others' heartbeats; with the literal formula everyone silent for the stall would be dead in
+//! that moment (a mass emergency after a broker hiccup). On the observed clock nobody is
+//! declared dead earlier than by the literal formula, and with a healthy channel both agree.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -39,7 +46,8 @@ impl From<&Heartbeat> for Beat {
 /// What the planner knows about one worker's liveness.
 #[derive(Clone, Debug)]
 pub(super) struct WorkerInfo {
-    /// Receive time of the last heartbeat (or of the takeover, for members expected from `meta`).
+    /// Observed-clock stamp of the last heartbeat (or of the takeover, for members expected
+    /// from `meta`).
     pub seen: Instant,
     /// The last heartbeat; `None` for a member expected from `meta` that has not appeared yet.
     pub beat: Option<Beat>,
@@ -69,6 +77,8 @@ pub(super) struct Liveness {
     me: WorkerId,
     my_instance: InstanceId,
     own_echo: Instant,
+    /// Time during which the echo was stale, summed: the observed clock is behind `now` by it.
+    frozen: Duration,
     interval: Duration,
     dead_after: Duration,
     rejoin_window: Duration,
@@ -93,6 +103,7 @@ impl Liveness {
             // The member heartbeated before it won the election; until the first echo arrives,
             // liveness time may run one interval past the planner's creation, no further.
             own_echo: now,
+            frozen: Duration::ZERO,
             interval,
             dead_after,
             rejoin_window,
@@ -101,20 +112,27 @@ impl Liveness {
         }
     }
 
-    /// `min(now, own_echo + heartbeat_interval)`.
+    /// The observed clock: `min(now, own_echo + heartbeat_interval)`, minus the time the echo
+    /// was stale before.
     pub(super) fn observed_now(&self, now: Instant) -> Instant {
-        now.min(self.own_echo + self.interval)
+        let o = now.min(self.own_echo + self.interval);
+        o.checked_sub(self.frozen).unwrap_or(o)
     }
 
     /// Stamps a heartbeat of `worker` received at `now`.
     pub(super) fn observe(&mut self, now: Instant, worker: &WorkerId, hb: &Heartbeat) -> Observed {
         if *worker == self.me && hb.instance == self.my_instance {
+            let fresh_until = self.own_echo + self.interval;
+            if now > fresh_until {
+                self.frozen += now - fresh_until;
+            }
             self.own_echo = self.own_echo.max(now);
         }
+        let stamp = self.observed_now(now);
         let beat = Beat::from(hb);
         let mut out = Observed::default();
         let info = self.workers.entry(worker.clone()).or_insert(WorkerInfo {
-            seen: now,
+            seen: stamp,
             beat: None,
             dead: false,
             reserved_until: None,
@@ -129,7 +147,7 @@ impl Liveness {
             out.new_instance = prev.instance != beat.instance;
         }
         info.dead = false;
-        info.seen = info.seen.max(now);
+        info.seen = info.seen.max(stamp);
         match beat.intent {
             Intent::Restarting => {
                 if info.reserved_until.is_none() && !info.reservation_expired {
@@ -159,17 +177,18 @@ impl Liveness {
         if self.workers.contains_key(worker) {
             return;
         }
+        let stamp = self.observed_now(now);
         self.workers.insert(
             worker.clone(),
             WorkerInfo {
-                seen: now,
+                seen: stamp,
                 beat: None,
                 dead: false,
                 reserved_until: None,
                 reservation_expired: false,
             },
         );
-        self.by_seen.insert((now, worker.clone()));
+        self.by_seen.insert((stamp, worker.clone()));
     }
 
     /// Whether deaths may be declared at `now` (not degraded, not in the recovery grace).
@@ -226,7 +245,12 @@ impl Liveness {
         if !self.degraded
             && let Some((seen, _)) = self.by_seen.first()
         {
-            consider(*seen + self.dead_after);
+            // In real time, assuming the channel stays healthy; if it freezes, this wake-up
+            // finds nobody dead and sets the next one.
+            let left = (*seen + self.dead_after).saturating_duration_since(self.observed_now(now));
+            if !left.is_zero() {
+                consider(now + left);
+            }
         }
         for info in self.workers.values() {
             if let Some(t) = info.reserved_until {

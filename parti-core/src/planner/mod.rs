@@ -68,6 +68,10 @@
 //!   acknowledges a record of ours or dies. Such records are rewritten under our term.
 //! - **Timed-out writes** are remembered until the key moves past the revision they were based
 //!   on (they can only land on it), and count as held meanwhile.
+//! - **Frozen observation time stays frozen**: liveness runs on an observed clock that stops
+//!   while the leader's own echo is stale and resumes where it stopped (see `liveness`), so
+//!   the backlog of a stalled watch never declares everyone dead in the moment the leader's
+//!   echo arrives before the others' heartbeats.
 //! - **Heartbeat deletes** carry no liveness information (a leaver deletes its heartbeat after
 //!   its record is empty; expiry is silent or a marker): only stamps decide.
 //! - **Cooldown** is measured from the last full replan (planned, urgent or manual); coverage of
