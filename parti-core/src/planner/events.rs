@@ -88,6 +88,11 @@ impl Planner {
                 if matches!(self.stage, Stage::Loading(_)) {
                     return;
                 }
+                if !seen.changed {
+                    // The steady state (every member, every interval): only the stamp moved.
+                    return;
+                }
+                self.dirty = true;
                 let slot = self.slots.entry(worker).or_insert_with(Slot::empty);
                 if seen.revived || seen.new_instance || hb.intent == Intent::Fenced {
                     slot.on_fresh_member();
@@ -98,6 +103,7 @@ impl Planner {
                 }
             }
             WatchEvent::SnapshotComplete => {
+                self.dirty = true;
                 if let Stage::Loading(l) = &mut self.stage {
                     l.hb_snapshot = true;
                 }
@@ -115,15 +121,22 @@ impl Planner {
             return;
         }
         for w in self.live.declare_deaths(now) {
+            self.dirty = true;
             if let Some(s) = self.slots.get_mut(&w) {
                 s.awaiting = None;
             }
             self.notes
                 .push_back(PlannerNotification::WorkerDead { worker: w });
         }
-        let _expired = self.live.expire_reservations(now);
-        self.classify(now);
-        self.reconcile(now);
+        if !self.live.expire_reservations(now).is_empty() {
+            self.dirty = true;
+        }
+        // Classification and reconciliation cost O(members + partitions); they run only when
+        // an input could have changed their outcome (not for a plain heartbeat).
+        if std::mem::take(&mut self.dirty) {
+            self.classify(now);
+            self.reconcile(now);
+        }
         self.update_timers(now);
         self.update_state();
     }

@@ -66,6 +66,9 @@ pub(super) struct Observed {
     pub revived: bool,
     /// The heartbeat comes from another process than the previous one (a restart).
     pub new_instance: bool,
+    /// Anything planning cares about changed (first heartbeat, instance, intent,
+    /// acknowledged version, capacity, revival); a plain "still here" is not a change.
+    pub changed: bool,
 }
 
 /// The liveness table.
@@ -146,6 +149,7 @@ impl Liveness {
         if let Some(prev) = &info.beat {
             out.new_instance = prev.instance != beat.instance;
         }
+        out.changed = out.revived || info.beat.as_ref() != Some(&beat);
         info.dead = false;
         info.seen = info.seen.max(stamp);
         match beat.intent {

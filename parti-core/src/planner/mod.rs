@@ -172,6 +172,10 @@ pub struct Planner {
     state: PlannerState,
     decode_errors: u64,
     watch_errors: u64,
+    /// Something may have changed since the last classification.
+    dirty: bool,
+    /// `trigger_rebalance` arrived during the takeover: honoured once it is done.
+    manual_pending: bool,
     reported: BTreeSet<(String, String)>,
 }
 
@@ -245,6 +249,8 @@ impl Planner {
             state: PlannerState::Loading,
             decode_errors: 0,
             watch_errors: 0,
+            dirty: true,
+            manual_pending: false,
             reported: BTreeSet::new(),
             config,
         };
@@ -321,6 +327,9 @@ impl Planner {
         if self.is_stopped() {
             return;
         }
+        if !matches!(&event, IoEvent::Watch { watch, event: Ok(_) } if *watch == self.hb_watch) {
+            self.dirty = true;
+        }
         match event {
             IoEvent::KvDone { op, result } => {
                 if matches!(self.stage, Stage::Loading(_)) {
@@ -357,7 +366,9 @@ impl Planner {
         if self.is_stopped() {
             return;
         }
-        let _due = self.timers.expired(now);
+        if !self.timers.expired(now).is_empty() {
+            self.dirty = true;
+        }
         self.step(now);
     }
 
@@ -375,16 +386,19 @@ impl Planner {
         if matches!(self.stage, Stage::Running) {
             self.apply_catalog_change(now, &old);
         }
+        self.dirty = true;
         self.step(now);
     }
 
     /// Replans now with the current members, ignoring the cooldown and any window (an
     /// operator's request).
     pub fn trigger_rebalance(&mut self, now: Instant) {
-        if !matches!(self.stage, Stage::Running) {
-            return;
+        match self.stage {
+            Stage::Running => self.replan(now, PlanReason::Manual),
+            Stage::Loading(_) => self.manual_pending = true,
+            Stage::Stopped => return,
         }
-        self.replan(now, PlanReason::Manual);
+        self.dirty = true;
         self.step(now);
     }
 
@@ -396,6 +410,7 @@ impl Planner {
         }
         self.live
             .set_degraded(now, degraded, self.config.degraded.recovery_grace);
+        self.dirty = true;
         self.step(now);
     }
 

@@ -295,5 +295,9 @@ impl super::Planner {
             }
         }
         self.stage = Stage::Running;
+        self.dirty = true;
+        if std::mem::take(&mut self.manual_pending) {
+            self.replan(now, super::PlanReason::Manual);
+        }
     }
 }
