@@ -212,3 +212,24 @@ fn a_member_fenced_again_after_its_re_grant_is_re_granted_again() {
     assert_eq!(s.p.version(), Version(8));
     assert!(s.violations.is_empty(), "{:?}", s.violations);
 }
+
+#[test]
+fn a_crash_in_a_fleet_of_hundreds_costs_two_pipelined_waves() {
+    // 200 workers, 2000 partitions: the crash of one is repaired with one wave reducing the
+    // dead worker's record and one wave of grants, each all in flight together.
+    let mut s = Sim::settled(200, 2_000);
+    s.crash(199);
+    let from = s.writes.len();
+    let actions = s.actions.len();
+    s.run_to(secs(9));
+    let recs = s.records_since(from);
+    let versions: std::collections::BTreeSet<u64> = recs.iter().map(|(_, r)| r.version.0).collect();
+    assert_eq!(versions.len(), 2, "two waves");
+    assert_eq!(
+        recs.len(),
+        1 + 10,
+        "the dead record and the 10 receivers (sticky)"
+    );
+    assert!(s.fully_covered(&parts(2_000)));
+    assert!(s.kv_writes(actions) <= 12, "records and meta, no retries");
+}
