@@ -310,6 +310,26 @@ impl Planner {
         self.planned.iter().cloned().collect()
     }
 
+    /// Partitions of the catalog (`parti_partitions`).
+    #[must_use]
+    pub fn partition_count(&self) -> usize {
+        self.catalog.len()
+    }
+
+    /// Partitions of the catalog that no record in the store gives to a live worker
+    /// (`parti_unowned_partitions`).
+    #[must_use]
+    pub fn unowned_partitions(&self) -> usize {
+        let owned: BTreeSet<&PartitionId> = self
+            .slots
+            .iter()
+            .filter(|(w, _)| self.live.is_alive(w))
+            .filter_map(|(_, s)| s.rec.as_ref())
+            .flat_map(|r| r.partitions.iter().map(|o| o.partition.id()))
+            .collect();
+        self.catalog.keys().filter(|p| !owned.contains(p)).count()
+    }
+
     /// Values that did not decode so far (`parti_decode_errors_total`).
     #[must_use]
     pub fn decode_errors(&self) -> u64 {

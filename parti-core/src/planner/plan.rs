@@ -313,6 +313,11 @@ impl Planner {
             self.planned_digest = self.digest();
             if !gone.is_empty() && self.current.is_none() {
                 self.current = Some(PlanReason::Catalog);
+                self.notes.push_back(PlannerNotification::PlanStarted {
+                    reason: PlanReason::Catalog,
+                    moved: 0,
+                    members: self.planned.iter().cloned().collect(),
+                });
             }
             return;
         }

@@ -179,3 +179,54 @@ fn a_stalled_heartbeat_watch_declares_nobody_dead_and_publishes_nothing() {
     assert!(dead(&s).is_empty());
     assert_eq!(s.kv_writes(0), 0);
 }
+
+#[test]
+fn takeover_opens_two_watches_and_reads_meta_and_every_record_exactly() {
+    use crate::machine::{IoAction, KvRequest};
+    use crate::store::WatchKeys;
+    let s = Sim::settled(2, 4);
+    let shapes: Vec<String> = s
+        .actions
+        .iter()
+        .map(|a| match a {
+            IoAction::Watch { bucket, keys, .. } => format!("watch {bucket} {keys:?}"),
+            IoAction::Kv { op, request } => {
+                assert!(op.is_planner());
+                match request {
+                    KvRequest::Entry { key, .. } => format!("entry {key}"),
+                    KvRequest::Keys { prefix, .. } => format!("keys {prefix}"),
+                    other => format!("{}", other.name()),
+                }
+            }
+            IoAction::Unwatch { .. } => "unwatch".into(),
+        })
+        .collect();
+    assert_eq!(
+        shapes,
+        vec![
+            format!(
+                "watch parti-heartbeats {:?}",
+                WatchKeys::Prefix(String::new())
+            ),
+            format!(
+                "watch parti-assignments {:?}",
+                WatchKeys::Key("term".into())
+            ),
+            "entry meta".to_owned(),
+            "keys w.".to_owned(),
+            "entry w.worker-0".to_owned(),
+            "entry w.worker-1".to_owned(),
+        ]
+    );
+    assert_eq!(s.p.unowned_partitions(), 0);
+    assert_eq!(s.p.partition_count(), 4);
+}
+
+#[test]
+fn the_steady_state_costs_no_store_operation_at_all() {
+    // Go lists every heartbeat key up to ten times a second (§17 row 14).
+    let mut s = Sim::settled(5, 10);
+    let from = s.actions.len();
+    s.run_to(secs(300));
+    assert!(s.actions[from..].is_empty());
+}
