@@ -10,7 +10,8 @@
 //! # Event → machine → action
 //!
 //! ```text
-//!  heartbeats watch ──Watch(hb put)──▶ liveness: seen[w] = now, own echo, intents, acks
+//!  heartbeats watch ──Watch(hb put)──▶ liveness: seen[w] (observed clock), own echo,
+//!                                      intents, capacities, acknowledgements (`applied`)
 //!  `term` watch ─────Watch(term)─────▶ higher term? ──▶ stop + SteppedDown
 //!  KvDone(read/write) ───────────────▶ slots: record, revision, in flight, unknown outcome
 //!  handle_timeout(now) ──────────────▶ deaths · window end · retry · stall · rejoin end
@@ -36,6 +37,20 @@
 //! has the planner bit set ([`OpId::is_planner`](crate::machine::OpId::is_planner)); the member
 //! forwards events carrying such ids here. Results of actions issued before [`Planner::stop`]
 //! are ignored after it.
+//!
+//! # For the member that embeds it
+//!
+//! Forward every [`IoEvent`] whose op or watch id has the planner bit; call
+//! [`Planner::handle_timeout`] at [`Planner::poll_timeout`]; call [`Planner::stop`] at the local
+//! lease end or before leaving, [`Planner::set_degraded`] on entering and leaving degraded
+//! mode, [`Planner::set_partitions`] when the catalog changes. The planner opens its own two
+//! watches (`{ns}-heartbeats` prefix `""`, `{ns}-assignments` key `term`); the member's own
+//! heartbeat must reach it through that watch (it is the echo that gates liveness). Getters for
+//! state and metrics: [`Planner::state`], [`Planner::lifecycle`], [`Planner::version`],
+//! [`Planner::current`], [`Planner::live_members`], [`Planner::planned_members`],
+//! [`Planner::partition_count`], [`Planner::unowned_partitions`], [`Planner::decode_errors`],
+//! [`Planner::watch_errors`]. A leader that leaves can delete the leader key once the state is
+//! `Idle` after its own `intent = Leaving` was published (its record is empty).
 //!
 //! # States
 //!
@@ -79,7 +94,26 @@
 //! - **Graceful leave and manual rebalance** replan at once with the current eligible set and
 //!   cut a running window short, as an emergency does; an urgent plan during the cold-start
 //!   window is the final plan (`Settled`).
-//! - **Members without partitions** get an empty record, so they know they were seen.
+//! - **Members without partitions get an empty record at once**, also a joiner during a window
+//!   (one version each): a member waits for its first record before it counts as started, and
+//!   a cold-start window may last up to 2 × 30 s, longer than the default `startup_timeout`.
+//! - **Restart reservation = pinning.** A worker heartbeating `intent = Restarting` keeps its
+//!   record, and its partitions are left out of every plan until `rejoin_window` ends (also
+//!   after it is dead by liveness). If it is not back (a new process, or another intent) by
+//!   then, it leaves the plan as a crash (`Emergency`); if it is still heartbeating, its
+//!   partitions are revoked with acknowledgement like any live owner's.
+//! - **Re-grant after `intent = Fenced`**: when a live member says `Fenced` and has applied its
+//!   newest record, that record is rewritten with a new version and new fences for every
+//!   partition; again at most once per `heartbeat_interval` if it stays fenced.
+//! - **Owners outside the planned members**: a worker that got partitions by coverage (a
+//!   joiner during a window) and disappears is handled like a member (urgent replan), so its
+//!   partitions are never orphaned until a window ends.
+//! - **Two records naming one partition at takeover** (a handoff cut short): the first owner
+//!   in id order keeps it in the plan; both may hold it until they acknowledge, so it is not
+//!   granted elsewhere before.
+//! - **Records are never deleted**: a departed worker keeps an empty record (the id pool is
+//!   bounded), so a returning process learns it owns nothing.
+//! - **`trigger_rebalance` during the takeover** is remembered and honoured when it ends.
 //! - **Restart return** (same id, new process) publishes nothing: the record still gives it its
 //!   partitions with their fences, and the new process applies it.
 //! - **`meta`** is written when a plan is fully published, or when a handoff stalls, and only

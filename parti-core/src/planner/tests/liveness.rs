@@ -195,7 +195,7 @@ fn takeover_opens_two_watches_and_reads_meta_and_every_record_exactly() {
                 match request {
                     KvRequest::Entry { key, .. } => format!("entry {key}"),
                     KvRequest::Keys { prefix, .. } => format!("keys {prefix}"),
-                    other => format!("{}", other.name()),
+                    other => other.name().to_owned(),
                 }
             }
             IoAction::Unwatch { .. } => "unwatch".into(),
