@@ -22,7 +22,7 @@ pub struct PlannerInit {
     pub seed: u64,
 }
 
-/// The planner's state (see the table in the [module documentation](self)).
+/// The planner's state (see the table in the [module documentation](super)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum PlannerState {
@@ -58,7 +58,7 @@ pub enum PlanReason {
     Catalog,
     /// Weights changed and the imbalance exceeds `min_imbalance`.
     Weights,
-    /// An operator asked ([`Planner::trigger_rebalance`]).
+    /// An operator asked ([`Planner::trigger_rebalance`](super::Planner::trigger_rebalance)).
     Manual,
     /// A fenced member is given its partitions back.
     Regrant,
