@@ -136,6 +136,7 @@ impl Planner {
         if std::mem::take(&mut self.dirty) {
             self.classify(now);
             self.reconcile(now);
+            self.update_stall_timer(now);
         }
         self.update_timers(now);
         self.update_state();
@@ -150,6 +151,10 @@ impl Planner {
             Some(t) => self.timers.set(Timer::Window, t),
             None => self.timers.stop(Timer::Window),
         }
+    }
+
+    /// Revocations change only on inputs that mark the planner dirty; O(workers).
+    fn update_stall_timer(&mut self, now: Instant) {
         let stall = self
             .slots
             .iter()

@@ -77,6 +77,8 @@ pub(super) struct Liveness {
     workers: BTreeMap<WorkerId, WorkerInfo>,
     /// `(seen, worker)` of every worker not declared dead: the first entry dies first.
     by_seen: BTreeSet<(Instant, WorkerId)>,
+    /// `(reserved_until, worker)` of every running restart reservation.
+    reserved: BTreeSet<(Instant, WorkerId)>,
     me: WorkerId,
     my_instance: InstanceId,
     own_echo: Instant,
@@ -101,6 +103,7 @@ impl Liveness {
         Liveness {
             workers: BTreeMap::new(),
             by_seen: BTreeSet::new(),
+            reserved: BTreeSet::new(),
             me,
             my_instance,
             // The member heartbeated before it won the election; until the first echo arrives,
@@ -152,6 +155,7 @@ impl Liveness {
         out.changed = out.revived || info.beat.as_ref() != Some(&beat);
         info.dead = false;
         info.seen = info.seen.max(stamp);
+        let reserved_before = info.reserved_until;
         match beat.intent {
             Intent::Restarting => {
                 if info.reserved_until.is_none() && !info.reservation_expired {
@@ -169,6 +173,14 @@ impl Liveness {
             // A new process that immediately restarts again gets a fresh reservation.
             info.reserved_until = Some(now + self.rejoin_window);
             info.reservation_expired = false;
+        }
+        if info.reserved_until != reserved_before {
+            if let Some(t) = reserved_before {
+                self.reserved.remove(&(t, worker.clone()));
+            }
+            if let Some(t) = info.reserved_until {
+                self.reserved.insert((t, worker.clone()));
+            }
         }
         info.beat = Some(beat);
         self.by_seen.insert((info.seen, worker.clone()));
@@ -223,12 +235,16 @@ impl Liveness {
     /// Ends every reservation due at `now`; returns the workers whose reservation expired.
     pub(super) fn expire_reservations(&mut self, now: Instant) -> Vec<WorkerId> {
         let mut out = Vec::new();
-        for (w, info) in &mut self.workers {
-            if info.reserved_until.is_some_and(|t| t <= now) {
+        while let Some((t, w)) = self.reserved.first().cloned() {
+            if t > now {
+                break;
+            }
+            self.reserved.pop_first();
+            if let Some(info) = self.workers.get_mut(&w) {
                 info.reserved_until = None;
                 info.reservation_expired = true;
-                out.push(w.clone());
             }
+            out.push(w);
         }
         out
     }
@@ -256,10 +272,8 @@ impl Liveness {
                 consider(now + left);
             }
         }
-        for info in self.workers.values() {
-            if let Some(t) = info.reserved_until {
-                consider(t);
-            }
+        if let Some((t, _)) = self.reserved.first() {
+            consider(*t);
         }
         next
     }
