@@ -48,8 +48,32 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
+fn fast() -> crate::config::ValidConfig {
+    let mut c = crate::config::Config::default();
+    c.heartbeat_interval = ms(500);
+    c.heartbeat_ttl = ms(1_500);
+    c.emergency_grace = ms(0);
+    c.fence_margin = ms(300);
+    c.cold_start_window = secs(2);
+    c.planned_scale_window = secs(1);
+    c.min_rebalance_interval = secs(1);
+    c.rejoin_window = secs(3);
+    c.handler_timeout = secs(1);
+    c.revoke_timeout = secs(2);
+    c.degraded.recovery_grace = secs(2);
+    c.validate().unwrap()
+}
+
 fn run(steps: &[Step], initial: u32) -> Result<(), TestCaseError> {
-    let mut s = Sim::cold(&[0, 1], parts(initial));
+    run_with(config(), steps, initial)
+}
+
+fn run_with(
+    cfg: crate::config::ValidConfig,
+    steps: &[Step],
+    initial: u32,
+) -> Result<(), TestCaseError> {
+    let mut s = Sim::build(cfg, &[0, 1], parts(initial), |_| {});
     let mut catalog = parts(initial);
     for st in steps {
         let up = |s: &Sim, n: u32| s.members.get(&w(n)).is_some_and(|m| m.up);
@@ -135,5 +159,14 @@ proptest! {
         initial in 1u32..10,
     ) {
         run(&steps, initial)?;
+    }
+
+    /// The same with sub-second timings and zero grace (timers collide more often).
+    #[test]
+    fn the_same_holds_with_fast_timings_and_zero_grace(
+        steps in prop::collection::vec(step(), 1..40),
+        initial in 1u32..10,
+    ) {
+        run_with(fast(), &steps, initial)?;
     }
 }
