@@ -48,6 +48,7 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
+#[allow(clippy::field_reassign_with_default)] // reads as a list of overrides
 fn fast() -> crate::config::ValidConfig {
     let mut c = crate::config::Config::default();
     c.heartbeat_interval = ms(500);
