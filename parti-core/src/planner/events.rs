@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use super::later;
 use super::slots::Slot;
 use super::{PlanReason, Planner, PlannerNotification, PlannerState, Stage, Timer};
 use crate::records::DecodeError;
@@ -161,7 +162,7 @@ impl Planner {
             .filter(|(w, _)| self.live.is_alive(w))
             .filter_map(|(_, s)| s.awaiting.as_ref())
             .filter(|a| !a.reported)
-            .map(|a| a.since + self.config.revoke_timeout)
+            .map(|a| later(a.since, self.config.revoke_timeout))
             .min();
         match stall {
             Some(t) => self.timers.set(Timer::Stall, t.max(now)),

@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use super::later;
 use crate::records::{Heartbeat, Intent};
 use crate::types::{InstanceId, Version, WorkerId};
 
@@ -121,14 +122,14 @@ impl Liveness {
     /// The observed clock: `min(now, own_echo + heartbeat_interval)`, minus the time the echo
     /// was stale before.
     pub(super) fn observed_now(&self, now: Instant) -> Instant {
-        let o = now.min(self.own_echo + self.interval);
+        let o = now.min(later(self.own_echo, self.interval));
         o.checked_sub(self.frozen).unwrap_or(o)
     }
 
     /// Stamps a heartbeat of `worker` received at `now`.
     pub(super) fn observe(&mut self, now: Instant, worker: &WorkerId, hb: &Heartbeat) -> Observed {
         if *worker == self.me && hb.instance == self.my_instance {
-            let fresh_until = self.own_echo + self.interval;
+            let fresh_until = later(self.own_echo, self.interval);
             if now > fresh_until {
                 self.frozen += now - fresh_until;
             }
@@ -159,7 +160,7 @@ impl Liveness {
         match beat.intent {
             Intent::Restarting => {
                 if info.reserved_until.is_none() && !info.reservation_expired {
-                    info.reserved_until = Some(now + self.rejoin_window);
+                    info.reserved_until = Some(later(now, self.rejoin_window));
                 }
             }
             _ => {
@@ -171,7 +172,7 @@ impl Liveness {
         }
         if out.new_instance && beat.intent == Intent::Restarting {
             // A new process that immediately restarts again gets a fresh reservation.
-            info.reserved_until = Some(now + self.rejoin_window);
+            info.reserved_until = Some(later(now, self.rejoin_window));
             info.reservation_expired = false;
         }
         if info.reserved_until != reserved_before {
@@ -267,9 +268,10 @@ impl Liveness {
         {
             // In real time, assuming the channel stays healthy; if it freezes, this wake-up
             // finds nobody dead and sets the next one.
-            let left = (*seen + self.dead_after).saturating_duration_since(self.observed_now(now));
+            let left =
+                later(*seen, self.dead_after).saturating_duration_since(self.observed_now(now));
             if !left.is_zero() {
-                consider(now + left);
+                consider(later(now, left));
             }
         }
         if let Some((t, _)) = self.reserved.first() {
@@ -280,7 +282,7 @@ impl Liveness {
 
     pub(super) fn set_degraded(&mut self, now: Instant, degraded: bool, grace: Duration) {
         if self.degraded && !degraded {
-            self.quiet_until = Some(now + grace);
+            self.quiet_until = Some(later(now, grace));
         }
         self.degraded = degraded;
     }

@@ -133,7 +133,7 @@ mod takeover;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::assignment::Assignment;
 use crate::config::ValidConfig;
@@ -149,6 +149,14 @@ use slots::Slot;
 use takeover::Loading;
 
 pub use notify::{PlanReason, PlannerInit, PlannerNotification, PlannerState};
+
+/// `t + d`, never panicking: a duration too large for the clock (a config value of centuries)
+/// gives a deadline ~136 years away instead of an overflow.
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .or_else(|| t.checked_add(Duration::from_secs(1 << 32)))
+        .unwrap_or(t)
+}
 
 /// Deadlines of the planner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

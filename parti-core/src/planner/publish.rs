@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
+use super::later;
 use super::slots::{Holds, Slot};
 use super::{PlanReason, Planner, PlannerNotification, Timer};
 use crate::machine::{IoAction, KvRequest, OpId};
@@ -290,7 +291,7 @@ impl Planner {
         };
         beat.intent == Intent::Fenced
             && slot.regranted.is_none_or(|(v, at)| {
-                v != slot.version() || now >= at + self.config.heartbeat_interval
+                v != slot.version() || now >= later(at, self.config.heartbeat_interval)
             })
             && beat.applied >= slot.version()
             && !slot.rec_ids().is_empty()
@@ -304,7 +305,7 @@ impl Planner {
             }
             if let Some(a) = &mut s.awaiting
                 && !a.reported
-                && now >= a.since + timeout
+                && now >= later(a.since, timeout)
             {
                 a.reported = true;
                 self.notes.push_back(PlannerNotification::HandoffStalled {

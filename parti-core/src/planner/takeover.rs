@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use super::later;
 use super::slots::{Awaiting, Holds, Slot};
 use super::{PlannerNotification, Stage, Timer};
 use crate::machine::{IoAction, KvReply, KvRequest, KvResult, OpId};
@@ -155,7 +156,7 @@ impl super::Planner {
     pub(super) fn backoff_retry(&mut self, now: Instant) {
         if !self.timers.is_set(Timer::Retry) {
             let d = self.backoff.next_delay();
-            self.timers.set(Timer::Retry, now + d);
+            self.timers.set(Timer::Retry, later(now, d));
         }
     }
 

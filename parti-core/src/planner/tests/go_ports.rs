@@ -202,3 +202,26 @@ fn a_dead_worker_is_excluded_although_its_heartbeat_key_lingers() {
     assert!(s.kv.contains_key(&(b, w(2).to_string())));
     assert!(!s.p.current().contains_worker(&w(2)));
 }
+
+/// Not from Go: durations far beyond the clock's range (a user's config) never panic.
+#[test]
+fn absurdly_long_configured_durations_never_panic() {
+    let huge = std::time::Duration::from_secs(u64::MAX / 4);
+    let cfg = with(|c| {
+        c.rejoin_window = huge;
+        c.revoke_timeout = huge;
+        c.handler_timeout = huge;
+        c.cold_start_window = huge;
+        c.planned_scale_window = huge;
+        c.degraded.recovery_grace = huge;
+    });
+    let mut s = Sim::settled_with(cfg, 3, 6);
+    s.run_to(secs(1));
+    s.intent(2, crate::records::Intent::Restarting);
+    s.join(3);
+    let now = s.now;
+    s.p.set_degraded(now, true);
+    s.p.set_degraded(now, false);
+    s.run_to(secs(60));
+    assert!(!s.p.is_stopped());
+}
