@@ -208,6 +208,32 @@ impl Liveness {
         self.by_seen.insert((stamp, worker.clone()));
     }
 
+    /// A member `meta` says was restarting: reserve its partitions for `rejoin_window` from
+    /// `now` unless its heartbeat already says where it is (restarting, or back).
+    pub(super) fn reserve_from_meta(&mut self, now: Instant, worker: &WorkerId) {
+        self.expect(now, worker);
+        let until = later(now, self.rejoin_window);
+        if let Some(info) = self.workers.get_mut(worker)
+            && info.beat.is_none()
+            && info.reserved_until.is_none()
+        {
+            info.reserved_until = Some(until);
+            self.reserved.insert((until, worker.clone()));
+        }
+    }
+
+    /// Workers whose reservation is running at `now`, sorted.
+    pub(super) fn reserved_workers(&self, now: Instant) -> Vec<WorkerId> {
+        let mut v: Vec<WorkerId> = self
+            .reserved
+            .iter()
+            .filter(|(t, _)| *t > now)
+            .map(|(_, w)| w.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Whether deaths may be declared at `now` (not degraded, not in the recovery grace).
     fn may_declare(&self, now: Instant) -> bool {
         !self.degraded && self.quiet_until.is_none_or(|q| now >= q)

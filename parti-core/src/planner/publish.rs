@@ -103,12 +103,14 @@ impl Planner {
             lifecycle: self.lifecycle,
             members: self.planned.iter().cloned().collect(),
             catalog_digest: self.planned_digest,
+            restarting: self.live.reserved_workers(now),
         };
         let same = self.meta.known.as_ref().is_some_and(|k| {
             k.version == desired.version
                 && k.lifecycle == desired.lifecycle
                 && k.members == desired.members
                 && k.catalog_digest == desired.catalog_digest
+                && k.restarting == desired.restarting
         });
         if !same {
             let key = Names::META_KEY.to_owned();

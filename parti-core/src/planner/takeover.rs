@@ -262,6 +262,9 @@ impl super::Planner {
         for w in &planned {
             self.live.expect(now, w);
         }
+        for w in meta.iter().flat_map(|m| m.restarting.iter()) {
+            self.live.reserve_from_meta(now, w);
+        }
         // Members seen at takeover whose slot does not exist yet (no record): plain members.
         let seen: Vec<WorkerId> = self.live.workers().map(|(w, _)| w.clone()).collect();
         for w in seen {

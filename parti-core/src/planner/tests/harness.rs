@@ -272,6 +272,7 @@ impl Sim {
             lifecycle: Lifecycle::Settled,
             members: a.iter().map(|(n, _)| w(*n)).collect(),
             catalog_digest: catalog_digest(catalog),
+            restarting: Vec::new(),
         };
         self.put_raw(&bucket, Names::META_KEY, meta.encode());
     }

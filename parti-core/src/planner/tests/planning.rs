@@ -137,23 +137,64 @@ fn graceful_leave_hands_over_at_once() {
     assert!(s.violations.is_empty(), "{:?}", s.violations);
 }
 
+fn record_writes(s: &Sim, from: usize) -> usize {
+    s.records_since(from).len()
+}
+
 #[test]
 fn restart_is_reserved_then_the_same_id_gets_its_partitions_back_unchanged() {
     let mut s = Sim::settled(3, 6);
     let before = s.holds_of(2);
     let writes = s.writes.len();
+    let version = s.p.version();
     s.run_to(secs(1));
     s.intent(2, crate::records::Intent::Restarting);
     s.crash(2);
     s.run_to(secs(20)); // dead by liveness, but reserved
     assert_eq!(
-        s.writes.len(),
-        writes,
-        "nothing published during the reservation"
+        record_writes(&s, writes),
+        0,
+        "no record moves during the reservation"
     );
     s.restart_back(2);
     s.run_to(secs(40));
-    assert_eq!(s.writes.len(), writes, "zero movement, zero writes");
+    assert_eq!(
+        record_writes(&s, writes),
+        0,
+        "zero movement, zero record writes"
+    );
+    assert_eq!(s.p.version(), version);
+    assert_eq!(s.holds_of(2), before);
+    // Only `meta` noted the reservation and its end.
+    let restarting: Vec<Vec<crate::types::WorkerId>> = s.writes[writes..]
+        .iter()
+        .filter_map(|x| match x {
+            Written::Meta(m) => Some(m.restarting.clone()),
+            Written::Record(..) => None,
+        })
+        .collect();
+    assert_eq!(restarting, vec![vec![w(2)], vec![]]);
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
+
+#[test]
+fn a_restart_reservation_survives_a_leader_change() {
+    let mut s = Sim::settled(3, 6);
+    let before = s.holds_of(2);
+    s.run_to(secs(1));
+    s.intent(2, crate::records::Intent::Restarting);
+    s.crash(2);
+    s.run_to(secs(12));
+    // Its heartbeat expired; a new leader takes over and learns the reservation from `meta`.
+    let b = s.names.heartbeats_bucket();
+    s.kv.remove(&(b, w(2).to_string()));
+    s.new_leader(parts(6));
+    let writes = s.writes.len();
+    s.run_to(secs(25)); // long past 12 s + ttl + grace
+    assert_eq!(record_writes(&s, writes), 0);
+    s.restart_back(2);
+    s.run_to(secs(60));
+    assert_eq!(record_writes(&s, writes), 0);
     assert_eq!(s.holds_of(2), before);
     assert!(s.violations.is_empty(), "{:?}", s.violations);
 }
