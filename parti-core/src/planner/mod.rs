@@ -101,7 +101,10 @@
 //!   record, and its partitions are left out of every plan until `rejoin_window` ends (also
 //!   after it is dead by liveness). If it is not back (a new process, or another intent) by
 //!   then, it leaves the plan as a crash (`Emergency`); if it is still heartbeating, its
-//!   partitions are revoked with acknowledgement like any live owner's.
+//!   partitions are revoked with acknowledgement like any live owner's. Running reservations
+//!   are listed in `meta.restarting`, and a new leader reserves those members again for
+//!   `rejoin_window` from its takeover (at most one extra window; monotonic clocks of two
+//!   hosts cannot be compared).
 //! - **Re-grant after `intent = Fenced`**: when a live member says `Fenced` and has applied its
 //!   newest record, that record is rewritten with a new version and new fences for every
 //!   partition; again at most once per `heartbeat_interval` if it stays fenced.
@@ -116,8 +119,8 @@
 //! - **`trigger_rebalance` during the takeover** is remembered and honoured when it ends.
 //! - **Restart return** (same id, new process) publishes nothing: the record still gives it its
 //!   partitions with their fences, and the new process applies it.
-//! - **`meta`** is written when a plan is fully published, or when a handoff stalls, and only
-//!   if something other than the term differs.
+//! - **`meta`** is written when a plan is fully published, when a handoff stalls, and when a
+//!   restart reservation starts or ends — only if something other than the term differs.
 //! - **Weights**: imbalance = heaviest `load / capacity` over the mean − 1.
 
 mod events;
