@@ -147,10 +147,12 @@ impl Planner {
     /// plan is withheld (its previous owner may still hold it).
     fn wave(&mut self, now: Instant, batch: &mut Batch) -> bool {
         let mut blockers: BTreeMap<PartitionId, BTreeSet<WorkerId>> = BTreeMap::new();
+        let mut claims: BTreeMap<PartitionId, BTreeSet<WorkerId>> = BTreeMap::new();
         let mut any_holders: BTreeSet<WorkerId> = BTreeSet::new();
         for (w, s) in &self.slots {
             for p in s.kv_ids() {
-                blockers.entry(p).or_default().insert(w.clone());
+                blockers.entry(p.clone()).or_default().insert(w.clone());
+                claims.entry(p).or_default().insert(w.clone());
             }
             if self.live.is_alive(w) {
                 match &s.holds {
@@ -180,8 +182,14 @@ impl Planner {
                 blockers.get(p).is_none_or(|b| b.iter().all(|x| *x == w))
                     && any_holders.iter().all(|x| *x == w)
             };
-            let keep: BTreeSet<PartitionId> = rec.intersection(plan).cloned().collect();
-            let wanted: Vec<&PartitionId> = plan.difference(&rec).collect();
+            // A partition the store gives to two workers (only ever inherited from a messy
+            // takeover) is kept by neither: it is taken away and granted again once free.
+            let keep: BTreeSet<PartitionId> = rec
+                .intersection(plan)
+                .filter(|p| claims.get(*p).is_none_or(|c| c.iter().all(|x| *x == w)))
+                .cloned()
+                .collect();
+            let wanted: Vec<&PartitionId> = plan.difference(&keep).collect();
             let add: BTreeSet<PartitionId> = wanted
                 .iter()
                 .filter(|p| free(p))

@@ -233,3 +233,41 @@ fn a_crash_in_a_fleet_of_hundreds_costs_two_pipelined_waves() {
     assert!(s.fully_covered(&parts(2_000)));
     assert!(s.kv_writes(actions) <= 12, "records and meta, no retries");
 }
+
+#[test]
+fn a_partition_two_records_claim_at_takeover_is_kept_by_neither_until_one_lets_go() {
+    // The old leader's unacknowledged grant to worker-0 names p03, which worker-1 holds
+    // (acknowledged). The plan keeps p03 with worker-1 (the acknowledged record wins), but
+    // worker-1 may keep it only once worker-0's record no longer names it.
+    let cat = parts(4);
+    let c2 = cat.clone();
+    let mut s = Sim::build(config(), &[0, 1], cat, move |s| {
+        s.seed_settled(&[(0, &[0, 2]), (1, &[1, 3])], &c2, 5);
+        let rec = crate::records::AssignmentRecord {
+            term: crate::types::Term(1),
+            version: Version(6),
+            phase: Phase::Grant,
+            partitions: [0, 2, 3]
+                .iter()
+                .map(|n| crate::records::OwnedPartition {
+                    partition: p(*n),
+                    fence: crate::types::Fence::new(crate::types::Term(1), Version(6)),
+                })
+                .collect(),
+        };
+        let b = s.names.assignments_bucket();
+        s.put_raw(&b, "w.worker-0", crate::records::Record::encode(&rec));
+    });
+    s.run_to(secs(5));
+    assert_eq!(s.holds_of(0), [pid(0), pid(2)].into());
+    assert_eq!(s.holds_of(1), [pid(1), pid(3)].into());
+    assert!(
+        !s.record(0)
+            .unwrap()
+            .partitions
+            .iter()
+            .any(|o| o.partition.id() == &pid(3))
+    );
+    assert!(s.fully_covered(&parts(4)));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}

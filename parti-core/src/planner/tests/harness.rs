@@ -43,6 +43,10 @@ pub(crate) struct Member {
     /// Cut off from the store: no heartbeats, no records; under the `Fence` policy it revokes
     /// everything once its last heartbeat is `heartbeat_ttl - fence_margin` old.
     pub cut_off: bool,
+    /// The highest term this process has seen in its ordered stream of `term` and `w.<id>`.
+    pub term_seen: Term,
+    /// Revisions of its record it refused (an older term after a newer one, PROTOCOL §4).
+    pub refused: BTreeSet<Revision>,
 }
 
 /// One write to the assignments bucket, decoded.
@@ -59,6 +63,19 @@ pub(crate) enum Fault {
     Fail(KvError),
     /// Applied, but reported as a timeout.
     TimeoutApplied,
+    /// Reported as a timeout and applied this much later — if its compare-and-set still holds
+    /// then (async-nats replays queued writes after a reconnect, PROTOCOL.md §1).
+    TimeoutLate(Duration),
+}
+
+/// A write that will land later.
+#[derive(Clone, Debug)]
+pub(crate) struct LateWrite {
+    pub at: Instant,
+    pub bucket: String,
+    pub key: String,
+    pub value: Vec<u8>,
+    pub expected: Option<Revision>,
 }
 
 pub(crate) struct Sim {
@@ -80,6 +97,7 @@ pub(crate) struct Sim {
     pub(crate) next_instance: u128,
     pub(crate) in_pump: bool,
     pub(crate) hb_stalled_until: Option<Instant>,
+    pub(crate) late: Vec<LateWrite>,
     pub(crate) hb_backlog: BTreeMap<WorkerId, (Revision, Vec<u8>)>,
     pub term: Term,
 }
@@ -147,6 +165,7 @@ impl Sim {
             next_instance: 100,
             in_pump: false,
             hb_stalled_until: None,
+            late: Vec::new(),
             hb_backlog: BTreeMap::new(),
             term: Term(1),
         };
@@ -161,6 +180,9 @@ impl Sim {
             Names::TERM_KEY,
             TermCounter { term }.encode(),
         );
+        for m in sim.members.values_mut() {
+            m.term_seen = term;
+        }
         after_bump(&mut sim);
         let me_instance = sim.members.get(&w(0)).map_or(InstanceId(0), |m| m.instance);
         sim.p = Planner::new(
@@ -200,8 +222,11 @@ impl Sim {
             next_beat: self.now + self.cfg.heartbeat_interval,
             last_ok_beat: self.now,
             cut_off: false,
+            term_seen: Term::ZERO,
+            refused: BTreeSet::new(),
         };
         self.members.insert(id.clone(), m);
+        self.fresh_view(&id);
         let hb = self.heartbeat_of(&id);
         self.put_raw(&self.names.heartbeats_bucket(), id.as_str(), hb);
     }
@@ -218,6 +243,31 @@ impl Sim {
             capacity: 1,
         }
         .encode()
+    }
+
+    /// What a process that starts watching now sees: the current term, and its record refused
+    /// if that is of an older term and landed after the term's bump.
+    pub(crate) fn fresh_view(&mut self, id: &WorkerId) {
+        let b = self.names.assignments_bucket();
+        let (term, term_rev) = self
+            .kv
+            .get(&(b.clone(), Names::TERM_KEY.to_owned()))
+            .and_then(|(v, r)| TermCounter::decode(v).ok().map(|t| (t.term, *r)))
+            .unwrap_or((Term::ZERO, Revision(0)));
+        let rec = self
+            .kv
+            .get(&(b, Names::assignment_key(id)))
+            .and_then(|(v, r)| AssignmentRecord::decode(v).ok().map(|x| (x.term, *r)));
+        let Some(m) = self.members.get_mut(id) else {
+            return;
+        };
+        m.term_seen = m.term_seen.max(term);
+        if let Some((t, r)) = rec
+            && t < term
+            && r > term_rev
+        {
+            m.refused.insert(r);
+        }
     }
 
     /// Writes a value without telling anyone (setup).
@@ -306,6 +356,11 @@ impl Sim {
         self.term = term;
         let b = self.names.assignments_bucket();
         self.put_raw(&b, Names::TERM_KEY, TermCounter { term }.encode());
+        for m in self.members.values_mut() {
+            if m.up && !m.cut_off {
+                m.term_seen = term;
+            }
+        }
         let instance = self
             .members
             .get(&w(0))
@@ -481,6 +536,31 @@ impl Sim {
         if let Some(Fault::Fail(e)) = fault {
             return Err(e);
         }
+        if let Some(Fault::TimeoutLate(d)) = fault {
+            self.late.push(LateWrite {
+                at: self.now + d,
+                bucket,
+                key,
+                value,
+                expected,
+            });
+            return Err(KvError::Timeout);
+        }
+        self.cas_apply(bucket, key, value, expected)
+            .map(|rev| match fault {
+                Some(Fault::TimeoutApplied) => Err(KvError::Timeout),
+                _ => Ok(KvReply::Written(rev)),
+            })?
+    }
+
+    /// Applies a compare-and-set write (no faults).
+    fn cas_apply(
+        &mut self,
+        bucket: String,
+        key: String,
+        value: Vec<u8>,
+        expected: Option<Revision>,
+    ) -> Result<Revision, KvError> {
         let current = self.kv.get(&(bucket.clone(), key.clone())).map(|x| x.1);
         match (expected, current) {
             (None, Some(_)) => return Err(KvError::AlreadyExists),
@@ -491,10 +571,20 @@ impl Sim {
         }
         let rev = self.put_raw(&bucket, &key, value.clone());
         self.after_write(&key, &value);
-        match fault {
-            Some(Fault::TimeoutApplied) => Err(KvError::Timeout),
-            _ => Ok(KvReply::Written(rev)),
+        Ok(rev)
+    }
+
+    /// Lands the late writes due at `now` (each only if its compare-and-set holds).
+    pub(crate) fn land_late_writes(&mut self) {
+        let now = self.now;
+        let (due, rest): (Vec<LateWrite>, Vec<LateWrite>) = std::mem::take(&mut self.late)
+            .into_iter()
+            .partition(|l| l.at <= now);
+        self.late = rest;
+        for l in due {
+            let _ = self.cas_apply(l.bucket, l.key, l.value, l.expected);
         }
+        self.pump();
     }
 
     fn after_write(&mut self, key: &str, value: &[u8]) {
@@ -529,6 +619,15 @@ impl Sim {
                 rec.version
             ));
         }
+        if let Some(m) = self.members.get_mut(&worker)
+            && rec.term < m.term_seen
+        {
+            let rev = self
+                .kv
+                .get(&(self.names.assignments_bucket(), key.to_owned()))
+                .map_or(Revision(0), |x| x.1);
+            m.refused.insert(rev);
+        }
         self.writes.push(Written::Record(worker.clone(), rec));
         self.apply(&worker);
     }
@@ -544,10 +643,16 @@ impl Sim {
                 .filter(|m| m.up)
                 .map(|m| m.next_beat)
                 .min();
-            let next = [beat_at, self.p.poll_timeout(), self.hb_stalled_until]
-                .into_iter()
-                .flatten()
-                .min();
+            let late_at = self.late.iter().map(|l| l.at).min();
+            let next = [
+                beat_at,
+                self.p.poll_timeout(),
+                self.hb_stalled_until,
+                late_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let Some(next) = next.filter(|n| *n <= end) else {
                 break;
             };
@@ -555,6 +660,7 @@ impl Sim {
             self.now = self.now.max(next);
             self.fence_due();
             self.flush_stall();
+            self.land_late_writes();
             let due: Vec<WorkerId> = self
                 .members
                 .iter()

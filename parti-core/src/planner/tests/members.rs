@@ -34,13 +34,9 @@ impl Sim {
         else {
             return;
         };
-        // PROTOCOL §4: applied only if its term equals the latest term before it in the
-        // one ordered stream of `term` and `w.<id>`.
-        let term_rev = self
-            .kv
-            .get(&(self.names.assignments_bucket(), Names::TERM_KEY.to_owned()))
-            .map_or(Revision(0), |x| x.1);
-        let valid = rec.term >= self.term_in_store() || rev < term_rev;
+        // PROTOCOL §4: a record of an older term that came after a newer term in the
+        // member's ordered stream was refused when it landed.
+        let valid = !m.refused.contains(&rev);
         if rec.version <= m.applied || !valid {
             return;
         }
@@ -99,6 +95,7 @@ impl Sim {
         m.up = true;
         m.cut_off = false;
         m.next_beat = self.now;
+        self.fresh_view(&w(n));
         self.beat(&w(n));
         self.apply(&w(n));
     }
@@ -195,7 +192,7 @@ impl Sim {
     fn add_member_quiet(&mut self, id: WorkerId) {
         self.next_instance += 1;
         self.members.insert(
-            id,
+            id.clone(),
             Member {
                 instance: InstanceId(self.next_instance),
                 seq: 0,
@@ -207,8 +204,11 @@ impl Sim {
                 next_beat: self.now,
                 last_ok_beat: self.now,
                 cut_off: false,
+                term_seen: crate::types::Term::ZERO,
+                refused: std::collections::BTreeSet::new(),
             },
         );
+        self.fresh_view(&id);
     }
 
     /// The process dies: no more heartbeats, holds nothing.

@@ -41,7 +41,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => n.clone().prop_map(Step::Fence),
         2 => (n, any::<bool>()).prop_map(|(n, b)| Step::Acks(n, b)),
         1 => (2u32..12).prop_map(Step::Catalog),
-        2 => (0u8..3).prop_map(Step::Fault),
+        2 => (0u8..6).prop_map(Step::Fault),
         1 => any::<bool>().prop_map(Step::Degraded),
         1 => Just(Step::NewLeader),
         1 => (1_000u64..30_000).prop_map(Step::Stall),
@@ -112,7 +112,10 @@ fn run_with(
                     reason: "down".into(),
                 }),
                 1 => Fault::Fail(KvError::Timeout),
-                _ => Fault::TimeoutApplied,
+                2 => Fault::TimeoutApplied,
+                3 => Fault::TimeoutLate(ms(50)),
+                4 => Fault::TimeoutLate(ms(700)),
+                _ => Fault::TimeoutLate(secs(3)),
             }),
             Step::Degraded(b) => {
                 let now = s.now;
@@ -126,7 +129,8 @@ fn run_with(
         prop_assert!(s.violations.is_empty(), "{:?} after {st:?}", s.violations);
         prop_assert!(!s.p.is_stopped());
     }
-    // The faults stop: every member acknowledges, cut-off members reconnect, the store works.
+    // The faults stop: every member acknowledges, cut-off members reconnect, the store works
+    // (writes queued earlier may still land).
     s.faults.clear();
     let now = s.now;
     s.p.set_degraded(now, false);
