@@ -81,6 +81,9 @@
 //!   (or is undecodable, or was written by an older leader after the term bump — the member
 //!   ignores such a record) may hold anything: nothing is granted to others until it
 //!   acknowledges a record of ours or dies. Such records are rewritten under our term.
+//! - **Timeouts are unknown outcomes**: a timed-out or conflicting write is re-read (after the
+//!   backoff) before anything else is written to that key; a record of our term found there is
+//!   adopted, one of a higher term makes the planner step down.
 //! - **Timed-out writes** are remembered until the key moves past the revision they were based
 //!   on (they can only land on it), and count as held meanwhile.
 //! - **Frozen observation time stays frozen**: liveness runs on an observed clock that stops
@@ -111,9 +114,12 @@
 //! - **Owners outside the planned members**: a worker that got partitions by coverage (a
 //!   joiner during a window) and disappears is handled like a member (urgent replan), so its
 //!   partitions are never orphaned until a window ends.
-//! - **Two records naming one partition at takeover** (a handoff cut short): the first owner
-//!   in id order keeps it in the plan; both may hold it until they acknowledge, so it is not
-//!   granted elsewhere before.
+//! - **Two records naming one partition** (inherited at takeover: a handoff cut short, a
+//!   deposed leader's grant that landed late): the plan gives it to the acknowledged, newer
+//!   `(term, version)` record's worker, but no record keeps it while another names it — it is
+//!   taken away from both and granted again once free. An older-term record its member has
+//!   not acknowledged is rewritten under our term (members refuse an older term that follows
+//!   a newer one, and would otherwise never acknowledge).
 //! - **Records are never deleted**: a departed worker keeps an empty record (the id pool is
 //!   bounded), so a returning process learns it owns nothing.
 //! - **`trigger_rebalance` during the takeover** is remembered and honoured when it ends.
