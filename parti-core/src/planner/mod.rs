@@ -178,6 +178,8 @@ enum Timer {
     Retry,
     /// A revocation reaches `revoke_timeout`.
     Stall,
+    /// A rate-limited re-grant of a member that stays fenced is due.
+    Regrant,
 }
 
 enum Stage {

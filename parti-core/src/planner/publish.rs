@@ -172,6 +172,7 @@ impl Planner {
         workers.extend(self.target.workers().cloned());
         let version = self.version.next();
         let mut withheld = false;
+        let mut regrant_at: Option<Instant> = None;
         let mut writes = Vec::new();
         let empty = BTreeSet::new();
         for w in workers {
@@ -196,7 +197,13 @@ impl Planner {
                 .map(|p| (*p).clone())
                 .collect();
             withheld |= add.len() < wanted.len();
-            let regrant = self.needs_regrant(now, &w);
+            let regrant = match self.needs_regrant(now, &w) {
+                Ok(r) => r,
+                Err(at) => {
+                    regrant_at = Some(regrant_at.map_or(at, |x: Instant| x.min(at)));
+                    false
+                }
+            };
             // A timed-out write that may still land is only defused by moving the key past
             // the revision it was based on: write the record even if its content is right.
             let must = slot.is_some_and(|s| s.must_rewrite || s.ghost.is_some());
@@ -209,6 +216,12 @@ impl Planner {
             if next != rec || regrant || must || first {
                 writes.push((w, keep, add, regrant));
             }
+        }
+        // A member that stays fenced is re-granted again at the end of the rate limit, even
+        // if its heartbeats carry nothing new by then.
+        match regrant_at {
+            Some(t) => self.timers.set(Timer::Regrant, t),
+            None => self.timers.stop(Timer::Regrant),
         }
         if writes.is_empty() {
             return withheld;
@@ -287,9 +300,11 @@ impl Planner {
 
     /// A live member that fenced itself and has applied its newest record: give its partitions
     /// back with a new version (and new fences).
-    fn needs_regrant(&self, now: Instant, w: &WorkerId) -> bool {
+    /// Whether `w` must be re-granted now (`Ok(true)`), not at all (`Ok(false)`), or at the
+    /// returned instant (a re-grant rate-limited to one per `heartbeat_interval`).
+    fn needs_regrant(&self, now: Instant, w: &WorkerId) -> Result<bool, Instant> {
         let Some(slot) = self.slots.get(w) else {
-            return false;
+            return Ok(false);
         };
         let Some(beat) = self
             .live
@@ -297,14 +312,21 @@ impl Planner {
             .filter(|i| !i.dead)
             .and_then(|i| i.beat.as_ref())
         else {
-            return false;
+            return Ok(false);
         };
-        beat.intent == Intent::Fenced
-            && slot.regranted.is_none_or(|(v, at)| {
-                v != slot.version() || now >= later(at, self.config.heartbeat_interval)
-            })
-            && beat.applied >= slot.version()
-            && !slot.rec_ids().is_empty()
+        if beat.intent != Intent::Fenced
+            || beat.applied < slot.version()
+            || slot.rec_ids().is_empty()
+        {
+            return Ok(false);
+        }
+        match slot.regranted {
+            Some((v, at)) if v == slot.version() => {
+                let next = later(at, self.config.heartbeat_interval);
+                if now >= next { Ok(true) } else { Err(next) }
+            }
+            _ => Ok(true),
+        }
     }
 
     fn check_stalls(&mut self, now: Instant) {

@@ -69,3 +69,43 @@ impl AssignmentStrategy for Sticky {
         Ok(Plan::from_owners(owners))
     }
 }
+
+/// Sorted round robin, ignoring the previous assignment: moves a lot on every change, which
+/// makes handoffs frequent in the property tests.
+#[derive(Debug)]
+pub(crate) struct RoundRobin;
+
+impl AssignmentStrategy for RoundRobin {
+    fn name(&self) -> &'static str {
+        "test-round-robin"
+    }
+
+    fn assign(&self, input: &AssignInput<'_>) -> Result<Plan, StrategyError> {
+        input.require_workers()?;
+        let mut widx: Vec<usize> = (0..input.workers.len()).collect();
+        widx.sort_by(|a, b| input.workers[*a].id.cmp(&input.workers[*b].id));
+        let mut pidx: Vec<usize> = (0..input.partitions.len()).collect();
+        pidx.sort_by(|a, b| input.partitions[*a].id().cmp(input.partitions[*b].id()));
+        let mut owners = vec![0; input.partitions.len()];
+        for (k, &pi) in pidx.iter().enumerate() {
+            owners[pi] = widx[k % widx.len()];
+        }
+        Ok(Plan::from_owners(owners))
+    }
+}
+
+/// Which test strategy a simulation uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Strat {
+    Sticky,
+    RoundRobin,
+}
+
+impl Strat {
+    pub(crate) fn make(self) -> Box<dyn AssignmentStrategy> {
+        match self {
+            Strat::Sticky => Box::new(Sticky),
+            Strat::RoundRobin => Box::new(RoundRobin),
+        }
+    }
+}

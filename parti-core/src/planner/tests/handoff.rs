@@ -271,3 +271,22 @@ fn a_partition_two_records_claim_at_takeover_is_kept_by_neither_until_one_lets_g
     assert!(s.fully_covered(&parts(4)));
     assert!(s.violations.is_empty(), "{:?}", s.violations);
 }
+
+/// Found by the property test: a member fenced again right after its re-grant is re-granted
+/// once the rate limit ends, although its heartbeats carry nothing new by then.
+#[test]
+fn a_member_fenced_twice_in_a_row_is_re_granted_after_the_rate_limit() {
+    let mut s = Sim::settled(2, 4);
+    s.run_to(secs(1));
+    for _ in 0..2 {
+        s.members.get_mut(&w(1)).unwrap().holds.clear();
+        s.intent(1, Intent::Fenced);
+    }
+    assert!(
+        s.holds_of(1).is_empty(),
+        "second fence, same instant: rate-limited"
+    );
+    s.run_to(ms(3_100)); // re-granted at 1 s + heartbeat_interval
+    assert_eq!(s.holds_of(1), [pid(1), pid(3)].into());
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}

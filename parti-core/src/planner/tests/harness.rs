@@ -98,6 +98,8 @@ pub(crate) struct Sim {
     pub(crate) in_pump: bool,
     pub(crate) hb_stalled_until: Option<Instant>,
     pub(crate) late: Vec<LateWrite>,
+    /// The strategy every planner of this simulation uses.
+    pub(crate) strat: Strat,
     pub(crate) hb_backlog: BTreeMap<WorkerId, (Revision, Vec<u8>)>,
     pub term: Term,
 }
@@ -126,6 +128,18 @@ impl Sim {
     /// planner exists): for writes of an older leader that land after the bump.
     pub(crate) fn build_after_bump(
         cfg: ValidConfig,
+        members: &[u32],
+        catalog: Vec<Partition>,
+        seed_store: impl FnOnce(&mut Sim),
+        after_bump: impl FnOnce(&mut Sim),
+    ) -> Sim {
+        Self::build_full(cfg, Strat::Sticky, members, catalog, seed_store, after_bump)
+    }
+
+    /// The general constructor: any config and test strategy.
+    pub(crate) fn build_full(
+        cfg: ValidConfig,
+        strat: Strat,
         members: &[u32],
         catalog: Vec<Partition>,
         seed_store: impl FnOnce(&mut Sim),
@@ -166,6 +180,7 @@ impl Sim {
             in_pump: false,
             hb_stalled_until: None,
             late: Vec::new(),
+            strat,
             hb_backlog: BTreeMap::new(),
             term: Term(1),
         };
@@ -187,7 +202,7 @@ impl Sim {
         let me_instance = sim.members.get(&w(0)).map_or(InstanceId(0), |m| m.instance);
         sim.p = Planner::new(
             cfg,
-            Box::new(Sticky),
+            strat.make(),
             PlannerInit {
                 me: w(0),
                 instance: me_instance,
@@ -367,7 +382,7 @@ impl Sim {
             .map_or(InstanceId(0), |m| m.instance);
         self.p = Planner::new(
             self.cfg.clone(),
-            Box::new(Sticky),
+            self.strat.make(),
             PlannerInit {
                 me: w(0),
                 instance,

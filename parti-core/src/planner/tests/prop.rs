@@ -66,16 +66,17 @@ fn fast() -> crate::config::ValidConfig {
 }
 
 fn run(steps: &[Step], initial: u32) -> Result<(), TestCaseError> {
-    run_with(config(), steps, initial, secs(150))
+    run_with(config(), Strat::Sticky, steps, initial, secs(150))
 }
 
 fn run_with(
     cfg: crate::config::ValidConfig,
+    strat: Strat,
     steps: &[Step],
     initial: u32,
     heal: std::time::Duration,
 ) -> Result<(), TestCaseError> {
-    let mut s = Sim::build(cfg, &[0, 1], parts(initial), |_| {});
+    let mut s = Sim::build_full(cfg, strat, &[0, 1], parts(initial), |_| {}, |_| {});
     let mut catalog = parts(initial);
     for st in steps {
         let up = |s: &Sim, n: u32| s.members.get(&w(n)).is_some_and(|m| m.up);
@@ -175,6 +176,15 @@ proptest! {
         steps in prop::collection::vec(step(), 1..40),
         initial in 1u32..10,
     ) {
-        run_with(fast(), &steps, initial, secs(60))?;
+        run_with(fast(), Strat::Sticky, &steps, initial, secs(60))?;
+    }
+
+    /// The same with a strategy that moves nearly everything on every change (many handoffs).
+    #[test]
+    fn the_same_holds_when_every_plan_moves_most_partitions(
+        steps in prop::collection::vec(step(), 1..40),
+        initial in 1u32..10,
+    ) {
+        run_with(fast(), Strat::RoundRobin, &steps, initial, secs(60))?;
     }
 }
