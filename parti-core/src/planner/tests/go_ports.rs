@@ -225,3 +225,33 @@ fn absurdly_long_configured_durations_never_panic() {
     s.run_to(secs(60));
     assert!(!s.p.is_stopped());
 }
+
+/// Go chose the cold or planned window from `workers / max(1, partitions / 10)` (5 workers /
+/// 2 partitions → cold; 1 worker / 50 partitions → planned). Ours: an empty cluster (no
+/// `meta`, or `meta` still `ColdStart`) always uses the cold-start window; a settled cluster
+/// never does.
+#[test]
+fn a_cold_start_uses_the_cold_start_window_whatever_the_ratio() {
+    for (members, partitions) in [(&[0u32, 1, 2, 3, 4][..], 2u32), (&[0u32][..], 50)] {
+        let mut s = Sim::cold(members, parts(partitions));
+        s.run_to(secs(29));
+        assert_eq!(s.p.lifecycle(), Lifecycle::ColdStart);
+        s.run_to(secs(31));
+        assert_eq!(s.p.lifecycle(), Lifecycle::Settled);
+    }
+}
+
+/// Go "zero coverage" test: from the first publication on, no partition is ever unowned
+/// during the cold-start window, while workers keep joining.
+#[test]
+fn nothing_is_ever_unowned_during_the_cold_start_window() {
+    let mut s = Sim::cold(&[0, 1], parts(12));
+    for k in 0..60u64 {
+        s.run_to(ms(500 * k + 1));
+        if k % 10 == 5 {
+            s.join(2 + u32::try_from(k / 10).unwrap());
+        }
+        assert!(s.fully_covered(&parts(12)), "at {} ms", 500 * k);
+    }
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
