@@ -49,7 +49,7 @@ fn cold_start_window_is_extended_by_joins_and_capped_at_twice() {
 }
 
 #[test]
-fn takeover_of_an_unsettled_cluster_is_a_cold_start_that_keeps_what_is_owned() {
+fn a_worker_joining_during_the_cold_start_window_waits_for_the_final_plan() {
     // An empty store and nobody heartbeating but the leader: everything goes to the leader at
     // once; a worker joining later waits for the final plan.
     let mut s = Sim::cold(&[0], parts(2));
