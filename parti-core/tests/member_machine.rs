@@ -1,0 +1,10 @@
+//! The `Member` machine in virtual time: identity, election, applying records, disconnect
+//! policies, degraded mode and the lifecycle. Pure: no async, no sleeps (STYLE.md §14).
+
+// The harness is a private module of this test crate; `pub` there means "for the test modules".
+#![allow(unreachable_pub)]
+
+#[path = "member_machine/harness.rs"]
+mod harness;
+#[path = "member_machine/identity.rs"]
+mod identity;
