@@ -4,6 +4,8 @@
 // The harness is a private module of this test crate; `pub` there means "for the test modules".
 #![allow(unreachable_pub)]
 
+#[path = "member_machine/apply.rs"]
+mod apply;
 #[path = "member_machine/election.rs"]
 mod election;
 #[path = "member_machine/harness.rs"]
