@@ -58,6 +58,10 @@ impl Member {
                         self.timers
                             .set(Timer::DegradedExit, now + self.config.degraded.exit_after);
                     }
+                    // A fenced member announces itself as soon as it can.
+                    if self.apply.fence.is_some() {
+                        self.send_heartbeat(now);
+                    }
                 }
             }
         }
