@@ -16,3 +16,5 @@ mod election;
 mod harness;
 #[path = "member_machine/identity.rs"]
 mod identity;
+#[path = "member_machine/lifecycle.rs"]
+mod lifecycle;
