@@ -19,7 +19,11 @@ use crate::records::{IdClaim, Intent, Names, Record};
 use crate::types::Revision;
 
 impl Member {
-    /// Leaves the cluster gracefully (see the [module documentation](self)).
+    /// Leaves the cluster gracefully: heartbeat with intent `Leaving`, wait (at most
+    /// `shutdown_timeout`) until the leader has revoked everything and the revocation was
+    /// delivered and acknowledged, then delete the heartbeat, the leader key (if held) and the
+    /// id, in that order; [`Notification::Stopped`] at the end. Before an id is held it stops at
+    /// once.
     pub fn request_leave(&mut self, now: Instant) {
         match self.phase {
             Phase::Init | Phase::Claiming => self.stop_now(),
@@ -35,8 +39,10 @@ impl Member {
         self.settle(now);
     }
 
-    /// Shuts down for a restart: the id and the partitions stay reserved for `rejoin_window`
-    /// (see the [module documentation](self)).
+    /// Shuts down for a restart: the id claim is rewritten with `restarting_until = now +
+    /// rejoin_window`, the heartbeat says `Restarting`, everything is revoked locally; heartbeat
+    /// and id stay so the leader keeps the partitions reserved and the next process with this
+    /// preferred id takes the id over. [`Notification::Stopped`] once the writes are answered.
     pub fn request_restart(&mut self, now: Instant) {
         match self.phase {
             Phase::Init | Phase::Claiming => self.stop_now(),
