@@ -85,6 +85,10 @@
 //!   (with the new fence); a weight change alone is not delivered.
 //! - A leaving leader keeps leading until its own record is empty, then stops its planner and
 //!   deletes the leader key after its heartbeat (the planner interface has no "idle" signal yet).
+//! - Only the assignments stream decides which term a record must carry; the term in the
+//!   `leader` key (another bucket, no order with the stream) is not used for applying.
+//! - A planner that stops on its own (it saw a higher term) ends the member's leadership: no
+//!   more renewals, the key is left to expire, the member stands again later.
 //! - A KV error counts towards degraded mode unless it is an answer about the data
 //!   (`NotFound`, `AlreadyExists`, `RevisionMismatch`); the planner's operations count too.
 
@@ -549,6 +553,10 @@ impl Member {
         self.pump(now);
         self.check_leave_progress(now);
         self.drain_planner();
+        // A planner that stopped on its own (it saw a higher term) ends our leadership.
+        if self.planner.as_ref().is_some_and(Planner::is_stopped) {
+            self.step_down(now, false);
+        }
         let state = self.derive_state();
         if state != self.reported {
             let from = self.reported;
