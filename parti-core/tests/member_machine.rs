@@ -18,3 +18,5 @@ mod harness;
 mod identity;
 #[path = "member_machine/lifecycle.rs"]
 mod lifecycle;
+#[path = "member_machine/with_planner.rs"]
+mod with_planner;
