@@ -6,6 +6,8 @@
 
 #[path = "member_machine/apply.rs"]
 mod apply;
+#[path = "member_machine/cluster.rs"]
+mod cluster;
 #[path = "member_machine/degraded.rs"]
 mod degraded;
 #[path = "member_machine/disconnect.rs"]
