@@ -39,8 +39,14 @@ pub fn catalog(n: usize) -> Vec<Partition> {
 
 impl Cluster {
     pub fn new(cfg: ValidConfig, members: usize, partitions: usize) -> Cluster {
+        Cluster::with_configs(vec![cfg; members], partitions)
+    }
+
+    /// One member per config (e.g. different preferred ids).
+    pub fn with_configs(cfgs: Vec<ValidConfig>, partitions: usize) -> Cluster {
         #[allow(clippy::disallowed_methods)] // the test's one epoch
         let epoch = Instant::now();
+        let cfg = cfgs[0].clone();
         let names = cfg.names();
         let mut kv = Kv {
             now: Some(epoch),
@@ -49,11 +55,13 @@ impl Cluster {
         kv.set_max_age(&names.ids_bucket(), cfg.identity_ttl);
         kv.set_max_age(&names.heartbeats_bucket(), cfg.heartbeat_ttl);
         kv.set_max_age(&names.leader_bucket(), cfg.election_ttl);
-        let nodes = (0..members)
-            .map(|i| Node {
+        let nodes = cfgs
+            .into_iter()
+            .enumerate()
+            .map(|(i, cfg)| Node {
                 m: Member::new(
-                    cfg.clone(),
-                    Arc::new(First),
+                    cfg,
+                    Arc::new(RoundRobin),
                     MemberInit {
                         instance: InstanceId(0x1000 + i as u128),
                         seed: 100 + i as u64,
@@ -220,6 +228,31 @@ impl Cluster {
         self.run();
     }
 
+    /// A new process (new instance) in place of node `i`, started now.
+    pub fn replace(&mut self, i: usize, cfg: ValidConfig, instance: u128, partitions: usize) {
+        self.crash(i);
+        let now = self.now;
+        self.nodes[i] = Node {
+            m: Member::new(
+                cfg,
+                Arc::new(RoundRobin),
+                MemberInit {
+                    instance: InstanceId(instance),
+                    seed: instance as u64,
+                    wall_epoch_ms: WALL0 + (now - self.epoch).as_millis() as u64,
+                    partitions: catalog(partitions),
+                },
+                now,
+            ),
+            up: true,
+            crashed: false,
+            notes: Vec::new(),
+            to_deliver: VecDeque::new(),
+        };
+        self.nodes[i].m.start(now);
+        self.run();
+    }
+
     pub fn crash(&mut self, i: usize) {
         self.nodes[i].crashed = true;
         self.kv.watches.retain(|(o, _, _, _)| *o != i);
@@ -333,6 +366,76 @@ fn a_cut_off_leader_stops_leading_before_a_successor_writes() {
     c.heal(old);
     c.advance(secs(60));
     assert_eq!(c.leader(), Some(new));
+    c.assert_covered(12);
+    assert!(c.violations.is_empty(), "{:?}", c.violations);
+}
+
+#[test]
+#[ignore = "needs the Planner behaviour (branch `planner`)"]
+fn a_leaving_member_hands_its_partitions_over_and_stops() {
+    let mut c = Cluster::new(config(|_| {}), 3, 12);
+    c.start_all();
+    c.advance(secs(90));
+    let leader = c.leader().expect("a leader");
+    let k = (0..3).find(|i| *i != leader).expect("a follower");
+    let now = c.now;
+    c.nodes[k].m.request_leave(now);
+    c.run();
+    c.advance(secs(10));
+    assert!(c.nodes[k].m.is_stopped(), "{:?}", c.nodes[k].notes);
+    c.crash(k); // the process exits
+    c.assert_covered(12);
+    assert!(c.violations.is_empty(), "{:?}", c.violations);
+}
+
+#[test]
+#[ignore = "needs the Planner behaviour (branch `planner`)"]
+fn a_restarted_member_gets_its_partitions_back_unchanged() {
+    let cfgs: Vec<ValidConfig> = (0..3)
+        .map(|i| config(|c| c.preferred_id = Some(i)))
+        .collect();
+    let mut c = Cluster::with_configs(cfgs.clone(), 12);
+    c.start_all();
+    c.advance(secs(90));
+    let leader = c.leader().expect("a leader");
+    let k = (0..3).find(|i| *i != leader).expect("a follower");
+    let before = c.nodes[k].m.owned();
+    assert!(!before.is_empty());
+    let now = c.now;
+    c.nodes[k].m.request_restart(now);
+    c.run();
+    assert!(c.nodes[k].m.is_stopped());
+    c.advance(secs(3));
+    c.replace(k, cfgs[k].clone(), 0xF00D, 12);
+    c.advance(secs(10));
+    assert_eq!(c.nodes[k].m.worker_id(), Some(&wid(k as u32)));
+    assert_eq!(
+        c.nodes[k].m.owned(),
+        before,
+        "same partitions, same fences: nothing moved"
+    );
+    c.assert_covered(12);
+    assert!(c.violations.is_empty(), "{:?}", c.violations);
+}
+
+#[test]
+#[ignore = "needs the Planner behaviour (branch `planner`)"]
+fn a_leaving_leader_hands_over_leadership_and_partitions() {
+    let mut c = Cluster::new(config(|_| {}), 3, 12);
+    c.start_all();
+    c.advance(secs(90));
+    let old = c.leader().expect("a leader");
+    let now = c.now;
+    c.nodes[old].m.request_leave(now);
+    c.run();
+    c.advance(secs(10));
+    assert!(c.nodes[old].m.is_stopped(), "{:?}", c.nodes[old].notes);
+    c.crash(old);
+    c.advance(secs(5));
+    let new = c
+        .leader()
+        .expect("a successor at once (the key was deleted)");
+    assert_ne!(new, old);
     c.assert_covered(12);
     assert!(c.violations.is_empty(), "{:?}", c.violations);
 }

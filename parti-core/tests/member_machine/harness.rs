@@ -44,6 +44,27 @@ impl AssignmentStrategy for First {
     }
 }
 
+/// Partitions in id order dealt round-robin to workers in id order.
+#[derive(Debug)]
+pub struct RoundRobin;
+impl AssignmentStrategy for RoundRobin {
+    fn name(&self) -> &'static str {
+        "round-robin"
+    }
+    fn assign(&self, input: &AssignInput<'_>) -> Result<Plan, StrategyError> {
+        input.require_workers()?;
+        let mut workers: Vec<usize> = (0..input.workers.len()).collect();
+        workers.sort_by(|a, b| input.workers[*a].id.cmp(&input.workers[*b].id));
+        let mut parts: Vec<usize> = (0..input.partitions.len()).collect();
+        parts.sort_by(|a, b| input.partitions[*a].id().cmp(input.partitions[*b].id()));
+        let mut owners = vec![0; input.partitions.len()];
+        for (j, p) in parts.into_iter().enumerate() {
+            owners[p] = workers[j % workers.len()];
+        }
+        Ok(Plan::from_owners(owners))
+    }
+}
+
 pub fn part(name: &str) -> Partition {
     Partition::with_default_weight([name]).unwrap()
 }
