@@ -123,6 +123,17 @@ impl Member {
         }
     }
 
+    /// Forgets a pending exit read (its answer will never be routed) and checks again later.
+    pub(super) fn reset_degraded_exit(&mut self, now: Instant) {
+        if self.degraded.exit_read_pending {
+            self.degraded.exit_read_pending = false;
+            if self.degraded.since.is_some() && self.degraded.connected {
+                self.timers
+                    .set(Timer::DegradedExit, now + self.config.degraded.exit_after);
+            }
+        }
+    }
+
     pub(super) fn on_degraded_read(&mut self, now: Instant, ok: bool) {
         self.degraded.exit_read_pending = false;
         if self.degraded.since.is_none() || !self.degraded.connected {

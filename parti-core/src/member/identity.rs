@@ -410,8 +410,13 @@ impl Member {
         for t in [Timer::RenewId, Timer::Heartbeat, Timer::Fence] {
             self.timers.stop(t);
         }
-        // Answers to operations made under the old id mean nothing now.
+        // Answers to operations made under the old id mean nothing now; whatever waited for
+        // one starts afresh under the new id.
         self.ops.retain(|_, op| matches!(op, Op::DropLeader));
+        if let Some(f) = self.apply.fence.as_mut() {
+            *f = super::apply::FenceState::default();
+        }
+        self.reset_degraded_exit(now);
         if self.phase == Phase::Member {
             self.begin_claim(now);
         } else {

@@ -398,6 +398,7 @@ impl Member {
 
     /// Replaces the partition catalog; forwarded to the planner when leading.
     pub fn set_partitions(&mut self, now: Instant, partitions: Vec<Partition>) {
+        self.check_lease(now);
         self.partitions = partitions.clone();
         if let Some(p) = self.planner.as_mut() {
             p.set_partitions(now, partitions);
@@ -407,6 +408,7 @@ impl Member {
 
     /// Asks the planner to replan now (ignored unless leading).
     pub fn trigger_rebalance(&mut self, now: Instant) {
+        self.check_lease(now);
         if let Some(p) = self.planner.as_mut() {
             p.trigger_rebalance(now);
         }

@@ -339,3 +339,24 @@ fn a_renewal_that_timed_out_but_landed_keeps_the_id() {
     assert!(h.requests_since(from).iter().any(|r| r.name() == "update"));
     let _ = KvError::Timeout;
 }
+
+#[test]
+fn an_identity_loss_during_the_unfence_read_starts_it_again_under_the_new_id() {
+    let mut h = H::follower(config(|c| c.degraded.kv_error_threshold = 0));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    h.connection(disconnected());
+    h.advance(secs(6));
+    assert!(h.m.is_fenced());
+    h.hold_when(|r| matches!(r, KvRequest::Entry { key, .. } if key == "w.worker-0"));
+    h.connection(connected()); // Fenced heartbeat stored, read of w.worker-0 held
+    assert_eq!(h.held.len(), 1);
+    h.put_claim(0, claim(OTHER));
+    h.advance(secs(10)); // renewal conflict: the id is lost, worker-1 claimed
+    assert_eq!(h.m.worker_id(), Some(&wid(1)));
+    h.answer_held(0); // the old read answers late: ignored
+    assert!(h.m.is_fenced());
+    // The leader grants the new id: applied, because the read was made again for worker-1.
+    h.grant(1, 1, 7, &[owned("b", 1, 7)]);
+    assert_eq!(h.m.owned(), vec![owned("b", 1, 7)]);
+    assert!(!h.m.is_fenced());
+}
