@@ -20,5 +20,7 @@ mod harness;
 mod identity;
 #[path = "member_machine/lifecycle.rs"]
 mod lifecycle;
+#[path = "member_machine/properties.rs"]
+mod properties;
 #[path = "member_machine/with_planner.rs"]
 mod with_planner;
