@@ -184,8 +184,44 @@ enum Phase {
     Stopped,
 }
 
-/// The member state machine. See the [module documentation](self) for the call order and the
-/// state table.
+/// The member state machine. See the [module documentation](self) for the state table and the
+/// choices made where the protocol is silent.
+///
+/// **Call order.** Feed one input (`handle_event`, `handle_timeout` or a command), then drain
+/// [`Member::poll_action`] until `None` (executing each action in order), then
+/// [`Member::poll_notification`] until `None`, then wait for the next input or
+/// [`Member::poll_timeout`]. `now` never goes backwards.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Instant;
+/// use parti_core::member::{Action, Member, MemberInit, Notification};
+/// use parti_core::strategy::AssignmentStrategy;
+/// use parti_core::{Config, InstanceId};
+///
+/// fn begin(strategy: Arc<dyn AssignmentStrategy>, now: Instant) -> Member {
+///     let config = Config::default().validate().expect("the defaults are valid");
+///     let init = MemberInit {
+///         instance: InstanceId(0x5eed),
+///         seed: 1,
+///         wall_epoch_ms: 1_700_000_000_000,
+///         partitions: Vec::new(),
+///     };
+///     let mut member = Member::new(config, strategy, init, now);
+///     member.start(now);
+///     while let Some(action) = member.poll_action() {
+///         match action {
+///             Action::Io(io) => { /* run it, feed the result back with handle_event */ }
+///             Action::Deliver { .. } => { /* run the handlers, report Event::Delivered */ }
+///             _ => {}
+///         }
+///     }
+///     while let Some(note) = member.poll_notification() {
+///         let _: Notification = note;
+///     }
+///     member
+/// }
+/// ```
 #[derive(Debug)]
 pub struct Member {
     config: ValidConfig,
