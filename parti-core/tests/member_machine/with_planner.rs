@@ -49,3 +49,56 @@ fn a_leader_whose_lease_lapses_stops_writing_and_a_restart_keeps_ownership() {
     assert_eq!(h.m.state(), WorkerState::Shutdown);
     assert!(h.m.applied_version() >= v);
 }
+
+fn assignments_write(r: &parti_core::machine::KvRequest) -> bool {
+    use parti_core::machine::KvRequest;
+    matches!(
+        r,
+        KvRequest::Create { bucket, .. }
+            | KvRequest::Update { bucket, .. }
+            | KvRequest::Put { bucket, .. }
+            | KvRequest::Delete { bucket, .. }
+            if bucket == "parti-assignments"
+    )
+}
+
+#[test]
+#[ignore = "needs the Planner behaviour (branch `planner`)"]
+fn set_partitions_reaches_the_planner_of_a_leader() {
+    let mut h = H::new(config(|_| {}));
+    h.start();
+    h.advance(secs(40));
+    assert_eq!(h.m.owned().len(), 3);
+    let now = h.now;
+    h.m.set_partitions(now, vec![part("a"), part("b"), part("c"), part("d")]);
+    h.run();
+    h.advance(secs(1));
+    assert_eq!(h.m.owned().len(), 4, "a new partition is granted at once");
+}
+
+#[test]
+#[ignore = "needs the Planner behaviour (branch `planner`)"]
+fn after_the_lease_lapses_the_planner_writes_nothing() {
+    use parti_core::machine::KvRequest;
+    use parti_core::store::KvError;
+    let mut h = H::new(config(|_| {}));
+    h.start();
+    h.advance(secs(40));
+    assert!(h.m.is_leader());
+    h.fail_when(KvError::Timeout, usize::MAX, |r: &KvRequest| {
+        matches!(r, KvRequest::Update { bucket, .. } | KvRequest::Entry { bucket, .. } if bucket == "parti-leader")
+    });
+    h.advance(ms(4_600));
+    assert!(!h.m.is_leader());
+    let from = h.log.len();
+    // Something the planner would publish at once if it still ran.
+    let now = h.now;
+    h.m.set_partitions(now, vec![part("a"), part("b"), part("c"), part("d")]);
+    h.run();
+    h.advance(secs(3));
+    assert!(
+        !h.requests_since(from).iter().any(assignments_write),
+        "no leader write after the lease: {:?}",
+        h.requests_since(from)
+    );
+}
