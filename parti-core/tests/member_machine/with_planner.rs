@@ -102,3 +102,27 @@ fn after_the_lease_lapses_the_planner_writes_nothing() {
         h.requests_since(from)
     );
 }
+
+#[test]
+#[ignore = "needs the Planner behaviour (branch `planner`)"]
+fn a_leader_whose_planner_sees_a_higher_term_steps_down_and_stops_renewing() {
+    let mut h = H::new(config(|_| {}));
+    h.start();
+    h.advance(secs(5));
+    assert!(h.m.is_leader());
+    let t = h.m.term().expect("a term").0;
+    h.set_term(t + 1); // another leader took a term
+    assert!(!h.m.is_leader());
+    assert!(h.notes.contains(&Notification::LeadershipLost {
+        term: Some(parti_core::Term(t))
+    }));
+    let from = h.log.len();
+    h.advance(ms(1_700));
+    assert!(
+        !h.requests_since(from).iter().any(|r| matches!(
+            r,
+            parti_core::machine::KvRequest::Update { bucket, .. } if bucket == "parti-leader"
+        )),
+        "no renewal after stepping down"
+    );
+}
