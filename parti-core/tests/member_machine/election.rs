@@ -277,3 +277,22 @@ fn a_create_that_lost_the_race_leaves_us_follower_and_settles_the_election() {
     assert!(!h.m.is_leader());
     assert_eq!(h.m.state(), parti_core::WorkerState::WaitingAssignment);
 }
+
+#[test]
+fn sub_second_ttls_work() {
+    // Go: an election timeout under one second made the lease 0 s and start failed.
+    let mut h = H::new(config(|c| {
+        c.election_ttl = ms(600);
+        c.lease_margin = ms(60);
+    }));
+    h.start();
+    assert!(h.m.is_leader());
+    h.advance(secs(10));
+    assert!(h.m.is_leader(), "renewed every 200 ms");
+    let renewals = h
+        .requests_since(0)
+        .iter()
+        .filter(|r| leader_bucket(r) && r.name() == "update")
+        .count();
+    assert!(renewals >= 49, "{renewals} renewals in 10 s");
+}

@@ -360,3 +360,20 @@ fn an_identity_loss_during_the_unfence_read_starts_it_again_under_the_new_id() {
     assert_eq!(h.m.owned(), vec![owned("b", 1, 7)]);
     assert!(!h.m.is_fenced());
 }
+
+#[test]
+fn a_transient_store_error_during_start_is_retried_not_fatal() {
+    // Go: a transient error while claiming or reading the first assignment failed Start.
+    let mut h = H::new(config(|_| {}));
+    h.fail_when(
+        KvError::Unavailable {
+            reason: "no responders".into(),
+        },
+        3,
+        |r| r.name() == "keys",
+    );
+    h.start();
+    assert_eq!(h.m.state(), WorkerState::ClaimingId);
+    h.advance(secs(2));
+    assert_eq!(h.m.worker_id(), Some(&wid(0)));
+}
