@@ -193,3 +193,46 @@ fn a_restarted_process_takes_its_id_back_and_its_partitions_unchanged() {
         "same partitions, same fence"
     );
 }
+
+#[test]
+fn degraded_returns_to_the_state_underneath_not_always_to_stable() {
+    // Go: degraded exit always lands in Stable (and Degraded is missing from its table).
+    let mut h = H::follower(config(|c| {
+        c.on_disconnect = DisconnectPolicy::Hold;
+        c.degraded.kv_error_threshold = 0;
+    }));
+    assert_eq!(h.m.state(), WorkerState::WaitingAssignment);
+    h.take_notes();
+    h.connection(disconnected());
+    h.advance(secs(10));
+    h.connection(connected());
+    h.advance(secs(5));
+    assert_eq!(
+        state_changes(&h.notes),
+        vec![
+            (WorkerState::WaitingAssignment, WorkerState::Degraded),
+            (WorkerState::Degraded, WorkerState::WaitingAssignment),
+        ]
+    );
+}
+
+#[test]
+fn fenced_then_degraded_then_fenced_then_stable() {
+    let mut h = H::follower(config(|c| c.degraded.kv_error_threshold = 0));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    h.take_notes();
+    h.connection(disconnected());
+    h.advance(secs(10));
+    h.connection(connected());
+    h.advance(secs(5));
+    h.grant(0, 1, 2, &[owned("a", 1, 2)]);
+    assert_eq!(
+        state_changes(&h.notes),
+        vec![
+            (WorkerState::Stable, WorkerState::Fenced),
+            (WorkerState::Fenced, WorkerState::Degraded),
+            (WorkerState::Degraded, WorkerState::Fenced),
+            (WorkerState::Fenced, WorkerState::Stable),
+        ]
+    );
+}
