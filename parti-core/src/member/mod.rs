@@ -65,7 +65,7 @@
 //! | `Degraded` | the state underneath | connection up for `exit_after` and a fresh read of our own record succeeded |
 //! | `Election` … `Degraded` | `ClaimingID` | the id was lost (renewal conflict or key gone): everything revoked locally, claim again |
 //! | `Election` … `Degraded` | `Leaving` | [`Member::request_leave`] |
-//! | `Leaving` | `Shutdown` | everything revoked (or `shutdown_timeout`), then heartbeat, leadership and id deleted ([`Notification::Stopped`]) |
+//! | `Leaving` | `Shutdown` | everything revoked (or `shutdown_timeout`), then heartbeat, leadership and id deleted ([`Notification::Stopped`]); or the id was lost while leaving (nothing left to release) |
 //! | `Election` … `Degraded` | `Shutdown` | [`Member::request_restart`]: claim rewritten with `restarting_until`, intent `Restarting` |
 //!
 //! `Shutdown` is terminal; the member emits its last writes in it and then [`Notification::Stopped`].
@@ -81,6 +81,16 @@
 //!   a `Fenced` heartbeat was stored, so a stale grant caught up by a lagging watch is not
 //!   applied; the leader's re-grant (a new version) is.
 //! - An undecodable own record counts as absent, i.e. "revoke everything".
+//! - The record found in the snapshot right after a claim applies like any other: a process that
+//!   took over a restarting claim gets its partitions back at once, without waiting for the
+//!   leader (who publishes nothing for a restart return).
+//! - `startup_timeout` without any record ends start in `Stable` owning nothing (a member may
+//!   legitimately own nothing); only a failed claim is fatal.
+//! - Candidates do not `create` while they see the key being renewed: the retry timer fires
+//!   `election_ttl` after the last write they saw (silent expiry), so a healthy cluster costs no
+//!   `create` attempts. After a failed `create` it retries every `election_ttl / 3`.
+//! - After `request_restart` no record is applied any more and nothing is renewed (a renewal
+//!   would clear `restarting_until`); the heartbeat and the id are left to the next process.
 //! - A partition whose fence changes while it stays owned is delivered again in `assigned`
 //!   (with the new fence); a weight change alone is not delivered.
 //! - A leaving leader keeps leading until its own record is empty, then stops its planner and
