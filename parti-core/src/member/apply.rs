@@ -59,6 +59,9 @@ pub(super) struct Apply {
     pub(super) fence: Option<FenceState>,
     in_snapshot: bool,
     seen_in_snapshot: bool,
+    /// The version the previous process of this id applied, when we took over its restarting
+    /// claim: the one record of an older term the first snapshot may give us.
+    pub(super) inherited: Option<Version>,
     /// No record is accepted any more (leave timed out, restart).
     pub(super) closed: bool,
     /// Records refused (stale version or wrong term), for tests and metrics.
@@ -104,6 +107,7 @@ impl Member {
             Ok(WatchEvent::SnapshotComplete) => {
                 if self.apply.in_snapshot {
                     self.apply.in_snapshot = false;
+                    self.apply.inherited = None;
                     if !self.apply.seen_in_snapshot {
                         self.on_record_absent();
                     }
@@ -142,7 +146,11 @@ impl Member {
         if self.apply.closed {
             return;
         }
-        if Some(record.term) != self.apply.stream_term || record.version <= self.apply.accepted {
+        let inherited = self.apply.in_snapshot
+            && self.apply.inherited == Some(record.version)
+            && self.apply.stream_term.is_none_or(|t| record.term <= t);
+        let term_ok = Some(record.term) == self.apply.stream_term || inherited;
+        if !term_ok || record.version <= self.apply.accepted {
             self.apply.refused += 1;
             return;
         }

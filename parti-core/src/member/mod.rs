@@ -84,6 +84,12 @@
 //! - The record found in the snapshot right after a claim applies like any other: a process that
 //!   took over a restarting claim gets its partitions back at once, without waiting for the
 //!   leader (who publishes nothing for a restart return).
+//! - A snapshot shows only the newest `term`; a record written before the newest bump comes
+//!   *before* it in revision order and so has no term "seen before it". Such a record is applied
+//!   only by a process that took over a restarting claim and only if it is exactly the version
+//!   the previous process acknowledged (read from its last heartbeat before the takeover): the
+//!   leader keeps that record for the returning worker and publishes nothing. Any other
+//!   pre-bump record in a snapshot is refused, like a zombie write.
 //! - `startup_timeout` without any record ends start in `Stable` owning nothing (a member may
 //!   legitimately own nothing); only a failed claim is fatal.
 //! - Candidates do not `create` while they see the key being renewed: the retry timer fires
@@ -156,19 +162,46 @@ enum Timer {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Op {
     ListIds,
-    ReadPreferred { number: u32 },
-    CreateId { number: u32, claimed_at_ms: u64 },
-    ReadIdAfterCreate { number: u32 },
-    TakeoverId { number: u32, claimed_at_ms: u64 },
+    ReadPreferred {
+        number: u32,
+    },
+    ReadInheritedHeartbeat {
+        number: u32,
+        revision: crate::types::Revision,
+    },
+    CreateId {
+        number: u32,
+        claimed_at_ms: u64,
+    },
+    ReadIdAfterCreate {
+        number: u32,
+    },
+    TakeoverId {
+        number: u32,
+        claimed_at_ms: u64,
+    },
     RenewId,
     ReadIdAfterRenew,
-    Heartbeat { sent_at: Instant },
-    CreateLeader { sent_at: Instant },
-    ReadLeader { sent_at: Instant },
-    WriteLeader { sent_at: Instant, term: Term },
+    Heartbeat {
+        sent_at: Instant,
+    },
+    CreateLeader {
+        sent_at: Instant,
+    },
+    ReadLeader {
+        sent_at: Instant,
+    },
+    WriteLeader {
+        sent_at: Instant,
+        term: Term,
+    },
     ReadTerm,
-    WriteTerm { term: Term },
-    ReadOwnRecord { purpose: ReadPurpose },
+    WriteTerm {
+        term: Term,
+    },
+    ReadOwnRecord {
+        purpose: ReadPurpose,
+    },
     RestartClaim,
     ReleaseHeartbeat,
     ReleaseLeader,
@@ -511,6 +544,9 @@ impl Member {
         match op {
             Op::ListIds => self.on_ids_listed(now, result),
             Op::ReadPreferred { number } => self.on_preferred_read(now, number, result),
+            Op::ReadInheritedHeartbeat { number, revision } => {
+                self.on_inherited_heartbeat_read(now, number, revision, result);
+            }
             Op::CreateId {
                 number,
                 claimed_at_ms,

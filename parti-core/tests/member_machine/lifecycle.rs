@@ -236,3 +236,43 @@ fn fenced_then_degraded_then_fenced_then_stable() {
         ]
     );
 }
+
+/// The old process of worker-3 applied version 1 (term 1) and restarted; a new leader then
+/// bumped the term without rewriting worker-3's record (a restart return publishes nothing).
+fn restarted_under_a_new_term(takeover: bool) -> H {
+    let cfg = config(|c| c.preferred_id = Some(3));
+    let mut old = H::follower(cfg.clone());
+    old.grant(3, 1, 1, &[owned("a", 1, 1)]);
+    old.m.request_restart(old.now);
+    old.run();
+    let mut kv = std::mem::take(&mut old.kv);
+    kv.watches.clear();
+    kv.pending.clear();
+    if !takeover {
+        // Not a restart: the claim is gone (expired) and the heartbeat too.
+        kv.expire("parti-ids", "worker-3");
+        kv.expire("parti-heartbeats", "worker-3");
+    }
+    let mut new = H::at(cfg, old.now, parti_core::InstanceId(0xCCCC));
+    new.kv = kv;
+    new.set_term(2);
+    new.start();
+    assert_eq!(new.m.worker_id(), Some(&wid(3)));
+    new
+}
+
+#[test]
+fn a_restarted_process_applies_the_record_its_predecessor_acknowledged_across_a_term_bump() {
+    let new = restarted_under_a_new_term(true);
+    assert_eq!(new.m.owned(), vec![owned("a", 1, 1)]);
+    assert_eq!(new.m.applied_version(), parti_core::Version(1));
+}
+
+#[test]
+fn a_fresh_claim_refuses_a_record_older_than_the_newest_term() {
+    let new = restarted_under_a_new_term(false);
+    assert!(
+        new.m.owned().is_empty(),
+        "a record from before the term bump, not inherited"
+    );
+}
