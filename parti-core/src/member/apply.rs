@@ -62,6 +62,8 @@ pub(super) struct Apply {
     /// The version the previous process of this id applied, when we took over its restarting
     /// claim: the one record of an older term the first snapshot may give us.
     pub(super) inherited: Option<Version>,
+    /// The newest acceptable record that arrived while the claim was unconfirmed.
+    pub(super) suspect_held: Option<AssignmentRecord>,
     /// No record is accepted any more (leave timed out, restart).
     pub(super) closed: bool,
     /// Records refused (stale version or wrong term), for tests and metrics.
@@ -154,6 +156,25 @@ impl Member {
             self.apply.refused += 1;
             return;
         }
+        if !self.identity_trusted() {
+            // Maybe written for another holder of the id: wait for the renewal's verdict.
+            self.apply.suspect_held = Some(record);
+            return;
+        }
+        self.take_record(now, record);
+    }
+
+    /// The claim is confirmed ours again: the record that waited meanwhile is taken.
+    pub(super) fn on_identity_confirmed(&mut self, now: Instant) {
+        if let Some(record) = self.apply.suspect_held.take()
+            && record.version > self.apply.accepted
+        {
+            self.take_record(now, record);
+        }
+    }
+
+    /// A record that passed the term and version checks, under a trusted claim.
+    fn take_record(&mut self, now: Instant, record: AssignmentRecord) {
         if let Some(f) = self.apply.fence.as_mut() {
             match f.floor {
                 None => {

@@ -58,8 +58,11 @@ impl Member {
                         self.timers
                             .set(Timer::DegradedExit, now + self.config.degraded.exit_after);
                     }
-                    // A fenced member announces itself as soon as it can.
-                    if self.apply.fence.is_some() {
+                    // A member unsure of its id confirms it first; a fenced member announces
+                    // itself as soon as it can.
+                    if self.identity.as_ref().is_some_and(|c| c.suspect) {
+                        self.renew_id(now);
+                    } else if self.apply.fence.is_some() {
                         self.send_heartbeat(now);
                     }
                 }

@@ -48,6 +48,12 @@ impl Member {
         ) {
             return;
         }
+        if !self.identity_trusted() {
+            // The id may be someone else's: no heartbeat under it until a renewal confirms it.
+            self.timers
+                .set(Timer::Heartbeat, now + self.config.heartbeat_interval);
+            return;
+        }
         self.beat.running = true;
         self.beat.seq += 1;
         let value = Heartbeat {

@@ -51,7 +51,12 @@ impl Member {
             Phase::Member | Phase::Leaving => {
                 self.phase = Phase::Restarting;
                 self.stop_election(now);
-                for t in [Timer::RenewId, Timer::Fence, Timer::LeaveDeadline] {
+                for t in [
+                    Timer::RenewId,
+                    Timer::IdentityLapse,
+                    Timer::Fence,
+                    Timer::LeaveDeadline,
+                ] {
                     self.timers.stop(t);
                 }
                 self.revoke_locally_for_good();
@@ -140,6 +145,7 @@ impl Member {
         for t in [
             Timer::Heartbeat,
             Timer::RenewId,
+            Timer::IdentityLapse,
             Timer::Candidate,
             Timer::Fence,
             Timer::LeaveDeadline,

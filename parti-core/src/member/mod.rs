@@ -145,6 +145,7 @@ enum Timer {
     StartupDeadline,
     ClaimRetry,
     RenewId,
+    IdentityLapse,
     Heartbeat,
     Fence,
     Candidate,
@@ -172,15 +173,20 @@ enum Op {
     CreateId {
         number: u32,
         claimed_at_ms: u64,
+        sent_at: Instant,
     },
     ReadIdAfterCreate {
         number: u32,
+        sent_at: Instant,
     },
     TakeoverId {
         number: u32,
         claimed_at_ms: u64,
+        sent_at: Instant,
     },
-    RenewId,
+    RenewId {
+        sent_at: Instant,
+    },
     ReadIdAfterRenew,
     Heartbeat {
         sent_at: Instant,
@@ -526,6 +532,7 @@ impl Member {
             Timer::StartupDeadline => self.on_startup_deadline(now),
             Timer::ClaimRetry => self.on_claim_retry(now),
             Timer::RenewId => self.renew_id(now),
+            Timer::IdentityLapse => self.on_identity_lapse(now),
             Timer::Heartbeat => self.send_heartbeat(now),
             Timer::Fence => self.on_fence_deadline(now),
             Timer::Candidate => self.stand(now),
@@ -550,13 +557,17 @@ impl Member {
             Op::CreateId {
                 number,
                 claimed_at_ms,
-            } => self.on_id_created(now, number, claimed_at_ms, result),
-            Op::ReadIdAfterCreate { number } => self.on_id_read_after_create(now, number, result),
+                sent_at,
+            } => self.on_id_created(now, number, claimed_at_ms, sent_at, result),
+            Op::ReadIdAfterCreate { number, sent_at } => {
+                self.on_id_read_after_create(now, number, sent_at, result);
+            }
             Op::TakeoverId {
                 number,
                 claimed_at_ms,
-            } => self.on_id_taken_over(now, number, claimed_at_ms, result),
-            Op::RenewId => self.on_id_renewed(now, result),
+                sent_at,
+            } => self.on_id_taken_over(now, number, claimed_at_ms, sent_at, result),
+            Op::RenewId { sent_at } => self.on_id_renewed(now, sent_at, result),
             Op::ReadIdAfterRenew => self.on_id_read_after_renew(now, result),
             Op::Heartbeat { sent_at } => self.on_heartbeat_done(now, sent_at, result),
             Op::CreateLeader { sent_at } => self.on_leader_created(now, sent_at, result),

@@ -707,3 +707,60 @@ mod random {
         }
     }
 }
+
+#[test]
+#[ignore = "needs the Planner behaviour (branch `planner`)"]
+fn repro_random_1() {
+    const N: usize = 4;
+    let cfgs: Vec<ValidConfig> = (0..N as u32)
+        .map(|i| config(|c| c.preferred_id = Some(i)))
+        .collect();
+    let mut c = Cluster::with_configs(cfgs.clone(), 16);
+    c.start_all();
+    c.advance(secs(60));
+    c.cut(1);
+    c.advance(ms(8600));
+    eprintln!(
+        "t68.6 node1 owned {:?} fenced {} state {:?}",
+        c.nodes[1].m.owned().len(),
+        c.nodes[1].m.is_fenced(),
+        c.nodes[1].m.state()
+    );
+    c.advance(ms(19400));
+    eprintln!("t88 owners {:?}", c.owners());
+    c.cut(3);
+    let now = c.now;
+    c.nodes[3].m.request_restart(now);
+    c.run();
+    c.advance(secs(2));
+    c.replace(3, cfgs[3].clone(), 0x9001, 16);
+    eprintln!("t90 new node3 id {:?}", c.nodes[3].m.worker_id());
+    c.cut(2);
+    for _ in 0..30 {
+        c.advance(ms(100));
+        if !c.violations.is_empty() {
+            break;
+        }
+    }
+    eprintln!(
+        "t{:?} violations {:?}",
+        c.now - c.epoch,
+        c.violations.first()
+    );
+    for (i, n) in c.nodes.iter().enumerate() {
+        eprintln!(
+            "node {i} id {:?} state {:?} fenced {} owned {:?} leader {}",
+            n.m.worker_id(),
+            n.m.state(),
+            n.m.is_fenced(),
+            n.m.owned()
+                .iter()
+                .map(|p| format!("{}@{}", p.partition.id(), p.fence))
+                .collect::<Vec<_>>(),
+            n.m.is_leader()
+        );
+    }
+    for n in &c.nodes[1].notes {
+        eprintln!("  n1 {n:?}");
+    }
+}
