@@ -254,6 +254,13 @@ impl Member {
                 {
                     self.unfence(now);
                     self.accept(held);
+                } else if floor > self.apply.applied {
+                    // Acknowledge the floor while fenced: holding nothing is a subset of any
+                    // record, and it tells the leader our newest record is "applied", which is
+                    // when it re-grants a fenced member with a new version.
+                    self.apply.accepted = self.apply.accepted.max(floor);
+                    self.apply.applied = floor;
+                    self.send_heartbeat(now);
                 }
             }
         }

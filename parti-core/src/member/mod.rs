@@ -79,7 +79,9 @@
 //!   compare-and-set), and the new claim starts like a fresh start but fenced.
 //! - A fenced member applies only records newer than a fresh read of its own record made after
 //!   a `Fenced` heartbeat was stored, so a stale grant caught up by a lagging watch is not
-//!   applied; the leader's re-grant (a new version) is.
+//!   applied; the leader's re-grant (a new version) is. The read version is acknowledged (still
+//!   with intent `Fenced`, holding nothing — a subset of any record): the leader re-grants a
+//!   fenced member once it has acknowledged its newest record.
 //! - An undecodable own record counts as absent, i.e. "revoke everything".
 //! - The record found in the snapshot right after a claim applies like any other: a process that
 //!   took over a restarting claim gets its partitions back at once, without waiting for the

@@ -741,3 +741,30 @@ fn a_member_back_from_a_long_cut_never_acts_under_an_id_taken_meanwhile() {
     );
     c.assert_covered(16);
 }
+
+/// Found by the random test: a leader cut off long enough to fence comes back while its
+/// successor's first plan already names it; it must be granted again.
+#[test]
+#[ignore = "needs the Planner behaviour (branch `planner`)"]
+fn a_fenced_former_leader_is_granted_again_by_its_successor() {
+    const N: usize = 4;
+    let cfgs: Vec<ValidConfig> = (0..N as u32)
+        .map(|i| config(|c| c.preferred_id = Some(i)))
+        .collect();
+    let mut c = Cluster::with_configs(cfgs, 16);
+    c.start_all();
+    c.advance(secs(60));
+    assert_eq!(c.leader(), Some(0));
+    c.cut(0);
+    c.advance(ms(5_400));
+    let now = c.now;
+    c.nodes[2].m.request_leave(now);
+    c.run();
+    c.heal(0);
+    c.advance(secs(60));
+    assert!(!c.nodes[0].m.is_fenced());
+    assert!(!c.nodes[0].m.owned().is_empty());
+    c.crash(2);
+    c.assert_covered(16);
+    assert!(c.violations.is_empty(), "{:?}", c.violations);
+}

@@ -97,3 +97,22 @@ fn hold_keeps_the_cached_assignment_while_cut_off() {
     assert_eq!(h.m.state(), WorkerState::Stable);
     assert_eq!(h.m.owned(), vec![owned("a", 1, 1)]);
 }
+
+#[test]
+fn a_fenced_member_acknowledges_the_record_it_will_not_apply() {
+    let mut h = H::follower(config(|_| {}));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    h.connection(disconnected());
+    h.advance(secs(6));
+    // Written while we were cut off; our fresh read will find it.
+    h.grant(0, 1, 2, &[owned("a", 1, 1), owned("b", 1, 2)]);
+    let from = h.log.len();
+    h.connection(connected());
+    assert!(h.m.owned().is_empty());
+    let last = h.heartbeats_since(from).last().cloned().unwrap();
+    assert_eq!(
+        (last.intent, last.applied),
+        (Intent::Fenced, Version(2)),
+        "the leader re-grants once the newest record is acknowledged"
+    );
+}
