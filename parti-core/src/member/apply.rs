@@ -62,6 +62,8 @@ pub(super) struct Apply {
     /// The version the previous process of this id applied, when we took over its restarting
     /// claim: the one record of an older term the first snapshot may give us.
     pub(super) inherited: Option<Version>,
+    /// A record that came before the newest `term` in a snapshot (see `on_snapshot_candidate`).
+    snapshot_candidate: Option<AssignmentRecord>,
     /// The newest acceptable record that arrived while the claim was unconfirmed.
     pub(super) suspect_held: Option<AssignmentRecord>,
     /// No record is accepted any more (leave timed out, restart).
@@ -110,12 +112,14 @@ impl Member {
                 if self.apply.in_snapshot {
                     self.apply.in_snapshot = false;
                     self.apply.inherited = None;
+                    self.on_snapshot_candidate(now);
                     if !self.apply.seen_in_snapshot {
                         self.on_record_absent();
                     }
                 }
             }
             Ok(WatchEvent::Resync) => {
+                self.apply.snapshot_candidate = None;
                 self.apply.in_snapshot = true;
                 self.apply.seen_in_snapshot = false;
             }
@@ -152,10 +156,41 @@ impl Member {
             && self.apply.inherited == Some(record.version)
             && self.apply.stream_term.is_none_or(|t| record.term <= t);
         let term_ok = Some(record.term) == self.apply.stream_term || inherited;
-        if !term_ok || record.version <= self.apply.accepted {
+        if record.version <= self.apply.accepted {
             self.apply.refused += 1;
             return;
         }
+        if !term_ok {
+            if self.apply.in_snapshot && self.apply.stream_term.is_none() {
+                // The newest `term` comes later in this snapshot: decide at its end.
+                self.apply.snapshot_candidate = Some(record);
+            } else {
+                self.apply.refused += 1;
+            }
+            return;
+        }
+        self.term_checked(now, record);
+    }
+
+    /// The snapshot ended: a record that came before the newest `term` is applied if exactly
+    /// one bump separates them. Every leader takes `term + 1`, so that bump is the newest `term`
+    /// itself, which came after the record: the record was written under the term in force.
+    /// With two bumps or more, one of them may have preceded the record (a zombie): refused.
+    fn on_snapshot_candidate(&mut self, now: Instant) {
+        let Some(record) = self.apply.snapshot_candidate.take() else {
+            return;
+        };
+        if self.apply.stream_term == Some(record.term.next())
+            && record.version > self.apply.accepted
+        {
+            self.term_checked(now, record);
+        } else {
+            self.apply.refused += 1;
+        }
+    }
+
+    /// A record that passed the term and version checks.
+    fn term_checked(&mut self, now: Instant, record: AssignmentRecord) {
         if !self.identity_trusted() {
             // Maybe written for another holder of the id: wait for the renewal's verdict.
             self.apply.suspect_held = Some(record);

@@ -87,11 +87,15 @@
 //!   took over a restarting claim gets its partitions back at once, without waiting for the
 //!   leader (who publishes nothing for a restart return).
 //! - A snapshot shows only the newest `term`; a record written before the newest bump comes
-//!   *before* it in revision order and so has no term "seen before it". Such a record is applied
-//!   only by a process that took over a restarting claim and only if it is exactly the version
-//!   the previous process acknowledged (read from its last heartbeat before the takeover): the
-//!   leader keeps that record for the returning worker and publishes nothing. Any other
-//!   pre-bump record in a snapshot is refused, like a zombie write.
+//!   *before* it in revision order and so has no term "seen before it". Such a record is
+//!   applied if (a) exactly one bump separates them (`record.term + 1 == term`: every leader
+//!   takes `term + 1`, so the only bump since the record's term is the newest one, which came
+//!   after the record), or (b) this process took over a restarting claim and the record is
+//!   exactly the version the previous process acknowledged (read from its last heartbeat before
+//!   the takeover; the leader keeps that record for the returning worker and publishes nothing).
+//!   Any other pre-bump record in a snapshot is refused like a zombie write: with two bumps or
+//!   more since, one may have preceded it. A leader must therefore rewrite, under its own term,
+//!   a record its worker has not acknowledged.
 //! - `startup_timeout` without any record ends start in `Stable` owning nothing (a member may
 //!   legitimately own nothing); only a failed claim is fatal.
 //! - Candidates do not `create` while they see the key being renewed: the retry timer fires

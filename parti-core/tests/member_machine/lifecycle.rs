@@ -237,9 +237,10 @@ fn fenced_then_degraded_then_fenced_then_stable() {
     );
 }
 
-/// The old process of worker-3 applied version 1 (term 1) and restarted; a new leader then
-/// bumped the term without rewriting worker-3's record (a restart return publishes nothing).
-fn restarted_under_a_new_term(takeover: bool) -> H {
+/// The old process of worker-3 applied version 1 (term 1) and restarted; new leaders then
+/// bumped the term (to `term`) without rewriting worker-3's record (a restart return publishes
+/// nothing).
+fn restarted_under_a_new_term(takeover: bool, term: u64) -> H {
     let cfg = config(|c| c.preferred_id = Some(3));
     let mut old = H::follower(cfg.clone());
     old.grant(3, 1, 1, &[owned("a", 1, 1)]);
@@ -255,24 +256,33 @@ fn restarted_under_a_new_term(takeover: bool) -> H {
     }
     let mut new = H::at(cfg, old.now, parti_core::InstanceId(0xCCCC));
     new.kv = kv;
-    new.set_term(2);
+    for t in 2..=term {
+        new.set_term(t);
+    }
     new.start();
     assert_eq!(new.m.worker_id(), Some(&wid(3)));
     new
 }
 
 #[test]
-fn a_restarted_process_applies_the_record_its_predecessor_acknowledged_across_a_term_bump() {
-    let new = restarted_under_a_new_term(true);
+fn a_restarted_process_applies_the_record_its_predecessor_acknowledged_across_term_bumps() {
+    let new = restarted_under_a_new_term(true, 3);
     assert_eq!(new.m.owned(), vec![owned("a", 1, 1)]);
     assert_eq!(new.m.applied_version(), parti_core::Version(1));
 }
 
 #[test]
-fn a_fresh_claim_refuses_a_record_older_than_the_newest_term() {
-    let new = restarted_under_a_new_term(false);
+fn a_fresh_claim_refuses_a_record_two_bumps_older_than_the_newest_term() {
+    let new = restarted_under_a_new_term(false, 3);
     assert!(
         new.m.owned().is_empty(),
-        "a record from before the term bump, not inherited"
+        "one of the bumps may have preceded it"
     );
+}
+
+#[test]
+fn a_fresh_claim_applies_a_record_written_just_before_the_newest_bump() {
+    // One bump: the newest `term` itself, later in the stream than the record.
+    let new = restarted_under_a_new_term(false, 2);
+    assert_eq!(new.m.owned(), vec![owned("a", 1, 1)]);
 }
