@@ -25,6 +25,8 @@ use crate::types::{PartitionId, Term, Version, WorkerId};
 pub(super) struct FenceState {
     pub(super) floor: Option<Version>,
     pub(super) read_pending: bool,
+    /// Which fence round this is; a read answers only its own round.
+    pub(super) round: u64,
     /// The newest acceptable record seen before `floor` was known.
     pub(super) held: Option<AssignmentRecord>,
 }
@@ -57,6 +59,8 @@ pub(super) struct Apply {
     pub(super) in_flight: Option<InFlight>,
     next_delivery: u64,
     pub(super) fence: Option<FenceState>,
+    /// Fences so far (each starts a new round number).
+    pub(super) fence_rounds: u64,
     in_snapshot: bool,
     seen_in_snapshot: bool,
     /// The version the previous process of this id applied, when we took over its restarting
@@ -262,10 +266,13 @@ impl Member {
             ReadPurpose::DegradedExit => {
                 self.on_degraded_read(now, matches!(result, Ok(KvReply::Entry(_))));
             }
-            ReadPurpose::Unfence => {
+            ReadPurpose::Unfence(round) => {
                 let Some(f) = self.apply.fence.as_mut() else {
                     return;
                 };
+                if f.round != round || !f.read_pending {
+                    return; // the answer of an earlier round
+                }
                 f.read_pending = false;
                 let Ok(KvReply::Entry(entry)) = result else {
                     // The next stored heartbeat triggers another read.

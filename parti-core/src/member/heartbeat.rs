@@ -94,9 +94,10 @@ impl Member {
         if self.beat.last_acked.is_none_or(|t| t < sent_at) {
             self.beat.last_acked = Some(sent_at);
         }
+        // Armed while fenced too: if the condition recurs before the leader re-granted, the
+        // fence round starts over (the leader may have declared us dead again meanwhile).
         if self.config.on_disconnect == DisconnectPolicy::Fence
             && matches!(self.phase, Phase::Member | Phase::Leaving)
-            && self.apply.fence.is_none()
             && let Some(t) = self.beat.last_acked
         {
             self.timers.set(Timer::Fence, t + self.config.fence_after());
@@ -107,7 +108,8 @@ impl Member {
             && !f.read_pending
         {
             f.read_pending = true;
-            self.read_own_record(now, ReadPurpose::Unfence);
+            let round = f.round;
+            self.read_own_record(now, ReadPurpose::Unfence(round));
         }
     }
 
@@ -123,11 +125,30 @@ impl Member {
     }
 
     pub(super) fn on_fence_deadline(&mut self, now: Instant) {
-        if self.config.on_disconnect == DisconnectPolicy::Fence
-            && matches!(self.phase, Phase::Member | Phase::Leaving)
-            && self.apply.fence.is_none()
+        if self.config.on_disconnect != DisconnectPolicy::Fence
+            || !matches!(self.phase, Phase::Member | Phase::Leaving)
         {
-            self.fence(now);
+            return;
+        }
+        match self.apply.fence.as_mut() {
+            None => self.fence(now),
+            // Still fenced and cut off again: a floor read before may predate a revocation the
+            // leader writes when it declares us dead; read again after the next stored
+            // heartbeat.
+            Some(_) => self.new_fence_round(),
+        }
+    }
+
+    /// Starts a new round of the fence in force: no floor, nothing held, a fresh read after the
+    /// next stored heartbeat; answers of earlier rounds are ignored.
+    pub(super) fn new_fence_round(&mut self) {
+        let round = self.apply.fence_rounds;
+        self.apply.fence_rounds += 1;
+        if let Some(f) = self.apply.fence.as_mut() {
+            *f = super::apply::FenceState {
+                round,
+                ..super::apply::FenceState::default()
+            };
         }
     }
 
@@ -140,6 +161,7 @@ impl Member {
         self.timers.stop(Timer::Fence);
         let partitions = self.owned();
         self.apply.fence = Some(super::apply::FenceState::default());
+        self.new_fence_round();
         self.apply.target.clear();
         self.apply.target_version = None;
         if !partitions.is_empty() {

@@ -538,9 +538,7 @@ impl Member {
         // Answers to operations made under the old id mean nothing now; whatever waited for
         // one starts afresh under the new id.
         self.ops.retain(|_, op| matches!(op, Op::DropLeader));
-        if let Some(f) = self.apply.fence.as_mut() {
-            *f = super::apply::FenceState::default();
-        }
+        self.new_fence_round();
         self.apply.suspect_held = None;
         self.reset_degraded_exit(now);
         if self.phase == Phase::Member {

@@ -223,7 +223,8 @@ enum Op {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ReadPurpose {
-    Unfence,
+    /// The fresh read of a fence round (rounds restart when the fence condition recurs).
+    Unfence(u64),
     DegradedExit,
 }
 
