@@ -59,7 +59,7 @@
 //! | `ClaimingID` | `Shutdown` | no id by `startup_timeout` ([`Notification::Failed`], e.g. `IdentityPoolExhausted`) |
 //! | `Election` | `WaitingAssignment` | the leader key's snapshot is read and, if it was free, our `create` answered |
 //! | `WaitingAssignment` | `Stable` | the first assignment record is applied, or `startup_timeout` passes without one ([`Notification::Ready`] either way) |
-//! | `Election`, `WaitingAssignment`, `Stable` | `Fenced` | `Fence` policy: the last acknowledged heartbeat is `heartbeat_ttl - fence_margin` old; or the id was lost and reclaimed |
+//! | `Election`, `WaitingAssignment`, `Stable` | `Fenced` | `Fence` policy: the last acknowledged heartbeat is `heartbeat_ttl - fence_margin` old, or the claim went unconfirmed for 90 % of `identity_ttl`; any policy: the id was lost and reclaimed |
 //! | `Fenced` | `Stable` | a record newer than a fresh read of our own record is applied (the leader re-granted) |
 //! | any of `Election` … `Fenced`, `ClaimingID` | `Degraded` | connection down for `degraded.enter_after`, or `kv_error_threshold` failed operations within `kv_error_window` |
 //! | `Degraded` | the state underneath | connection up for `exit_after` and a fresh read of our own record succeeded |
@@ -75,6 +75,16 @@
 //! - A KV write that failed (any error, a timeout included) is followed by a re-read of the key
 //!   before anything is retried; a value carrying our own [`InstanceId`] is ours (an earlier
 //!   attempt landed), anything else is someone else's.
+//! - A claim not confirmed by a successful write for 90 % of `identity_ttl` (send time of the
+//!   write; the store cannot expire it sooner than the full ttl after it) is *suspect*: it may
+//!   have expired and been claimed by another process. Nothing is done under it — no
+//!   heartbeat, records wait — and under `Fence` everything is revoked locally, until a renewal
+//!   confirms it (the waiting record is then taken) or shows it lost. Under `Hold` the cached
+//!   assignment is kept meanwhile, as `Hold` promises.
+//! - The fence timer stays armed while fenced: if the fence age recurs before a re-grant was
+//!   applied (cut off again), the fence round starts over — the floor and anything held are
+//!   dropped, a new read follows the next stored heartbeat — because the leader may have
+//!   declared the member dead again and taken back a re-grant still in its backlog.
 //! - After an identity loss the member steps down from leadership (deleting the leader key by
 //!   compare-and-set), and the new claim starts like a fresh start but fenced.
 //! - A fenced member applies only records newer than a fresh read of its own record made after
