@@ -121,6 +121,8 @@
 //!   `leader` key (another bucket, no order with the stream) is not used for applying.
 //! - A planner that stops on its own (it saw a higher term) ends the member's leadership: no
 //!   more renewals, the key is left to expire, the member stands again later.
+//! - Planner ids are renamed on the way out (unique for the member's lifetime) so that a late
+//!   answer to a stopped planner never reaches the next one (every planner counts from 1).
 //! - A KV error counts towards degraded mode unless it is an answer about the data
 //!   (`NotFound`, `AlreadyExists`, `RevisionMismatch`); the planner's operations count too.
 
@@ -130,6 +132,7 @@ mod election;
 mod heartbeat;
 mod identity;
 mod leave;
+mod relay;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -154,6 +157,7 @@ use degraded::Degraded;
 use election::Election;
 use heartbeat::Beat;
 use identity::{Claim, Claimed};
+use relay::Relay;
 
 /// Every deadline of a member (one table, STYLE.md §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -311,6 +315,7 @@ pub struct Member {
     beat: Beat,
     election: Election,
     planner: Option<Planner>,
+    relay: Relay,
     apply: Apply,
     degraded: Degraded,
     release_leader: Option<crate::types::Revision>,
@@ -354,6 +359,7 @@ impl Member {
             beat,
             election,
             planner: None,
+            relay: Relay::default(),
             apply: Apply::new(),
             degraded,
             release_leader: None,
@@ -459,7 +465,9 @@ impl Member {
             Event::Io(IoEvent::KvDone { op, result }) => {
                 if op.is_planner() {
                     self.count_kv_result(now, &result);
-                    if let Some(p) = self.planner.as_mut() {
+                    if let Some(op) = self.relay.op_in(op)
+                        && let Some(p) = self.planner.as_mut()
+                    {
                         p.handle_event(now, IoEvent::KvDone { op, result });
                     }
                 } else if let Some(kind) = self.ops.remove(&op) {
@@ -469,7 +477,9 @@ impl Member {
             }
             Event::Io(IoEvent::Watch { watch, event }) => {
                 if watch.is_planner() {
-                    if let Some(p) = self.planner.as_mut() {
+                    if let Some(watch) = self.relay.watch_in(watch)
+                        && let Some(p) = self.planner.as_mut()
+                    {
                         p.handle_event(now, IoEvent::Watch { watch, event });
                     }
                 } else if Some(watch) == self.apply.watch {
@@ -680,7 +690,9 @@ impl Member {
     fn drain_planner(&mut self) {
         if let Some(p) = self.planner.as_mut() {
             while let Some(a) = p.poll_action() {
-                self.actions.push_back(Action::Io(a));
+                if let Some(a) = self.relay.outbound(a) {
+                    self.actions.push_back(Action::Io(a));
+                }
             }
             while let Some(n) = p.poll_notification() {
                 self.notifications.push_back(Notification::Planner(n));
