@@ -8,6 +8,7 @@ mod identity;
 mod internals;
 mod leave;
 mod relay;
+mod renewal;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
