@@ -60,9 +60,13 @@ impl Member {
                 self.timers
                     .set(Timer::RenewId, now + self.config.identity_renew_interval());
                 if was_suspect {
-                    // Confirmed ours again: take the record that waited, announce ourselves.
+                    // Confirmed ours again: take the record that waited, announce ourselves,
+                    // stand again (a candidate timer may have passed meanwhile).
                     self.on_identity_confirmed(now);
                     self.send_heartbeat(now);
+                    if self.election.watch.is_some() {
+                        self.stand(now);
+                    }
                 }
             }
             _ => {
@@ -113,10 +117,12 @@ impl Member {
         }
         c.suspect = true;
         // Under `Hold` the cached assignment is kept through the outage (no exclusivity is
-        // promised meanwhile); nothing is done under the id until it is confirmed.
+        // promised meanwhile); nothing is done under the id until it is confirmed — leading
+        // included.
         if self.config.on_disconnect == DisconnectPolicy::Fence {
             self.fence(now);
         }
+        self.step_down(now, true);
         self.renew_id(now);
     }
 
