@@ -10,7 +10,6 @@ use crate::harness::*;
 const IGNORE: &str = "needs the Planner behaviour (branch `planner`)";
 
 #[test]
-#[ignore = "needs the Planner behaviour (branch `planner`)"]
 fn three_members_cover_every_partition_exclusively() {
     let _ = IGNORE;
     let mut c = Cluster::new(config(|_| {}), 3, 12);
@@ -25,7 +24,6 @@ fn three_members_cover_every_partition_exclusively() {
 }
 
 #[test]
-#[ignore = "needs the Planner behaviour (branch `planner`)"]
 fn a_crashed_leader_is_replaced_and_its_partitions_move_without_double_ownership() {
     let mut c = Cluster::new(config(|_| {}), 3, 12);
     c.start_all();
@@ -42,7 +40,6 @@ fn a_crashed_leader_is_replaced_and_its_partitions_move_without_double_ownership
 }
 
 #[test]
-#[ignore = "needs the Planner behaviour (branch `planner`)"]
 fn a_cut_off_member_fences_before_its_partitions_move_and_is_granted_again() {
     let mut c = Cluster::new(config(|_| {}), 3, 12);
     c.start_all();
@@ -65,7 +62,6 @@ fn a_cut_off_member_fences_before_its_partitions_move_and_is_granted_again() {
 }
 
 #[test]
-#[ignore = "needs the Planner behaviour (branch `planner`)"]
 fn a_cut_off_leader_stops_leading_before_a_successor_writes() {
     let mut c = Cluster::new(config(|_| {}), 3, 12);
     c.start_all();
@@ -85,7 +81,6 @@ fn a_cut_off_leader_stops_leading_before_a_successor_writes() {
 }
 
 #[test]
-#[ignore = "needs the Planner behaviour (branch `planner`)"]
 fn a_leaving_member_hands_its_partitions_over_and_stops() {
     let mut c = Cluster::new(config(|_| {}), 3, 12);
     c.start_all();
@@ -103,7 +98,6 @@ fn a_leaving_member_hands_its_partitions_over_and_stops() {
 }
 
 #[test]
-#[ignore = "needs the Planner behaviour (branch `planner`)"]
 fn a_restarted_member_gets_its_partitions_back_unchanged() {
     let cfgs: Vec<ValidConfig> = (0..3)
         .map(|i| config(|c| c.preferred_id = Some(i)))
@@ -133,7 +127,6 @@ fn a_restarted_member_gets_its_partitions_back_unchanged() {
 }
 
 #[test]
-#[ignore = "needs the Planner behaviour (branch `planner`)"]
 fn a_leaving_leader_hands_over_leadership_and_partitions() {
     let mut c = Cluster::new(config(|_| {}), 3, 12);
     c.start_all();
@@ -155,7 +148,6 @@ fn a_leaving_leader_hands_over_leadership_and_partitions() {
 }
 
 #[test]
-#[ignore = "needs the Planner behaviour (branch `planner`)"]
 fn late_writes_of_a_deposed_leader_are_ignored() {
     let mut c = Cluster::new(config(|_| {}), 4, 12);
     c.start_all();
@@ -180,7 +172,6 @@ fn late_writes_of_a_deposed_leader_are_ignored() {
 }
 
 #[test]
-#[ignore = "needs the Planner behaviour (branch `planner`)"]
 fn a_grant_of_a_deposed_leader_that_lands_after_the_term_bump_is_refused() {
     // 13 partitions dealt round-robin over 3: a 14th goes to the second worker, not the leader.
     let mut c = Cluster::new(config(|_| {}), 3, 13);
@@ -264,7 +255,6 @@ mod random {
         /// Exclusive ownership at every step, one leader at a time, and full coverage by the
         /// members still running once the faults stop.
         #[test]
-        #[ignore = "needs the Planner behaviour (branch `planner`)"]
         fn random_faults_never_break_exclusive_ownership(faults in prop::collection::vec(fault(4), 1..14)) {
             const N: usize = 4;
             let cfgs: Vec<ValidConfig> = (0..N as u32)
@@ -336,7 +326,6 @@ mod random {
 /// Found by the random test: a member cut off long enough for its claim to expire must not
 /// come back as the id a new process has claimed meanwhile.
 #[test]
-#[ignore = "needs the Planner behaviour (branch `planner`)"]
 fn a_member_back_from_a_long_cut_never_acts_under_an_id_taken_meanwhile() {
     const N: usize = 4;
     let cfgs: Vec<ValidConfig> = (0..N as u32)
@@ -370,7 +359,6 @@ fn a_member_back_from_a_long_cut_never_acts_under_an_id_taken_meanwhile() {
 /// Found by the random test: a leader cut off long enough to fence comes back while its
 /// successor's first plan already names it; it must be granted again.
 #[test]
-#[ignore = "needs the Planner behaviour (branch `planner`)"]
 fn a_fenced_former_leader_is_granted_again_by_its_successor() {
     const N: usize = 4;
     let cfgs: Vec<ValidConfig> = (0..N as u32)
@@ -402,7 +390,6 @@ fn a_fenced_former_leader_is_granted_again_by_its_successor() {
 /// rewriting it under its term. PROTOCOL §4 says the member must refuse; the planner has to
 /// rewrite (or revoke, under its term) a record its worker has not acknowledged.
 #[test]
-#[ignore = "needs the Planner behaviour (branch `planner`)"]
 fn a_record_several_terms_old_is_rewritten_for_a_new_process() {
     const N: usize = 4;
     let cfgs: Vec<ValidConfig> = (0..N as u32)
@@ -439,7 +426,6 @@ fn a_record_several_terms_old_is_rewritten_for_a_new_process() {
 /// heartbeat is seen, it is granted again), is cut off again and declared dead; when it comes
 /// back, the re-grant it finds in its backlog was already taken back and given to others.
 #[test]
-#[ignore = "needs the Planner behaviour (branch `planner`)"]
 fn a_member_cut_off_again_never_applies_a_regrant_taken_back_meanwhile() {
     const N: usize = 4;
     let cfgs: Vec<ValidConfig> = (0..N as u32)
@@ -472,7 +458,7 @@ fn a_member_cut_off_again_never_applies_a_regrant_taken_back_meanwhile() {
 /// grants p03 and p15 to worker-0 in
 /// its first wave — before worker-3, alive and holding them, has acknowledged a revocation.
 #[test]
-#[ignore = "needs the Planner to revoke from a returned restarting worker before granting elsewhere"]
+#[ignore = "planner bug under repair on branch fix-restart; must not land ignored"]
 fn partitions_of_a_returned_restarting_worker_are_revoked_before_moving() {
     const N: usize = 4;
     let cfgs: Vec<ValidConfig> = (0..N as u32)

@@ -9,7 +9,6 @@ use crate::harness::*;
 const NEEDS_PLANNER: &str = "needs the Planner behaviour (branch `planner`)";
 
 #[test]
-#[ignore = "needs the Planner behaviour (branch `planner`)"]
 fn a_lone_member_leads_and_owns_every_partition() {
     let _ = NEEDS_PLANNER;
     let mut h = H::new(config(|_| {}));
@@ -35,7 +34,6 @@ fn a_lone_member_leads_and_owns_every_partition() {
 }
 
 #[test]
-#[ignore = "needs the Planner behaviour (branch `planner`)"]
 fn a_lone_leader_leaves_within_the_shutdown_timeout() {
     let mut h = H::new(config(|_| {}));
     h.start();
@@ -63,7 +61,6 @@ fn assignments_write(r: &parti_core::machine::KvRequest) -> bool {
 }
 
 #[test]
-#[ignore = "needs the Planner behaviour (branch `planner`)"]
 fn set_partitions_reaches_the_planner_of_a_leader() {
     let mut h = H::new(config(|_| {}));
     h.start();
@@ -77,7 +74,6 @@ fn set_partitions_reaches_the_planner_of_a_leader() {
 }
 
 #[test]
-#[ignore = "needs the Planner behaviour (branch `planner`)"]
 fn after_the_lease_lapses_the_planner_writes_nothing() {
     use parti_core::machine::KvRequest;
     use parti_core::store::KvError;
@@ -104,7 +100,6 @@ fn after_the_lease_lapses_the_planner_writes_nothing() {
 }
 
 #[test]
-#[ignore = "needs the Planner behaviour (branch `planner`)"]
 fn a_leader_whose_planner_sees_a_higher_term_steps_down_and_stops_renewing() {
     let mut h = H::new(config(|_| {}));
     h.start();
