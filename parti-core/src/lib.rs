@@ -20,6 +20,7 @@
 //! | [`types`] | identifiers and values: worker ids, partitions, terms, versions, fences |
 //! | [`assignment`] | who owns what, in one deterministic order, with diffs |
 //! | [`config`] | every setting, its default, and validation into [`config::ValidConfig`] |
+//! | [`member`] | the `Member` machine every worker runs: identity, heartbeats, election, applying records |
 //! | [`machine`] | what the sans-IO machines share: op ids, KV requests as data, timers, backoff |
 //! | [`records`] | the values written to the store, postcard behind a format version byte |
 //! | [`store`] | the `KvStore` port and its error type |
@@ -32,6 +33,7 @@ pub mod assignment;
 pub mod config;
 pub mod hash;
 pub mod machine;
+pub mod member;
 pub mod planner;
 pub mod records;
 pub mod rng;
