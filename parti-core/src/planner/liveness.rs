@@ -74,6 +74,8 @@ pub(super) struct Liveness {
     rejoin_window: Duration,
     degraded: bool,
     quiet_until: Option<Instant>,
+    /// Observation-channel gating on (only a test-only fault turns it off).
+    pub(super) gating: bool,
 }
 
 impl Liveness {
@@ -98,11 +100,15 @@ impl Liveness {
             rejoin_window,
             degraded: false,
             quiet_until: None,
+            gating: true,
         }
     }
 
     /// `min(now, own_echo + heartbeat_interval)`.
     pub(super) fn observed_now(&self, now: Instant) -> Instant {
+        if !self.gating {
+            return now;
+        }
         now.min(self.own_echo + self.interval)
     }
 
