@@ -27,6 +27,19 @@ pub(super) struct FenceState {
     pub(super) read_pending: bool,
     /// The newest acceptable record seen before `floor` was known.
     pub(super) held: Option<AssignmentRecord>,
+    /// The read in flight was made before the member lost touch again: ignore its answer.
+    pub(super) discard_read: bool,
+}
+
+impl FenceState {
+    /// Still fenced and out of touch again for `fence_after`: the leader may have declared us
+    /// dead after the floor was read, so a record above that floor may be stale. The floor (and
+    /// anything held against it) is learnt afresh after the next stored `Fenced` heartbeat.
+    pub(super) fn rearm(&mut self) {
+        self.floor = None;
+        self.held = None;
+        self.discard_read = self.read_pending;
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -203,6 +216,9 @@ impl Member {
                     return;
                 };
                 f.read_pending = false;
+                if std::mem::take(&mut f.discard_read) {
+                    return;
+                }
                 let Ok(KvReply::Entry(entry)) = result else {
                     // The next stored heartbeat triggers another read.
                     return;

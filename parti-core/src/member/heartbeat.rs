@@ -88,9 +88,9 @@ impl Member {
         if self.beat.last_acked.is_none_or(|t| t < sent_at) {
             self.beat.last_acked = Some(sent_at);
         }
+        // Armed while fenced too: losing touch again re-arms the fence floor (`on_fence_deadline`).
         if self.config.on_disconnect == DisconnectPolicy::Fence
             && matches!(self.phase, Phase::Member | Phase::Leaving)
-            && self.apply.fence.is_none()
             && let Some(t) = self.beat.last_acked
         {
             self.timers.set(Timer::Fence, t + self.config.fence_after());
@@ -119,9 +119,11 @@ impl Member {
     pub(super) fn on_fence_deadline(&mut self, now: Instant) {
         if self.config.on_disconnect == DisconnectPolicy::Fence
             && matches!(self.phase, Phase::Member | Phase::Leaving)
-            && self.apply.fence.is_none()
         {
-            self.fence(now);
+            match self.apply.fence.as_mut() {
+                None => self.fence(now),
+                Some(f) => f.rearm(),
+            }
         }
     }
 

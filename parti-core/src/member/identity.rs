@@ -412,6 +412,11 @@ impl Member {
         }
         // Answers to operations made under the old id mean nothing now.
         self.ops.retain(|_, op| matches!(op, Op::DropLeader));
+        // An unfence read of the old id was among them: start the fence afresh, or it would
+        // wait for that answer forever.
+        if let Some(f) = self.apply.fence.as_mut() {
+            *f = super::apply::FenceState::default();
+        }
         if self.phase == Phase::Member {
             self.begin_claim(now);
         } else {
