@@ -7,7 +7,8 @@
 //! **What it is not.** Not part of a production build: applications depend on it only as a
 //! dev-dependency.
 //!
-//! Status: the [`contract`] suite is here; the simulator, the `nats-server` harness and the chaos
-//! proxy arrive with their issues.
+//! Status: the [`contract`] suite and the deterministic simulator ([`sim`], with the `parti-sim`
+//! binary) are here; the `nats-server` harness and the chaos proxy arrive with their issues.
 
 pub mod contract;
+pub mod sim;
