@@ -274,8 +274,8 @@ impl Planner {
         withheld
     }
 
-    /// A live member that fenced itself and has applied its newest record: give its partitions
-    /// back with a new version (and new fences).
+    /// A live member that fenced itself: give its partitions back with a new version (and new
+    /// fences).
     fn needs_regrant(&self, w: &WorkerId) -> bool {
         let Some(slot) = self.slots.get(w) else {
             return false;
@@ -288,10 +288,10 @@ impl Planner {
         else {
             return false;
         };
-        beat.intent == Intent::Fenced
-            && !slot.regranted
-            && beat.applied >= slot.version()
-            && !slot.rec_ids().is_empty()
+        // Not gated on `beat.applied >= slot.version()`: a fenced member applies only records
+        // newer than a fresh read of its record, so it can never apply the stored one if it
+        // had not before fencing — waiting for that would leave it fenced for ever.
+        beat.intent == Intent::Fenced && !slot.regranted && !slot.rec_ids().is_empty()
     }
 
     fn check_stalls(&mut self, now: Instant) {
