@@ -72,6 +72,10 @@ pub(super) struct Apply {
     pub(super) fence: Option<FenceState>,
     in_snapshot: bool,
     seen_in_snapshot: bool,
+    /// Our record, delivered by the snapshot before the `term` key: it was written before the
+    /// latest term bump, which the new leader's takeover read as current. Judged when the term
+    /// arrives.
+    before_term: Option<AssignmentRecord>,
     /// No record is accepted any more (leave timed out, restart).
     pub(super) closed: bool,
     /// Records refused (stale version or wrong term), for tests and metrics.
@@ -117,6 +121,7 @@ impl Member {
             Ok(WatchEvent::SnapshotComplete) => {
                 if self.apply.in_snapshot {
                     self.apply.in_snapshot = false;
+                    self.apply.before_term = None;
                     if !self.apply.seen_in_snapshot {
                         self.on_record_absent();
                     }
@@ -125,6 +130,7 @@ impl Member {
             Ok(WatchEvent::Resync) => {
                 self.apply.in_snapshot = true;
                 self.apply.seen_in_snapshot = false;
+                self.apply.before_term = None;
             }
             Ok(WatchEvent::Change(change)) => {
                 let bucket = self.names.assignments_bucket();
@@ -134,6 +140,11 @@ impl Member {
                         && self.apply.stream_term.is_none_or(|s| s < t.term)
                     {
                         self.apply.stream_term = Some(t.term);
+                    }
+                    if let Some(record) = self.apply.before_term.take()
+                        && self.apply.stream_term.is_some_and(|s| record.term <= s)
+                    {
+                        self.on_current_record(now, record);
                     }
                 } else if change.key == self.apply.key {
                     self.apply.seen_in_snapshot = true;
@@ -155,7 +166,26 @@ impl Member {
         if self.apply.closed {
             return;
         }
-        if Some(record.term) != self.apply.stream_term || record.version <= self.apply.accepted {
+        // In a snapshot, a record that comes before the `term` key was written before the
+        // latest bump (a late write of an older leader comes after it): wait for the term.
+        if self.apply.in_snapshot && self.apply.stream_term.is_none() {
+            self.apply.before_term = Some(record);
+            return;
+        }
+        if Some(record.term) != self.apply.stream_term {
+            self.apply.refused += 1;
+            return;
+        }
+        self.on_current_record(now, record);
+    }
+
+    /// A record the stream says is current: applied if newer than the last accepted one (and,
+    /// when fenced, than the fence floor).
+    fn on_current_record(&mut self, now: Instant, record: AssignmentRecord) {
+        if self.apply.closed {
+            return;
+        }
+        if record.version <= self.apply.accepted {
             self.apply.refused += 1;
             return;
         }
