@@ -88,10 +88,12 @@ impl Member {
         if self.beat.last_acked.is_none_or(|t| t < sent_at) {
             self.beat.last_acked = Some(sent_at);
         }
-        // Armed while fenced too: losing touch again re-arms the fence floor (`on_fence_deadline`).
+        // Armed while fenced too — losing touch again re-arms the fence floor
+        // (`on_fence_deadline`) — but not by the late answer of an old heartbeat.
         if self.config.on_disconnect == DisconnectPolicy::Fence
             && matches!(self.phase, Phase::Member | Phase::Leaving)
             && let Some(t) = self.beat.last_acked
+            && (self.apply.fence.is_none() || t + self.config.fence_after() > now)
         {
             self.timers.set(Timer::Fence, t + self.config.fence_after());
         }
