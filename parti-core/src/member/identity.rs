@@ -26,6 +26,8 @@ pub(super) struct Claimed {
     pub(super) id: WorkerId,
     pub(super) revision: Revision,
     pub(super) claimed_at_ms: u64,
+    /// Send time of the renewal in flight.
+    pub(super) renew_sent: Option<Instant>,
 }
 
 /// One claiming round (from start or from an identity loss until an id is held).
@@ -316,7 +318,12 @@ impl Member {
             id: id.clone(),
             revision,
             claimed_at_ms,
+            renew_sent: None,
         });
+        // The claim was written no earlier than `claimed_at_ms` (the wall clock at its send).
+        let sent = self.epoch
+            + std::time::Duration::from_millis(claimed_at_ms.saturating_sub(self.wall_epoch_ms));
+        self.extend_id_lease(sent.min(now));
         self.phase = Phase::Member;
         self.notify(Notification::IdentityClaimed { worker: id.clone() });
         self.timers
@@ -326,7 +333,7 @@ impl Member {
         self.send_heartbeat(now);
     }
 
-    pub(super) fn renew_id(&mut self, _now: Instant) {
+    pub(super) fn renew_id(&mut self, now: Instant) {
         let Some(c) = self.identity.clone() else {
             return;
         };
@@ -345,14 +352,38 @@ impl Member {
             value,
             expected: c.revision,
         };
+        if let Some(mine) = self.identity.as_mut() {
+            mine.renew_sent = Some(now);
+        }
         self.kv(Op::RenewId, request);
+    }
+
+    /// The claim is known stored at `sent` or later: it cannot expire before `sent +
+    /// identity_ttl`. Until `fence_margin` before that the id is ours; after it, another
+    /// process may hold it (the claim expired silently while we were out of touch), so under
+    /// `Fence` the member gives it up as if it had been lost (PROTOCOL.md §3 says nothing; this
+    /// is the leader lease's discipline applied to the id).
+    fn extend_id_lease(&mut self, sent: Instant) {
+        // Under `Hold` the member keeps acting on its cache while cut off, by design.
+        if self.config.on_disconnect != crate::config::DisconnectPolicy::Fence {
+            return;
+        }
+        let until = sent + self.config.identity_ttl - self.config.fence_margin;
+        if self.timers.get(Timer::IdLease).is_none_or(|t| t < until) {
+            self.timers.set(Timer::IdLease, until);
+        }
     }
 
     pub(super) fn on_id_renewed(&mut self, now: Instant, result: KvResult) {
         match result {
             Ok(KvReply::Written(revision)) => {
+                let mut sent = None;
                 if let Some(c) = self.identity.as_mut() {
                     c.revision = revision;
+                    sent = c.renew_sent.take();
+                }
+                if let Some(sent) = sent {
+                    self.extend_id_lease(sent);
                 }
                 self.timers
                     .set(Timer::RenewId, now + self.config.identity_renew_interval());
@@ -407,7 +438,7 @@ impl Member {
         self.stop_election(now);
         self.stop_assignment_watch(Some(lost.id));
         self.beat.last_acked = None;
-        for t in [Timer::RenewId, Timer::Heartbeat, Timer::Fence] {
+        for t in [Timer::RenewId, Timer::Heartbeat, Timer::Fence, Timer::IdLease] {
             self.timers.stop(t);
         }
         // Answers to operations made under the old id mean nothing now.

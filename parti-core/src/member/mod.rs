@@ -129,6 +129,9 @@ enum Timer {
     StartupDeadline,
     ClaimRetry,
     RenewId,
+    /// The id claim may have expired in the store (no renewal stored for `identity_ttl -
+    /// fence_margin`).
+    IdLease,
     Heartbeat,
     Fence,
     Candidate,
@@ -445,6 +448,7 @@ impl Member {
             Timer::StartupDeadline => self.on_startup_deadline(now),
             Timer::ClaimRetry => self.on_claim_retry(now),
             Timer::RenewId => self.renew_id(now),
+            Timer::IdLease => self.identity_lost(now),
             Timer::Heartbeat => self.send_heartbeat(now),
             Timer::Fence => self.on_fence_deadline(now),
             Timer::Candidate => self.stand(now),
