@@ -123,6 +123,18 @@ impl Member {
         }
     }
 
+    /// The degraded-exit read in flight was dropped (its operation was forgotten): try again
+    /// after `exit_after`.
+    pub(super) fn degraded_exit_read_lost(&mut self, now: Instant) {
+        if std::mem::take(&mut self.degraded.exit_read_pending)
+            && self.degraded.since.is_some()
+            && self.degraded.connected
+        {
+            self.timers
+                .set(Timer::DegradedExit, now + self.config.degraded.exit_after);
+        }
+    }
+
     pub(super) fn on_degraded_read(&mut self, now: Instant, ok: bool) {
         self.degraded.exit_read_pending = false;
         if self.degraded.since.is_none() || !self.degraded.connected {

@@ -448,6 +448,8 @@ impl Member {
         if let Some(f) = self.apply.fence.as_mut() {
             *f = super::apply::FenceState::default();
         }
+        // So was a degraded-exit read: check again later, or degraded mode is never left.
+        self.degraded_exit_read_lost(now);
         if self.phase == Phase::Member {
             self.begin_claim(now);
         } else {
