@@ -6,6 +6,8 @@
 
 #[path = "member_machine/apply.rs"]
 mod apply;
+#[path = "member_machine/cluster.rs"]
+mod cluster;
 #[path = "member_machine/degraded.rs"]
 mod degraded;
 #[path = "member_machine/disconnect.rs"]
@@ -18,3 +20,7 @@ mod harness;
 mod identity;
 #[path = "member_machine/lifecycle.rs"]
 mod lifecycle;
+#[path = "member_machine/properties.rs"]
+mod properties;
+#[path = "member_machine/with_planner.rs"]
+mod with_planner;

@@ -25,21 +25,10 @@ use crate::types::{PartitionId, Term, Version, WorkerId};
 pub(super) struct FenceState {
     pub(super) floor: Option<Version>,
     pub(super) read_pending: bool,
+    /// Which fence round this is; a read answers only its own round.
+    pub(super) round: u64,
     /// The newest acceptable record seen before `floor` was known.
     pub(super) held: Option<AssignmentRecord>,
-    /// The read in flight was made before the member lost touch again: ignore its answer.
-    pub(super) discard_read: bool,
-}
-
-impl FenceState {
-    /// Still fenced and out of touch again for `fence_after`: the leader may have declared us
-    /// dead after the floor was read, so a record above that floor may be stale. The floor (and
-    /// anything held against it) is learnt afresh after the next stored `Fenced` heartbeat.
-    pub(super) fn rearm(&mut self) {
-        self.floor = None;
-        self.held = None;
-        self.discard_read = self.read_pending;
-    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -70,12 +59,17 @@ pub(super) struct Apply {
     pub(super) in_flight: Option<InFlight>,
     next_delivery: u64,
     pub(super) fence: Option<FenceState>,
+    /// Fences so far (each starts a new round number).
+    pub(super) fence_rounds: u64,
     in_snapshot: bool,
     seen_in_snapshot: bool,
-    /// Our record, delivered by the snapshot before the `term` key: it was written before the
-    /// latest term bump, which the new leader's takeover read as current. Judged when the term
-    /// arrives.
-    before_term: Option<AssignmentRecord>,
+    /// The version the previous process of this id applied, when we took over its restarting
+    /// claim: the one record of an older term the first snapshot may give us.
+    pub(super) inherited: Option<Version>,
+    /// A record that came before the newest `term` in a snapshot (see `on_snapshot_candidate`).
+    snapshot_candidate: Option<AssignmentRecord>,
+    /// The newest acceptable record that arrived while the claim was unconfirmed.
+    pub(super) suspect_held: Option<AssignmentRecord>,
     /// No record is accepted any more (leave timed out, restart).
     pub(super) closed: bool,
     /// Records refused (stale version or wrong term), for tests and metrics.
@@ -121,16 +115,17 @@ impl Member {
             Ok(WatchEvent::SnapshotComplete) => {
                 if self.apply.in_snapshot {
                     self.apply.in_snapshot = false;
-                    self.apply.before_term = None;
+                    self.apply.inherited = None;
+                    self.on_snapshot_candidate(now);
                     if !self.apply.seen_in_snapshot {
                         self.on_record_absent();
                     }
                 }
             }
             Ok(WatchEvent::Resync) => {
+                self.apply.snapshot_candidate = None;
                 self.apply.in_snapshot = true;
                 self.apply.seen_in_snapshot = false;
-                self.apply.before_term = None;
             }
             Ok(WatchEvent::Change(change)) => {
                 let bucket = self.names.assignments_bucket();
@@ -140,11 +135,6 @@ impl Member {
                         && self.apply.stream_term.is_none_or(|s| s < t.term)
                     {
                         self.apply.stream_term = Some(t.term);
-                    }
-                    if let Some(record) = self.apply.before_term.take()
-                        && self.apply.stream_term.is_some_and(|s| record.term <= s)
-                    {
-                        self.on_current_record(now, record);
                     }
                 } else if change.key == self.apply.key {
                     self.apply.seen_in_snapshot = true;
@@ -166,29 +156,64 @@ impl Member {
         if self.apply.closed {
             return;
         }
-        // In a snapshot, a record that comes before the `term` key was written before the
-        // latest bump (a late write of an older leader comes after it): wait for the term.
-        if self.apply.in_snapshot && self.apply.stream_term.is_none() {
-            self.apply.before_term = Some(record);
-            return;
-        }
-        if Some(record.term) != self.apply.stream_term {
-            self.apply.refused += 1;
-            return;
-        }
-        self.on_current_record(now, record);
-    }
-
-    /// A record the stream says is current: applied if newer than the last accepted one (and,
-    /// when fenced, than the fence floor).
-    fn on_current_record(&mut self, now: Instant, record: AssignmentRecord) {
-        if self.apply.closed {
-            return;
-        }
+        let inherited = self.apply.in_snapshot
+            && self.apply.inherited == Some(record.version)
+            && self.apply.stream_term.is_none_or(|t| record.term <= t);
+        let term_ok = Some(record.term) == self.apply.stream_term || inherited;
         if record.version <= self.apply.accepted {
             self.apply.refused += 1;
             return;
         }
+        if !term_ok {
+            if self.apply.in_snapshot && self.apply.stream_term.is_none() {
+                // The newest `term` comes later in this snapshot: decide at its end.
+                self.apply.snapshot_candidate = Some(record);
+            } else {
+                self.apply.refused += 1;
+            }
+            return;
+        }
+        self.term_checked(now, record);
+    }
+
+    /// The snapshot ended: a record that came before the newest `term` is applied if exactly
+    /// one bump separates them. Every leader takes `term + 1`, so that bump is the newest `term`
+    /// itself, which came after the record: the record was written under the term in force.
+    /// With two bumps or more, one of them may have preceded the record (a zombie): refused.
+    fn on_snapshot_candidate(&mut self, now: Instant) {
+        let Some(record) = self.apply.snapshot_candidate.take() else {
+            return;
+        };
+        if self.apply.stream_term == Some(record.term.next())
+            && record.version > self.apply.accepted
+        {
+            self.term_checked(now, record);
+        } else {
+            self.apply.refused += 1;
+        }
+    }
+
+    /// A record that passed the term and version checks.
+    fn term_checked(&mut self, now: Instant, record: AssignmentRecord) {
+        if !self.identity_trusted() {
+            // Maybe written for another holder of the id: wait for the renewal's verdict.
+            self.apply.suspect_held = Some(record);
+            return;
+        }
+        self.take_record(now, record);
+    }
+
+    /// The claim is confirmed ours again: the record that waited meanwhile is taken.
+    pub(super) fn on_identity_confirmed(&mut self, now: Instant) {
+        if let Some(record) = self.apply.suspect_held.take()
+            && record.version > self.apply.accepted
+        {
+            self.take_record(now, record);
+        }
+    }
+
+    /// A record that passed the term and version checks, under a trusted claim.
+    fn take_record(&mut self, now: Instant, record: AssignmentRecord) {
         if let Some(f) = self.apply.fence.as_mut() {
             match f.floor {
                 None => {
@@ -241,14 +266,14 @@ impl Member {
             ReadPurpose::DegradedExit => {
                 self.on_degraded_read(now, matches!(result, Ok(KvReply::Entry(_))));
             }
-            ReadPurpose::Unfence => {
+            ReadPurpose::Unfence(round) => {
                 let Some(f) = self.apply.fence.as_mut() else {
                     return;
                 };
-                f.read_pending = false;
-                if std::mem::take(&mut f.discard_read) {
-                    return;
+                if f.round != round || !f.read_pending {
+                    return; // the answer of an earlier round
                 }
+                f.read_pending = false;
                 let Ok(KvReply::Entry(entry)) = result else {
                     // The next stored heartbeat triggers another read.
                     return;
@@ -271,6 +296,13 @@ impl Member {
                 {
                     self.unfence(now);
                     self.accept(held);
+                } else if floor > self.apply.applied {
+                    // Acknowledge the floor while fenced: holding nothing is a subset of any
+                    // record, and it tells the leader our newest record is "applied", which is
+                    // when it re-grants a fenced member with a new version.
+                    self.apply.accepted = self.apply.accepted.max(floor);
+                    self.apply.applied = floor;
+                    self.send_heartbeat(now);
                 }
             }
         }

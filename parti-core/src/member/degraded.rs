@@ -58,8 +58,11 @@ impl Member {
                         self.timers
                             .set(Timer::DegradedExit, now + self.config.degraded.exit_after);
                     }
-                    // A fenced member announces itself as soon as it can.
-                    if self.apply.fence.is_some() {
+                    // A member unsure of its id confirms it first; a fenced member announces
+                    // itself as soon as it can.
+                    if self.identity.as_ref().is_some_and(|c| c.suspect) {
+                        self.renew_id(now);
+                    } else if self.apply.fence.is_some() {
                         self.send_heartbeat(now);
                     }
                 }
@@ -123,15 +126,14 @@ impl Member {
         }
     }
 
-    /// The degraded-exit read in flight was dropped (its operation was forgotten): try again
-    /// after `exit_after`.
-    pub(super) fn degraded_exit_read_lost(&mut self, now: Instant) {
-        if std::mem::take(&mut self.degraded.exit_read_pending)
-            && self.degraded.since.is_some()
-            && self.degraded.connected
-        {
-            self.timers
-                .set(Timer::DegradedExit, now + self.config.degraded.exit_after);
+    /// Forgets a pending exit read (its answer will never be routed) and checks again later.
+    pub(super) fn reset_degraded_exit(&mut self, now: Instant) {
+        if self.degraded.exit_read_pending {
+            self.degraded.exit_read_pending = false;
+            if self.degraded.since.is_some() && self.degraded.connected {
+                self.timers
+                    .set(Timer::DegradedExit, now + self.config.degraded.exit_after);
+            }
         }
     }
 

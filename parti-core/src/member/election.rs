@@ -367,6 +367,7 @@ impl Member {
             seed: self.rng.next_u64(),
         };
         let strategy = Box::new(SharedStrategy(self.strategy.clone()));
+        self.relay.new_generation();
         let mut planner = Planner::new(self.config.clone(), strategy, init, now);
         if self.degraded.since.is_some() {
             planner.set_degraded(now, true);
@@ -400,7 +401,9 @@ impl Member {
         if let Some(mut p) = self.planner.take() {
             p.stop(now);
             while let Some(a) = p.poll_action() {
-                if matches!(a, IoAction::Unwatch { .. }) {
+                if matches!(a, IoAction::Unwatch { .. })
+                    && let Some(a) = self.relay.outbound(a)
+                {
                     self.actions.push_back(Action::Io(a));
                 }
             }

@@ -48,6 +48,12 @@ impl Member {
         ) {
             return;
         }
+        if !self.identity_trusted() {
+            // The id may be someone else's: no heartbeat under it until a renewal confirms it.
+            self.timers
+                .set(Timer::Heartbeat, now + self.config.heartbeat_interval);
+            return;
+        }
         self.beat.running = true;
         self.beat.seq += 1;
         let value = Heartbeat {
@@ -88,12 +94,11 @@ impl Member {
         if self.beat.last_acked.is_none_or(|t| t < sent_at) {
             self.beat.last_acked = Some(sent_at);
         }
-        // Armed while fenced too — losing touch again re-arms the fence floor
-        // (`on_fence_deadline`) — but not by the late answer of an old heartbeat.
+        // Armed while fenced too: if the condition recurs before the leader re-granted, the
+        // fence round starts over (the leader may have declared us dead again meanwhile).
         if self.config.on_disconnect == DisconnectPolicy::Fence
             && matches!(self.phase, Phase::Member | Phase::Leaving)
             && let Some(t) = self.beat.last_acked
-            && (self.apply.fence.is_none() || t + self.config.fence_after() > now)
         {
             self.timers.set(Timer::Fence, t + self.config.fence_after());
         }
@@ -103,7 +108,8 @@ impl Member {
             && !f.read_pending
         {
             f.read_pending = true;
-            self.read_own_record(now, ReadPurpose::Unfence);
+            let round = f.round;
+            self.read_own_record(now, ReadPurpose::Unfence(round));
         }
     }
 
@@ -119,13 +125,30 @@ impl Member {
     }
 
     pub(super) fn on_fence_deadline(&mut self, now: Instant) {
-        if self.config.on_disconnect == DisconnectPolicy::Fence
-            && matches!(self.phase, Phase::Member | Phase::Leaving)
+        if self.config.on_disconnect != DisconnectPolicy::Fence
+            || !matches!(self.phase, Phase::Member | Phase::Leaving)
         {
-            match self.apply.fence.as_mut() {
-                None => self.fence(now),
-                Some(f) => f.rearm(),
-            }
+            return;
+        }
+        match self.apply.fence.as_mut() {
+            None => self.fence(now),
+            // Still fenced and cut off again: a floor read before may predate a revocation the
+            // leader writes when it declares us dead; read again after the next stored
+            // heartbeat.
+            Some(_) => self.new_fence_round(),
+        }
+    }
+
+    /// Starts a new round of the fence in force: no floor, nothing held, a fresh read after the
+    /// next stored heartbeat; answers of earlier rounds are ignored.
+    pub(super) fn new_fence_round(&mut self) {
+        let round = self.apply.fence_rounds;
+        self.apply.fence_rounds += 1;
+        if let Some(f) = self.apply.fence.as_mut() {
+            *f = super::apply::FenceState {
+                round,
+                ..super::apply::FenceState::default()
+            };
         }
     }
 
@@ -138,6 +161,7 @@ impl Member {
         self.timers.stop(Timer::Fence);
         let partitions = self.owned();
         self.apply.fence = Some(super::apply::FenceState::default());
+        self.new_fence_round();
         self.apply.target.clear();
         self.apply.target_version = None;
         if !partitions.is_empty() {

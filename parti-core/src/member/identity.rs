@@ -11,10 +11,10 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::{Member, Notification, Op, Phase, Timer};
-use crate::config::ValidConfig;
+use crate::config::{DisconnectPolicy, ValidConfig};
 use crate::machine::{Backoff, KvReply, KvRequest, KvResult};
-use crate::records::IdClaim;
 use crate::records::Record;
+use crate::records::{Heartbeat, IdClaim, Intent};
 use crate::store::{KvEntry, KvError};
 use crate::types::{Revision, WorkerId};
 
@@ -26,8 +26,12 @@ pub(super) struct Claimed {
     pub(super) id: WorkerId,
     pub(super) revision: Revision,
     pub(super) claimed_at_ms: u64,
-    /// Send time of the renewal in flight.
-    pub(super) renew_sent: Option<Instant>,
+    /// Local end of the claim's validity: send time of the last successful write of the claim
+    /// plus 90 % of `identity_ttl` (the store cannot expire it earlier than the full ttl).
+    pub(super) valid_until: Instant,
+    /// The validity lapsed: the id may be someone else's now. Nothing is done under it (no
+    /// heartbeat, no record applied) until a renewal confirms it.
+    pub(super) suspect: bool,
 }
 
 /// One claiming round (from start or from an identity loss until an id is held).
@@ -150,6 +154,7 @@ impl Member {
             Op::CreateId {
                 number,
                 claimed_at_ms,
+                sent_at: now,
             },
             request,
         );
@@ -167,7 +172,19 @@ impl Member {
                 let wall = self.wall_ms(now);
                 match claim {
                     Some(c) if c.restarting_until_ms.is_some_and(|until| until > wall) => {
-                        self.take_over(now, number, &entry);
+                        // First read what the previous process had applied (its last
+                        // heartbeat), then take the claim over.
+                        let request = KvRequest::Entry {
+                            bucket: self.names.heartbeats_bucket(),
+                            key: entry.key.clone(),
+                        };
+                        self.kv(
+                            Op::ReadInheritedHeartbeat {
+                                number,
+                                revision: entry.revision,
+                            },
+                            request,
+                        );
                     }
                     // Undecodable counts as absent: `create` decides (it fails if the key lives).
                     None => self.create_id(now, number),
@@ -176,6 +193,36 @@ impl Member {
             }
             _ => self.try_next_id(now),
         }
+    }
+
+    /// The previous process's last heartbeat: if it announced a restart, the version it had
+    /// applied is inherited (see `Apply::inherited`).
+    pub(super) fn on_inherited_heartbeat_read(
+        &mut self,
+        now: Instant,
+        number: u32,
+        revision: Revision,
+        result: KvResult,
+    ) {
+        if self.phase != Phase::Claiming {
+            return;
+        }
+        self.apply.inherited = match result {
+            Ok(KvReply::Entry(Some(e))) => {
+                let bucket = self.names.heartbeats_bucket();
+                self.decode::<Heartbeat>(&bucket, &e.key, &e.value)
+                    .filter(|hb| hb.intent == Intent::Restarting)
+                    .map(|hb| hb.applied)
+            }
+            _ => None,
+        };
+        let Some(id) = self.id_of(number) else { return };
+        let entry = KvEntry {
+            key: id.to_string(),
+            value: Vec::new(),
+            revision,
+        };
+        self.take_over(now, number, &entry);
     }
 
     fn take_over(&mut self, now: Instant, number: u32, entry: &KvEntry) {
@@ -196,6 +243,7 @@ impl Member {
             Op::TakeoverId {
                 number,
                 claimed_at_ms,
+                sent_at: now,
             },
             request,
         );
@@ -206,14 +254,17 @@ impl Member {
         now: Instant,
         number: u32,
         claimed_at_ms: u64,
+        sent_at: Instant,
         result: KvResult,
     ) {
         if self.phase != Phase::Claiming {
             return;
         }
         match result {
-            Ok(KvReply::Written(revision)) => self.claimed(now, number, revision, claimed_at_ms),
-            Err(KvError::Timeout) => self.read_id_after_create(number),
+            Ok(KvReply::Written(revision)) => {
+                self.claimed(now, number, revision, claimed_at_ms, sent_at);
+            }
+            Err(KvError::Timeout) => self.read_id_after_create(number, sent_at),
             _ => {
                 self.claim.taken.insert(number);
                 self.list_ids();
@@ -226,33 +277,42 @@ impl Member {
         now: Instant,
         number: u32,
         claimed_at_ms: u64,
+        sent_at: Instant,
         result: KvResult,
     ) {
         if self.phase != Phase::Claiming {
             return;
         }
         match result {
-            Ok(KvReply::Written(revision)) => self.claimed(now, number, revision, claimed_at_ms),
+            Ok(KvReply::Written(revision)) => {
+                self.claimed(now, number, revision, claimed_at_ms, sent_at);
+            }
             Err(KvError::AlreadyExists) => {
                 self.claim.taken.insert(number);
                 self.list_ids();
             }
             // Unknown outcome: re-read before trying anything else.
-            Err(KvError::Timeout) => self.read_id_after_create(number),
+            Err(KvError::Timeout) => self.read_id_after_create(number, sent_at),
             _ => self.retry_claim_later(now),
         }
     }
 
-    fn read_id_after_create(&mut self, number: u32) {
+    fn read_id_after_create(&mut self, number: u32, sent_at: Instant) {
         let Some(id) = self.id_of(number) else { return };
         let request = KvRequest::Entry {
             bucket: self.names.ids_bucket(),
             key: id.to_string(),
         };
-        self.kv(Op::ReadIdAfterCreate { number }, request);
+        self.kv(Op::ReadIdAfterCreate { number, sent_at }, request);
     }
 
-    pub(super) fn on_id_read_after_create(&mut self, now: Instant, number: u32, result: KvResult) {
+    pub(super) fn on_id_read_after_create(
+        &mut self,
+        now: Instant,
+        number: u32,
+        sent_at: Instant,
+        result: KvResult,
+    ) {
         if self.phase != Phase::Claiming {
             return;
         }
@@ -261,7 +321,7 @@ impl Member {
                 let bucket = self.names.ids_bucket();
                 match self.decode::<IdClaim>(&bucket, &entry.key, &entry.value) {
                     Some(c) if c.instance == self.instance => {
-                        self.claimed(now, number, entry.revision, c.claimed_at_ms);
+                        self.claimed(now, number, entry.revision, c.claimed_at_ms, sent_at);
                     }
                     _ => {
                         self.claim.taken.insert(number);
@@ -311,19 +371,25 @@ impl Member {
         self.notify(Notification::Stopped);
     }
 
-    fn claimed(&mut self, now: Instant, number: u32, revision: Revision, claimed_at_ms: u64) {
+    fn claimed(
+        &mut self,
+        now: Instant,
+        number: u32,
+        revision: Revision,
+        claimed_at_ms: u64,
+        sent_at: Instant,
+    ) {
         let Some(id) = self.id_of(number) else { return };
         self.timers.stop(Timer::ClaimRetry);
+        let valid_until = sent_at + self.identity_validity();
         self.identity = Some(Claimed {
             id: id.clone(),
             revision,
             claimed_at_ms,
-            renew_sent: None,
+            valid_until,
+            suspect: false,
         });
-        // The claim was written no earlier than `claimed_at_ms` (the wall clock at its send).
-        let sent = self.epoch
-            + std::time::Duration::from_millis(claimed_at_ms.saturating_sub(self.wall_epoch_ms));
-        self.extend_id_lease(sent.min(now));
+        self.timers.set(Timer::IdentityLapse, valid_until);
         self.phase = Phase::Member;
         self.notify(Notification::IdentityClaimed { worker: id.clone() });
         self.timers
@@ -333,11 +399,23 @@ impl Member {
         self.send_heartbeat(now);
     }
 
+    /// How long a claim is trusted after the send time of its last successful write.
+    fn identity_validity(&self) -> std::time::Duration {
+        self.config.identity_ttl - self.config.identity_ttl / 10
+    }
+
     pub(super) fn renew_id(&mut self, now: Instant) {
         let Some(c) = self.identity.clone() else {
             return;
         };
         if self.phase != Phase::Member && self.phase != Phase::Leaving {
+            return;
+        }
+        if self
+            .ops
+            .values()
+            .any(|o| matches!(o, Op::RenewId { .. } | Op::ReadIdAfterRenew))
+        {
             return;
         }
         let value = IdClaim {
@@ -352,41 +430,28 @@ impl Member {
             value,
             expected: c.revision,
         };
-        if let Some(mine) = self.identity.as_mut() {
-            mine.renew_sent = Some(now);
-        }
-        self.kv(Op::RenewId, request);
+        self.kv(Op::RenewId { sent_at: now }, request);
     }
 
-    /// The claim is known stored at `sent` or later: it cannot expire before `sent +
-    /// identity_ttl`. Until `fence_margin` before that the id is ours; after it, another
-    /// process may hold it (the claim expired silently while we were out of touch), so under
-    /// `Fence` the member gives it up as if it had been lost (PROTOCOL.md §3 says nothing; this
-    /// is the leader lease's discipline applied to the id).
-    fn extend_id_lease(&mut self, sent: Instant) {
-        // Under `Hold` the member keeps acting on its cache while cut off, by design.
-        if self.config.on_disconnect != crate::config::DisconnectPolicy::Fence {
-            return;
-        }
-        let until = sent + self.config.identity_ttl - self.config.fence_margin;
-        if self.timers.get(Timer::IdLease).is_none_or(|t| t < until) {
-            self.timers.set(Timer::IdLease, until);
-        }
-    }
-
-    pub(super) fn on_id_renewed(&mut self, now: Instant, result: KvResult) {
+    pub(super) fn on_id_renewed(&mut self, now: Instant, sent_at: Instant, result: KvResult) {
         match result {
             Ok(KvReply::Written(revision)) => {
-                let mut sent = None;
-                if let Some(c) = self.identity.as_mut() {
-                    c.revision = revision;
-                    sent = c.renew_sent.take();
-                }
-                if let Some(sent) = sent {
-                    self.extend_id_lease(sent);
-                }
+                let validity = self.identity_validity();
+                let Some(c) = self.identity.as_mut() else {
+                    return;
+                };
+                c.revision = revision;
+                c.valid_until = c.valid_until.max(sent_at + validity);
+                let (valid_until, was_suspect) = (c.valid_until, c.suspect);
+                c.suspect = false;
+                self.timers.set(Timer::IdentityLapse, valid_until);
                 self.timers
                     .set(Timer::RenewId, now + self.config.identity_renew_interval());
+                if was_suspect {
+                    // Confirmed ours again: take the record that waited, announce ourselves.
+                    self.on_identity_confirmed(now);
+                    self.send_heartbeat(now);
+                }
             }
             _ => {
                 // A conflict may be our own earlier renewal that landed late: re-read.
@@ -424,6 +489,30 @@ impl Member {
         }
     }
 
+    /// The claim was not confirmed for 90 % of `identity_ttl`: it may have expired and been taken.
+    /// Revoke everything locally (policy `Fence`), act no more under the id (no heartbeat, no
+    /// record applied), and try to confirm it at once.
+    pub(super) fn on_identity_lapse(&mut self, now: Instant) {
+        let Some(c) = self.identity.as_mut() else {
+            return;
+        };
+        if now < c.valid_until || c.suspect {
+            return;
+        }
+        c.suspect = true;
+        // Under `Hold` the cached assignment is kept through the outage (no exclusivity is
+        // promised meanwhile); nothing is done under the id until it is confirmed.
+        if self.config.on_disconnect == DisconnectPolicy::Fence {
+            self.fence(now);
+        }
+        self.renew_id(now);
+    }
+
+    /// Whether the claim is trusted now.
+    pub(super) fn identity_trusted(&self) -> bool {
+        self.identity.as_ref().is_some_and(|c| !c.suspect)
+    }
+
     /// The id belongs to someone else now: revoke everything locally, stop acting under the id,
     /// and claim again.
     pub(super) fn identity_lost(&mut self, now: Instant) {
@@ -438,18 +527,20 @@ impl Member {
         self.stop_election(now);
         self.stop_assignment_watch(Some(lost.id));
         self.beat.last_acked = None;
-        for t in [Timer::RenewId, Timer::Heartbeat, Timer::Fence, Timer::IdLease] {
+        for t in [
+            Timer::RenewId,
+            Timer::IdentityLapse,
+            Timer::Heartbeat,
+            Timer::Fence,
+        ] {
             self.timers.stop(t);
         }
-        // Answers to operations made under the old id mean nothing now.
+        // Answers to operations made under the old id mean nothing now; whatever waited for
+        // one starts afresh under the new id.
         self.ops.retain(|_, op| matches!(op, Op::DropLeader));
-        // An unfence read of the old id was among them: start the fence afresh, or it would
-        // wait for that answer forever.
-        if let Some(f) = self.apply.fence.as_mut() {
-            *f = super::apply::FenceState::default();
-        }
-        // So was a degraded-exit read: check again later, or degraded mode is never left.
-        self.degraded_exit_read_lost(now);
+        self.new_fence_round();
+        self.apply.suspect_held = None;
+        self.reset_degraded_exit(now);
         if self.phase == Phase::Member {
             self.begin_claim(now);
         } else {

@@ -25,6 +25,7 @@ impl Member {
     /// id, in that order; [`Notification::Stopped`] at the end. Before an id is held it stops at
     /// once.
     pub fn request_leave(&mut self, now: Instant) {
+        self.check_lease(now);
         match self.phase {
             Phase::Init | Phase::Claiming => self.stop_now(),
             Phase::Member => {
@@ -44,12 +45,18 @@ impl Member {
     /// and id stay so the leader keeps the partitions reserved and the next process with this
     /// preferred id takes the id over. [`Notification::Stopped`] once the writes are answered.
     pub fn request_restart(&mut self, now: Instant) {
+        self.check_lease(now);
         match self.phase {
             Phase::Init | Phase::Claiming => self.stop_now(),
             Phase::Member | Phase::Leaving => {
                 self.phase = Phase::Restarting;
                 self.stop_election(now);
-                for t in [Timer::RenewId, Timer::Fence, Timer::LeaveDeadline] {
+                for t in [
+                    Timer::RenewId,
+                    Timer::IdentityLapse,
+                    Timer::Fence,
+                    Timer::LeaveDeadline,
+                ] {
                     self.timers.stop(t);
                 }
                 self.revoke_locally_for_good();
@@ -138,6 +145,7 @@ impl Member {
         for t in [
             Timer::Heartbeat,
             Timer::RenewId,
+            Timer::IdentityLapse,
             Timer::Candidate,
             Timer::Fence,
             Timer::LeaveDeadline,

@@ -59,13 +59,13 @@
 //! | `ClaimingID` | `Shutdown` | no id by `startup_timeout` ([`Notification::Failed`], e.g. `IdentityPoolExhausted`) |
 //! | `Election` | `WaitingAssignment` | the leader key's snapshot is read and, if it was free, our `create` answered |
 //! | `WaitingAssignment` | `Stable` | the first assignment record is applied, or `startup_timeout` passes without one ([`Notification::Ready`] either way) |
-//! | `Election`, `WaitingAssignment`, `Stable` | `Fenced` | `Fence` policy: the last acknowledged heartbeat is `heartbeat_ttl - fence_margin` old; or the id was lost and reclaimed |
+//! | `Election`, `WaitingAssignment`, `Stable` | `Fenced` | `Fence` policy: the last acknowledged heartbeat is `heartbeat_ttl - fence_margin` old, or the claim went unconfirmed for 90 % of `identity_ttl`; any policy: the id was lost and reclaimed |
 //! | `Fenced` | `Stable` | a record newer than a fresh read of our own record is applied (the leader re-granted) |
 //! | any of `Election` … `Fenced`, `ClaimingID` | `Degraded` | connection down for `degraded.enter_after`, or `kv_error_threshold` failed operations within `kv_error_window` |
 //! | `Degraded` | the state underneath | connection up for `exit_after` and a fresh read of our own record succeeded |
 //! | `Election` … `Degraded` | `ClaimingID` | the id was lost (renewal conflict or key gone): everything revoked locally, claim again |
 //! | `Election` … `Degraded` | `Leaving` | [`Member::request_leave`] |
-//! | `Leaving` | `Shutdown` | everything revoked (or `shutdown_timeout`), then heartbeat, leadership and id deleted ([`Notification::Stopped`]) |
+//! | `Leaving` | `Shutdown` | everything revoked (or `shutdown_timeout`), then heartbeat, leadership and id deleted ([`Notification::Stopped`]); or the id was lost while leaving (nothing left to release) |
 //! | `Election` … `Degraded` | `Shutdown` | [`Member::request_restart`]: claim rewritten with `restarting_until`, intent `Restarting` |
 //!
 //! `Shutdown` is terminal; the member emits its last writes in it and then [`Notification::Stopped`].
@@ -75,12 +75,44 @@
 //! - A KV write that failed (any error, a timeout included) is followed by a re-read of the key
 //!   before anything is retried; a value carrying our own [`InstanceId`] is ours (an earlier
 //!   attempt landed), anything else is someone else's.
+//! - A claim not confirmed by a successful write for 90 % of `identity_ttl` (send time of the
+//!   write; the store cannot expire it sooner than the full ttl after it) is *suspect*: it may
+//!   have expired and been claimed by another process. Nothing is done under it — no
+//!   heartbeat, records wait — and under `Fence` everything is revoked locally, until a renewal
+//!   confirms it (the waiting record is then taken) or shows it lost. Under `Hold` the cached
+//!   assignment is kept meanwhile, as `Hold` promises.
+//! - The fence timer stays armed while fenced: if the fence age recurs before a re-grant was
+//!   applied (cut off again), the fence round starts over — the floor and anything held are
+//!   dropped, a new read follows the next stored heartbeat — because the leader may have
+//!   declared the member dead again and taken back a re-grant still in its backlog.
 //! - After an identity loss the member steps down from leadership (deleting the leader key by
 //!   compare-and-set), and the new claim starts like a fresh start but fenced.
 //! - A fenced member applies only records newer than a fresh read of its own record made after
 //!   a `Fenced` heartbeat was stored, so a stale grant caught up by a lagging watch is not
-//!   applied; the leader's re-grant (a new version) is.
+//!   applied; the leader's re-grant (a new version) is. The read version is acknowledged (still
+//!   with intent `Fenced`, holding nothing — a subset of any record): the leader re-grants a
+//!   fenced member once it has acknowledged its newest record.
 //! - An undecodable own record counts as absent, i.e. "revoke everything".
+//! - The record found in the snapshot right after a claim applies like any other: a process that
+//!   took over a restarting claim gets its partitions back at once, without waiting for the
+//!   leader (who publishes nothing for a restart return).
+//! - A snapshot shows only the newest `term`; a record written before the newest bump comes
+//!   *before* it in revision order and so has no term "seen before it". Such a record is
+//!   applied if (a) exactly one bump separates them (`record.term + 1 == term`: every leader
+//!   takes `term + 1`, so the only bump since the record's term is the newest one, which came
+//!   after the record), or (b) this process took over a restarting claim and the record is
+//!   exactly the version the previous process acknowledged (read from its last heartbeat before
+//!   the takeover; the leader keeps that record for the returning worker and publishes nothing).
+//!   Any other pre-bump record in a snapshot is refused like a zombie write: with two bumps or
+//!   more since, one may have preceded it. A leader must therefore rewrite, under its own term,
+//!   a record its worker has not acknowledged.
+//! - `startup_timeout` without any record ends start in `Stable` owning nothing (a member may
+//!   legitimately own nothing); only a failed claim is fatal.
+//! - Candidates do not `create` while they see the key being renewed: the retry timer fires
+//!   `election_ttl` after the last write they saw (silent expiry), so a healthy cluster costs no
+//!   `create` attempts. After a failed `create` it retries every `election_ttl / 3`.
+//! - After `request_restart` no record is applied any more and nothing is renewed (a renewal
+//!   would clear `restarting_until`); the heartbeat and the id are left to the next process.
 //! - A partition whose fence changes while it stays owned is delivered again in `assigned`
 //!   (with the new fence); a weight change alone is not delivered.
 //! - A leaving leader keeps leading until its own record is empty, then stops its planner and
@@ -89,6 +121,8 @@
 //!   `leader` key (another bucket, no order with the stream) is not used for applying.
 //! - A planner that stops on its own (it saw a higher term) ends the member's leadership: no
 //!   more renewals, the key is left to expire, the member stands again later.
+//! - Planner ids are renamed on the way out (unique for the member's lifetime) so that a late
+//!   answer to a stopped planner never reaches the next one (every planner counts from 1).
 //! - A KV error counts towards degraded mode unless it is an answer about the data
 //!   (`NotFound`, `AlreadyExists`, `RevisionMismatch`); the planner's operations count too.
 
@@ -98,6 +132,7 @@ mod election;
 mod heartbeat;
 mod identity;
 mod leave;
+mod relay;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -122,6 +157,7 @@ use degraded::Degraded;
 use election::Election;
 use heartbeat::Beat;
 use identity::{Claim, Claimed};
+use relay::Relay;
 
 /// Every deadline of a member (one table, STYLE.md §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -129,9 +165,7 @@ enum Timer {
     StartupDeadline,
     ClaimRetry,
     RenewId,
-    /// The id claim may have expired in the store (no renewal stored for `identity_ttl -
-    /// fence_margin`).
-    IdLease,
+    IdentityLapse,
     Heartbeat,
     Fence,
     Candidate,
@@ -149,19 +183,51 @@ enum Timer {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Op {
     ListIds,
-    ReadPreferred { number: u32 },
-    CreateId { number: u32, claimed_at_ms: u64 },
-    ReadIdAfterCreate { number: u32 },
-    TakeoverId { number: u32, claimed_at_ms: u64 },
-    RenewId,
+    ReadPreferred {
+        number: u32,
+    },
+    ReadInheritedHeartbeat {
+        number: u32,
+        revision: crate::types::Revision,
+    },
+    CreateId {
+        number: u32,
+        claimed_at_ms: u64,
+        sent_at: Instant,
+    },
+    ReadIdAfterCreate {
+        number: u32,
+        sent_at: Instant,
+    },
+    TakeoverId {
+        number: u32,
+        claimed_at_ms: u64,
+        sent_at: Instant,
+    },
+    RenewId {
+        sent_at: Instant,
+    },
     ReadIdAfterRenew,
-    Heartbeat { sent_at: Instant },
-    CreateLeader { sent_at: Instant },
-    ReadLeader { sent_at: Instant },
-    WriteLeader { sent_at: Instant, term: Term },
+    Heartbeat {
+        sent_at: Instant,
+    },
+    CreateLeader {
+        sent_at: Instant,
+    },
+    ReadLeader {
+        sent_at: Instant,
+    },
+    WriteLeader {
+        sent_at: Instant,
+        term: Term,
+    },
     ReadTerm,
-    WriteTerm { term: Term },
-    ReadOwnRecord { purpose: ReadPurpose },
+    WriteTerm {
+        term: Term,
+    },
+    ReadOwnRecord {
+        purpose: ReadPurpose,
+    },
     RestartClaim,
     ReleaseHeartbeat,
     ReleaseLeader,
@@ -171,7 +237,8 @@ enum Op {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ReadPurpose {
-    Unfence,
+    /// The fresh read of a fence round (rounds restart when the fence condition recurs).
+    Unfence(u64),
     DegradedExit,
 }
 
@@ -187,8 +254,44 @@ enum Phase {
     Stopped,
 }
 
-/// The member state machine. See the [module documentation](self) for the call order and the
-/// state table.
+/// The member state machine. See the [module documentation](self) for the state table and the
+/// choices made where the protocol is silent.
+///
+/// **Call order.** Feed one input (`handle_event`, `handle_timeout` or a command), then drain
+/// [`Member::poll_action`] until `None` (executing each action in order), then
+/// [`Member::poll_notification`] until `None`, then wait for the next input or
+/// [`Member::poll_timeout`]. `now` never goes backwards.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Instant;
+/// use parti_core::member::{Action, Member, MemberInit, Notification};
+/// use parti_core::strategy::AssignmentStrategy;
+/// use parti_core::{Config, InstanceId};
+///
+/// fn begin(strategy: Arc<dyn AssignmentStrategy>, now: Instant) -> Member {
+///     let config = Config::default().validate().expect("the defaults are valid");
+///     let init = MemberInit {
+///         instance: InstanceId(0x5eed),
+///         seed: 1,
+///         wall_epoch_ms: 1_700_000_000_000,
+///         partitions: Vec::new(),
+///     };
+///     let mut member = Member::new(config, strategy, init, now);
+///     member.start(now);
+///     while let Some(action) = member.poll_action() {
+///         match action {
+///             Action::Io(io) => { /* run it, feed the result back with handle_event */ }
+///             Action::Deliver { .. } => { /* run the handlers, report Event::Delivered */ }
+///             _ => {}
+///         }
+///     }
+///     while let Some(note) = member.poll_notification() {
+///         let _: Notification = note;
+///     }
+///     member
+/// }
+/// ```
 #[derive(Debug)]
 pub struct Member {
     config: ValidConfig,
@@ -212,6 +315,7 @@ pub struct Member {
     beat: Beat,
     election: Election,
     planner: Option<Planner>,
+    relay: Relay,
     apply: Apply,
     degraded: Degraded,
     release_leader: Option<crate::types::Revision>,
@@ -255,6 +359,7 @@ impl Member {
             beat,
             election,
             planner: None,
+            relay: Relay::default(),
             apply: Apply::new(),
             degraded,
             release_leader: None,
@@ -360,7 +465,9 @@ impl Member {
             Event::Io(IoEvent::KvDone { op, result }) => {
                 if op.is_planner() {
                     self.count_kv_result(now, &result);
-                    if let Some(p) = self.planner.as_mut() {
+                    if let Some(op) = self.relay.op_in(op)
+                        && let Some(p) = self.planner.as_mut()
+                    {
                         p.handle_event(now, IoEvent::KvDone { op, result });
                     }
                 } else if let Some(kind) = self.ops.remove(&op) {
@@ -370,7 +477,9 @@ impl Member {
             }
             Event::Io(IoEvent::Watch { watch, event }) => {
                 if watch.is_planner() {
-                    if let Some(p) = self.planner.as_mut() {
+                    if let Some(watch) = self.relay.watch_in(watch)
+                        && let Some(p) = self.planner.as_mut()
+                    {
                         p.handle_event(now, IoEvent::Watch { watch, event });
                     }
                 } else if Some(watch) == self.apply.watch {
@@ -401,6 +510,7 @@ impl Member {
 
     /// Replaces the partition catalog; forwarded to the planner when leading.
     pub fn set_partitions(&mut self, now: Instant, partitions: Vec<Partition>) {
+        self.check_lease(now);
         self.partitions = partitions.clone();
         if let Some(p) = self.planner.as_mut() {
             p.set_partitions(now, partitions);
@@ -410,6 +520,7 @@ impl Member {
 
     /// Asks the planner to replan now (ignored unless leading).
     pub fn trigger_rebalance(&mut self, now: Instant) {
+        self.check_lease(now);
         if let Some(p) = self.planner.as_mut() {
             p.trigger_rebalance(now);
         }
@@ -448,7 +559,7 @@ impl Member {
             Timer::StartupDeadline => self.on_startup_deadline(now),
             Timer::ClaimRetry => self.on_claim_retry(now),
             Timer::RenewId => self.renew_id(now),
-            Timer::IdLease => self.identity_lost(now),
+            Timer::IdentityLapse => self.on_identity_lapse(now),
             Timer::Heartbeat => self.send_heartbeat(now),
             Timer::Fence => self.on_fence_deadline(now),
             Timer::Candidate => self.stand(now),
@@ -467,16 +578,23 @@ impl Member {
         match op {
             Op::ListIds => self.on_ids_listed(now, result),
             Op::ReadPreferred { number } => self.on_preferred_read(now, number, result),
+            Op::ReadInheritedHeartbeat { number, revision } => {
+                self.on_inherited_heartbeat_read(now, number, revision, result);
+            }
             Op::CreateId {
                 number,
                 claimed_at_ms,
-            } => self.on_id_created(now, number, claimed_at_ms, result),
-            Op::ReadIdAfterCreate { number } => self.on_id_read_after_create(now, number, result),
+                sent_at,
+            } => self.on_id_created(now, number, claimed_at_ms, sent_at, result),
+            Op::ReadIdAfterCreate { number, sent_at } => {
+                self.on_id_read_after_create(now, number, sent_at, result);
+            }
             Op::TakeoverId {
                 number,
                 claimed_at_ms,
-            } => self.on_id_taken_over(now, number, claimed_at_ms, result),
-            Op::RenewId => self.on_id_renewed(now, result),
+                sent_at,
+            } => self.on_id_taken_over(now, number, claimed_at_ms, sent_at, result),
+            Op::RenewId { sent_at } => self.on_id_renewed(now, sent_at, result),
             Op::ReadIdAfterRenew => self.on_id_read_after_renew(now, result),
             Op::Heartbeat { sent_at } => self.on_heartbeat_done(now, sent_at, result),
             Op::CreateLeader { sent_at } => self.on_leader_created(now, sent_at, result),
@@ -572,7 +690,9 @@ impl Member {
     fn drain_planner(&mut self) {
         if let Some(p) = self.planner.as_mut() {
             while let Some(a) = p.poll_action() {
-                self.actions.push_back(Action::Io(a));
+                if let Some(a) = self.relay.outbound(a) {
+                    self.actions.push_back(Action::Io(a));
+                }
             }
             while let Some(n) = p.poll_notification() {
                 self.notifications.push_back(Notification::Planner(n));

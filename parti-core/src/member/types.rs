@@ -50,7 +50,9 @@ pub enum Action {
     Io(IoAction),
     /// Run the application's handlers: `on_revoked(revoked)` if non-empty, then
     /// `on_assigned(assigned)` if non-empty, then report [`Event::Delivered`]. One delivery runs
-    /// at a time, in emission order.
+    /// at a time, in emission order. The member waits `handler_timeout` per non-empty list;
+    /// after that the delivery counts as done ([`Notification::HandlerTimedOut`]) and the
+    /// member moves on (the driver queues the next delivery behind the running handler).
     Deliver {
         /// Id to report completion with.
         delivery: DeliveryId,

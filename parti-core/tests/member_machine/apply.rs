@@ -295,3 +295,39 @@ fn a_new_fence_is_delivered_again_and_a_weight_change_alone_is_not() {
     assert_eq!(h.m.applied_version(), Version(3));
     assert_eq!(h.m.owned(), vec![heavy]);
 }
+
+#[test]
+fn a_resync_whose_snapshot_lacks_our_record_revokes_everything() {
+    use parti_core::machine::{IoAction, IoEvent};
+    use parti_core::member::Event;
+    use parti_core::store::WatchEvent;
+    let mut h = H::follower(config(|_| {}));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    let watch = h
+        .log
+        .iter()
+        .find_map(|a| match a {
+            Action::Io(IoAction::Watch { watch, bucket, .. }) if bucket == "parti-assignments" => {
+                Some(*watch)
+            }
+            _ => None,
+        })
+        .unwrap();
+    // The watch lost its place; meanwhile our record was deleted. The fresh snapshot lacks it.
+    for event in [WatchEvent::Resync, WatchEvent::SnapshotComplete] {
+        let now = h.now;
+        h.m.handle_event(
+            now,
+            Event::Io(IoEvent::Watch {
+                watch,
+                event: Ok(event),
+            }),
+        );
+    }
+    h.run();
+    assert!(h.m.owned().is_empty());
+    assert_eq!(
+        deliveries(&h).last().unwrap(),
+        &(vec![owned("a", 1, 1)], vec![])
+    );
+}

@@ -97,3 +97,46 @@ fn hold_keeps_the_cached_assignment_while_cut_off() {
     assert_eq!(h.m.state(), WorkerState::Stable);
     assert_eq!(h.m.owned(), vec![owned("a", 1, 1)]);
 }
+
+#[test]
+fn a_fenced_member_acknowledges_the_record_it_will_not_apply() {
+    let mut h = H::follower(config(|_| {}));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    h.connection(disconnected());
+    h.advance(secs(6));
+    // Written while we were cut off; our fresh read will find it.
+    h.grant(0, 1, 2, &[owned("a", 1, 1), owned("b", 1, 2)]);
+    let from = h.log.len();
+    h.connection(connected());
+    assert!(h.m.owned().is_empty());
+    let last = h.heartbeats_since(from).last().cloned().unwrap();
+    assert_eq!(
+        (last.intent, last.applied),
+        (Intent::Fenced, Version(2)),
+        "the leader re-grants once the newest record is acknowledged"
+    );
+}
+
+#[test]
+fn a_fence_round_starts_over_when_the_member_is_cut_off_again_before_a_regrant() {
+    let mut h = H::follower(config(|c| c.degraded.kv_error_threshold = 0));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    h.connection(disconnected());
+    h.advance(secs(6));
+    h.connection(connected()); // Fenced heartbeat stored, floor read: version 1
+    h.connection(disconnected());
+    h.advance(secs(6)); // cut off again past the fence age
+    // Meanwhile the leader re-granted (it saw the Fenced heartbeat), then declared us dead and
+    // took everything back to give it elsewhere.
+    h.grant(0, 1, 2, &[owned("a", 1, 2)]);
+    h.record(0, 1, 3, parti_core::records::Phase::Revoke, &[]);
+    let from = h.deliveries.len();
+    h.connection(connected());
+    assert!(
+        h.deliveries[from..].is_empty(),
+        "the late re-grant is never delivered: {:?}",
+        &h.deliveries[from..]
+    );
+    assert!(h.m.is_fenced());
+    assert_eq!(h.heartbeat_of(0).unwrap().applied, Version(3));
+}

@@ -44,6 +44,27 @@ impl AssignmentStrategy for First {
     }
 }
 
+/// Partitions in id order dealt round-robin to workers in id order.
+#[derive(Debug)]
+pub struct RoundRobin;
+impl AssignmentStrategy for RoundRobin {
+    fn name(&self) -> &'static str {
+        "round-robin"
+    }
+    fn assign(&self, input: &AssignInput<'_>) -> Result<Plan, StrategyError> {
+        input.require_workers()?;
+        let mut workers: Vec<usize> = (0..input.workers.len()).collect();
+        workers.sort_by(|a, b| input.workers[*a].id.cmp(&input.workers[*b].id));
+        let mut parts: Vec<usize> = (0..input.partitions.len()).collect();
+        parts.sort_by(|a, b| input.partitions[*a].id().cmp(input.partitions[*b].id()));
+        let mut owners = vec![0; input.partitions.len()];
+        for (j, p) in parts.into_iter().enumerate() {
+            owners[p] = workers[j % workers.len()];
+        }
+        Ok(Plan::from_owners(owners))
+    }
+}
+
 pub fn part(name: &str) -> Partition {
     Partition::with_default_weight([name]).unwrap()
 }
@@ -63,15 +84,22 @@ pub fn wid(n: u32) -> WorkerId {
 pub struct Bucket {
     rev: u64,
     pub entries: BTreeMap<String, (Vec<u8>, Revision)>,
+    /// Write time of each entry (for max-age expiry).
+    written: BTreeMap<String, Instant>,
+    max_age: Option<Duration>,
 }
 
-/// A minimal in-memory KV with the store contract's semantics (no expiry events).
+/// A minimal in-memory KV with the store contract's semantics. Max-age expiry is silent (no
+/// watch event), as on servers without delete markers.
 #[derive(Default, Debug)]
 pub struct Kv {
     pub buckets: BTreeMap<String, Bucket>,
-    pub watches: Vec<(WatchId, String, WatchKeys)>,
-    /// Watch items produced by writes, not yet delivered.
-    pub pending: VecDeque<(WatchId, WatchEvent)>,
+    /// Open watches: (owner node, id, bucket, keys).
+    pub watches: Vec<(usize, WatchId, String, WatchKeys)>,
+    /// Watch items produced by writes, not yet delivered: (owner node, id, item).
+    pub pending: VecDeque<(usize, WatchId, WatchEvent)>,
+    /// The time writes are stamped with.
+    pub now: Option<Instant>,
 }
 
 impl Kv {
@@ -83,10 +111,33 @@ impl Kv {
         self.buckets.get(b)?.entries.get(key).cloned()
     }
 
+    /// Gives `bucket` a max age.
+    pub fn set_max_age(&mut self, b: &str, age: Duration) {
+        self.bucket(b).max_age = Some(age);
+    }
+
+    /// Removes, silently, every value older than its bucket's max age.
+    pub fn expire_due(&mut self, now: Instant) {
+        for bucket in self.buckets.values_mut() {
+            let Some(age) = bucket.max_age else { continue };
+            let old: Vec<String> = bucket
+                .written
+                .iter()
+                .filter(|(_, t)| now.saturating_duration_since(**t) >= age)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in old {
+                bucket.entries.remove(&k);
+                bucket.written.remove(&k);
+            }
+        }
+    }
+
     fn emit(&mut self, b: &str, key: &str, revision: Revision, op: KvOperation) {
-        for (w, wb, keys) in &self.watches {
+        for (owner, w, wb, keys) in &self.watches {
             if wb == b && keys.matches(key) {
                 self.pending.push_back((
+                    *owner,
                     *w,
                     WatchEvent::Change(KvEvent {
                         key: key.to_owned(),
@@ -99,10 +150,14 @@ impl Kv {
     }
 
     pub fn write(&mut self, b: &str, key: &str, value: Vec<u8>) -> Revision {
+        let stamp = self.now;
         let bucket = self.bucket(b);
         bucket.rev += 1;
         let r = Revision(bucket.rev);
         bucket.entries.insert(key.to_owned(), (value.clone(), r));
+        if let Some(now) = stamp {
+            bucket.written.insert(key.to_owned(), now);
+        }
         self.emit(b, key, r, KvOperation::Put(value));
         r
     }
@@ -181,7 +236,7 @@ impl Kv {
         }
     }
 
-    pub fn open(&mut self, watch: WatchId, bucket: &str, keys: WatchKeys) {
+    pub fn open(&mut self, owner: usize, watch: WatchId, bucket: &str, keys: WatchKeys) {
         let mut snap: Vec<(String, Vec<u8>, Revision)> = self
             .buckets
             .get(bucket)
@@ -196,6 +251,7 @@ impl Kv {
         snap.sort_by_key(|(_, _, r)| *r);
         for (key, value, revision) in snap {
             self.pending.push_back((
+                owner,
                 watch,
                 WatchEvent::Change(KvEvent {
                     key,
@@ -205,8 +261,8 @@ impl Kv {
             ));
         }
         self.pending
-            .push_back((watch, WatchEvent::SnapshotComplete));
-        self.watches.push((watch, bucket.to_owned(), keys));
+            .push_back((owner, watch, WatchEvent::SnapshotComplete));
+        self.watches.push((owner, watch, bucket.to_owned(), keys));
     }
 }
 
@@ -399,11 +455,11 @@ impl H {
                         bucket,
                         keys,
                     }) => {
-                        self.kv.open(watch, &bucket, keys);
+                        self.kv.open(0, watch, &bucket, keys);
                     }
                     Action::Io(IoAction::Unwatch { watch }) => {
-                        self.kv.watches.retain(|(w, _, _)| *w != watch);
-                        self.kv.pending.retain(|(w, _)| *w != watch);
+                        self.kv.watches.retain(|(_, w, _, _)| *w != watch);
+                        self.kv.pending.retain(|(_, w, _)| *w != watch);
                     }
                     Action::Deliver {
                         delivery,
@@ -419,7 +475,7 @@ impl H {
                 }
             }
             if !self.offline
-                && let Some((watch, event)) = self.kv.pending.pop_front()
+                && let Some((_, watch, event)) = self.kv.pending.pop_front()
             {
                 progressed = true;
                 self.m.handle_event(

@@ -139,7 +139,11 @@ fn takes_over_a_preferred_id_whose_claim_is_restarting() {
     let reqs = h.requests_since(0);
     assert!(matches!(&reqs[1], KvRequest::Entry { key, .. } if key == "worker-5"));
     assert!(
-        matches!(&reqs[2], KvRequest::Update { key, expected, .. } if key == "worker-5" && *expected == rev),
+        matches!(&reqs[2], KvRequest::Entry { bucket, key } if bucket == "parti-heartbeats" && key == "worker-5"),
+        "what the previous process applied is read first: {reqs:?}"
+    );
+    assert!(
+        matches!(&reqs[3], KvRequest::Update { key, expected, .. } if key == "worker-5" && *expected == rev),
         "takeover is a compare-and-set on the restarting claim: {reqs:?}"
     );
     assert_eq!(h.claim_of(5).unwrap().instance, ME);
@@ -338,4 +342,125 @@ fn a_renewal_that_timed_out_but_landed_keeps_the_id() {
     );
     assert!(h.requests_since(from).iter().any(|r| r.name() == "update"));
     let _ = KvError::Timeout;
+}
+
+#[test]
+fn an_identity_loss_during_the_unfence_read_starts_it_again_under_the_new_id() {
+    let mut h = H::follower(config(|c| c.degraded.kv_error_threshold = 0));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    h.connection(disconnected());
+    h.advance(secs(6));
+    assert!(h.m.is_fenced());
+    h.hold_when(|r| matches!(r, KvRequest::Entry { key, .. } if key == "w.worker-0"));
+    h.connection(connected()); // Fenced heartbeat stored, read of w.worker-0 held
+    assert_eq!(h.held.len(), 1);
+    h.put_claim(0, claim(OTHER));
+    h.advance(secs(10)); // renewal conflict: the id is lost, worker-1 claimed
+    assert_eq!(h.m.worker_id(), Some(&wid(1)));
+    h.answer_held(0); // the old read answers late: ignored
+    assert!(h.m.is_fenced());
+    // The leader grants the new id: applied, because the read was made again for worker-1.
+    h.grant(1, 1, 7, &[owned("b", 1, 7)]);
+    assert_eq!(h.m.owned(), vec![owned("b", 1, 7)]);
+    assert!(!h.m.is_fenced());
+}
+
+#[test]
+fn a_transient_store_error_during_start_is_retried_not_fatal() {
+    // Go: a transient error while claiming or reading the first assignment failed Start.
+    let mut h = H::new(config(|_| {}));
+    h.fail_when(
+        KvError::Unavailable {
+            reason: "no responders".into(),
+        },
+        3,
+        |r| r.name() == "keys",
+    );
+    h.start();
+    assert_eq!(h.m.state(), WorkerState::ClaimingId);
+    h.advance(secs(2));
+    assert_eq!(h.m.worker_id(), Some(&wid(0)));
+}
+
+fn ids_bucket(r: &KvRequest) -> bool {
+    matches!(
+        r,
+        KvRequest::Entry { bucket, .. }
+            | KvRequest::Update { bucket, .. }
+            | KvRequest::Create { bucket, .. }
+            | KvRequest::Keys { bucket, .. }
+            if bucket == "parti-ids"
+    )
+}
+
+#[test]
+fn a_claim_unconfirmed_for_most_of_its_ttl_is_not_acted_under() {
+    let mut h = H::follower(config(|c| c.degraded.kv_error_threshold = 0));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    // The ids bucket is unreachable; heartbeats still get through.
+    h.fail_when(KvError::Timeout, usize::MAX, ids_bucket);
+    h.advance(secs(27) - ms(1));
+    assert_eq!(h.m.owned(), vec![owned("a", 1, 1)]);
+    let from = h.log.len();
+    h.advance(ms(1)); // 90 % of identity_ttl after the claim was sent
+    assert!(
+        h.m.owned().is_empty(),
+        "revoked: the id may be someone else's now"
+    );
+    assert!(h.notes.contains(&Notification::OwnershipLost {
+        partitions: vec![owned("a", 1, 1)]
+    }));
+    h.advance(secs(10));
+    assert!(
+        h.heartbeats_since(from).is_empty(),
+        "no heartbeat under an unconfirmed id"
+    );
+    // The ids bucket comes back: the claim is still ours, so the member goes on, fenced.
+    h.clear_faults();
+    h.advance(secs(1));
+    assert_eq!(h.m.worker_id(), Some(&wid(0)));
+    let hb = h.heartbeat_of(0).unwrap();
+    assert_eq!(hb.intent, Intent::Fenced);
+    h.grant(0, 1, 2, &[owned("a", 1, 2)]);
+    assert_eq!(h.m.owned(), vec![owned("a", 1, 2)]);
+}
+
+#[test]
+fn after_a_long_outage_a_member_whose_id_was_taken_never_acts_under_it() {
+    // Hold keeps partitions through the outage, but not an id that is someone else's now.
+    let mut h = H::follower(config(|c| {
+        c.on_disconnect = parti_core::config::DisconnectPolicy::Hold;
+    }));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    h.connection(disconnected());
+    h.advance(secs(40));
+    assert_eq!(
+        h.m.owned(),
+        vec![owned("a", 1, 1)],
+        "Hold: kept while cut off"
+    );
+    // Meanwhile the claim expired, another process took worker-0 and was granted "b".
+    h.put_claim(0, claim(OTHER));
+    h.grant(0, 1, 2, &[owned("b", 1, 2)]);
+    let from = h.log.len();
+    h.connection(connected());
+    h.advance(secs(1));
+    assert!(
+        !h.requests_since(from).iter().any(
+            |r| matches!(r, KvRequest::Put { bucket, key, .. } if bucket == "parti-heartbeats" && key == "worker-0")
+        ),
+        "no heartbeat as worker-0 after the outage"
+    );
+    assert!(
+        !h.deliveries
+            .iter()
+            .any(|(_, _, a)| a.contains(&owned("b", 1, 2))),
+        "the other holder's grant never reaches this application"
+    );
+    assert!(
+        h.notes
+            .contains(&Notification::IdentityLost { worker: wid(0) })
+    );
+    assert!(h.m.owned().is_empty());
+    assert_eq!(h.m.worker_id(), Some(&wid(1)));
 }

@@ -193,3 +193,96 @@ fn a_restarted_process_takes_its_id_back_and_its_partitions_unchanged() {
         "same partitions, same fence"
     );
 }
+
+#[test]
+fn degraded_returns_to_the_state_underneath_not_always_to_stable() {
+    // Go: degraded exit always lands in Stable (and Degraded is missing from its table).
+    let mut h = H::follower(config(|c| {
+        c.on_disconnect = DisconnectPolicy::Hold;
+        c.degraded.kv_error_threshold = 0;
+    }));
+    assert_eq!(h.m.state(), WorkerState::WaitingAssignment);
+    h.take_notes();
+    h.connection(disconnected());
+    h.advance(secs(10));
+    h.connection(connected());
+    h.advance(secs(5));
+    assert_eq!(
+        state_changes(&h.notes),
+        vec![
+            (WorkerState::WaitingAssignment, WorkerState::Degraded),
+            (WorkerState::Degraded, WorkerState::WaitingAssignment),
+        ]
+    );
+}
+
+#[test]
+fn fenced_then_degraded_then_fenced_then_stable() {
+    let mut h = H::follower(config(|c| c.degraded.kv_error_threshold = 0));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    h.take_notes();
+    h.connection(disconnected());
+    h.advance(secs(10));
+    h.connection(connected());
+    h.advance(secs(5));
+    h.grant(0, 1, 2, &[owned("a", 1, 2)]);
+    assert_eq!(
+        state_changes(&h.notes),
+        vec![
+            (WorkerState::Stable, WorkerState::Fenced),
+            (WorkerState::Fenced, WorkerState::Degraded),
+            (WorkerState::Degraded, WorkerState::Fenced),
+            (WorkerState::Fenced, WorkerState::Stable),
+        ]
+    );
+}
+
+/// The old process of worker-3 applied version 1 (term 1) and restarted; new leaders then
+/// bumped the term (to `term`) without rewriting worker-3's record (a restart return publishes
+/// nothing).
+fn restarted_under_a_new_term(takeover: bool, term: u64) -> H {
+    let cfg = config(|c| c.preferred_id = Some(3));
+    let mut old = H::follower(cfg.clone());
+    old.grant(3, 1, 1, &[owned("a", 1, 1)]);
+    old.m.request_restart(old.now);
+    old.run();
+    let mut kv = std::mem::take(&mut old.kv);
+    kv.watches.clear();
+    kv.pending.clear();
+    if !takeover {
+        // Not a restart: the claim is gone (expired) and the heartbeat too.
+        kv.expire("parti-ids", "worker-3");
+        kv.expire("parti-heartbeats", "worker-3");
+    }
+    let mut new = H::at(cfg, old.now, parti_core::InstanceId(0xCCCC));
+    new.kv = kv;
+    for t in 2..=term {
+        new.set_term(t);
+    }
+    new.start();
+    assert_eq!(new.m.worker_id(), Some(&wid(3)));
+    new
+}
+
+#[test]
+fn a_restarted_process_applies_the_record_its_predecessor_acknowledged_across_term_bumps() {
+    let new = restarted_under_a_new_term(true, 3);
+    assert_eq!(new.m.owned(), vec![owned("a", 1, 1)]);
+    assert_eq!(new.m.applied_version(), parti_core::Version(1));
+}
+
+#[test]
+fn a_fresh_claim_refuses_a_record_two_bumps_older_than_the_newest_term() {
+    let new = restarted_under_a_new_term(false, 3);
+    assert!(
+        new.m.owned().is_empty(),
+        "one of the bumps may have preceded it"
+    );
+}
+
+#[test]
+fn a_fresh_claim_applies_a_record_written_just_before_the_newest_bump() {
+    // One bump: the newest `term` itself, later in the stream than the record.
+    let new = restarted_under_a_new_term(false, 2);
+    assert_eq!(new.m.owned(), vec![owned("a", 1, 1)]);
+}
