@@ -1,18 +1,26 @@
 //! Liveness (PROTOCOL.md §5): receive-time stamps, observation-channel gating, restart
 //! reservations and the degraded quiet period.
 //!
-//! Every heartbeat the planner's watch delivers is stamped with the receive time `now`
-//! (`seen[w]`). The leader's own heartbeat echo is stamped too, and time as far as liveness is
-//! concerned only advances while the leader can see itself:
-//! `observed_now = min(now, own_echo + heartbeat_interval)`. A worker is dead iff
-//! `observed_now - seen[w] >= heartbeat_ttl + emergency_grace`, never while the leader is
-//! degraded nor during `degraded.recovery_grace` after. A heartbeat received in between simply
-//! moves the stamp: nothing about an earlier absence is remembered (Go keeps a stale
-//! first-missing time and later skips the grace, §17 row 9).
+//! Every heartbeat the planner's watch delivers is stamped when it is received. The leader's
+//! own heartbeat echo is watched too, and time as far as liveness is concerned only advances
+//! while the leader can see itself: `observed_now = min(now, own_echo + heartbeat_interval)`.
+//! A worker is dead iff `observed_now - seen[w] >= heartbeat_ttl + emergency_grace`, never
+//! while the leader is degraded nor during `degraded.recovery_grace` after. A heartbeat
+//! received in between simply moves the stamp: nothing about an earlier absence is remembered
+//! (Go keeps a stale first-missing time and later skips the grace, §17 row 9).
+//!
+//! **Frozen time does not count, also after it ends** (a choice where PROTOCOL.md is silent):
+//! stamps and `observed_now` are kept on an *observed clock* that stops while the echo is stale
+//! and resumes where it stopped when the echo comes back, instead of jumping to `now`. When a
+//! stalled watch delivers its backlog, the leader's own echo may arrive a moment before the
+//! others' heartbeats; with the literal formula everyone silent for the stall would be dead in
+//! that moment (a mass emergency after a broker hiccup). On the observed clock nobody is
+//! declared dead earlier than by the literal formula, and with a healthy channel both agree.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use super::later;
 use crate::records::{Heartbeat, Intent};
 use crate::types::{InstanceId, Version, WorkerId};
 
@@ -39,7 +47,8 @@ impl From<&Heartbeat> for Beat {
 /// What the planner knows about one worker's liveness.
 #[derive(Clone, Debug)]
 pub(super) struct WorkerInfo {
-    /// Receive time of the last heartbeat (or of the takeover, for members expected from `meta`).
+    /// Observed-clock stamp of the last heartbeat (or of the takeover, for members expected
+    /// from `meta`).
     pub seen: Instant,
     /// The last heartbeat; `None` for a member expected from `meta` that has not appeared yet.
     pub beat: Option<Beat>,
@@ -58,6 +67,9 @@ pub(super) struct Observed {
     pub revived: bool,
     /// The heartbeat comes from another process than the previous one (a restart).
     pub new_instance: bool,
+    /// Anything planning cares about changed (first heartbeat, instance, intent,
+    /// acknowledged version, capacity, revival); a plain "still here" is not a change.
+    pub changed: bool,
 }
 
 /// The liveness table.
@@ -66,9 +78,13 @@ pub(super) struct Liveness {
     workers: BTreeMap<WorkerId, WorkerInfo>,
     /// `(seen, worker)` of every worker not declared dead: the first entry dies first.
     by_seen: BTreeSet<(Instant, WorkerId)>,
+    /// `(reserved_until, worker)` of every running restart reservation.
+    reserved: BTreeSet<(Instant, WorkerId)>,
     me: WorkerId,
     my_instance: InstanceId,
     own_echo: Instant,
+    /// Time during which the echo was stale, summed: the observed clock is behind `now` by it.
+    frozen: Duration,
     interval: Duration,
     dead_after: Duration,
     rejoin_window: Duration,
@@ -90,11 +106,13 @@ impl Liveness {
         Liveness {
             workers: BTreeMap::new(),
             by_seen: BTreeSet::new(),
+            reserved: BTreeSet::new(),
             me,
             my_instance,
             // The member heartbeated before it won the election; until the first echo arrives,
             // liveness time may run one interval past the planner's creation, no further.
             own_echo: now,
+            frozen: Duration::ZERO,
             interval,
             dead_after,
             rejoin_window,
@@ -104,23 +122,30 @@ impl Liveness {
         }
     }
 
-    /// `min(now, own_echo + heartbeat_interval)`.
+    /// The observed clock: `min(now, own_echo + heartbeat_interval)`, minus the time the echo
+    /// was stale before.
     pub(super) fn observed_now(&self, now: Instant) -> Instant {
         if !self.gating {
             return now;
         }
-        now.min(self.own_echo + self.interval)
+        let o = now.min(later(self.own_echo, self.interval));
+        o.checked_sub(self.frozen).unwrap_or(o)
     }
 
     /// Stamps a heartbeat of `worker` received at `now`.
     pub(super) fn observe(&mut self, now: Instant, worker: &WorkerId, hb: &Heartbeat) -> Observed {
         if *worker == self.me && hb.instance == self.my_instance {
+            let fresh_until = later(self.own_echo, self.interval);
+            if now > fresh_until {
+                self.frozen += now - fresh_until;
+            }
             self.own_echo = self.own_echo.max(now);
         }
+        let stamp = self.observed_now(now);
         let beat = Beat::from(hb);
         let mut out = Observed::default();
         let info = self.workers.entry(worker.clone()).or_insert(WorkerInfo {
-            seen: now,
+            seen: stamp,
             beat: None,
             dead: false,
             reserved_until: None,
@@ -134,12 +159,14 @@ impl Liveness {
         if let Some(prev) = &info.beat {
             out.new_instance = prev.instance != beat.instance;
         }
+        out.changed = out.revived || info.beat.as_ref() != Some(&beat);
         info.dead = false;
-        info.seen = info.seen.max(now);
+        info.seen = info.seen.max(stamp);
+        let reserved_before = info.reserved_until;
         match beat.intent {
             Intent::Restarting => {
                 if info.reserved_until.is_none() && !info.reservation_expired {
-                    info.reserved_until = Some(now + self.rejoin_window);
+                    info.reserved_until = Some(later(now, self.rejoin_window));
                 }
             }
             _ => {
@@ -151,8 +178,16 @@ impl Liveness {
         }
         if out.new_instance && beat.intent == Intent::Restarting {
             // A new process that immediately restarts again gets a fresh reservation.
-            info.reserved_until = Some(now + self.rejoin_window);
+            info.reserved_until = Some(later(now, self.rejoin_window));
             info.reservation_expired = false;
+        }
+        if info.reserved_until != reserved_before {
+            if let Some(t) = reserved_before {
+                self.reserved.remove(&(t, worker.clone()));
+            }
+            if let Some(t) = info.reserved_until {
+                self.reserved.insert((t, worker.clone()));
+            }
         }
         info.beat = Some(beat);
         self.by_seen.insert((info.seen, worker.clone()));
@@ -165,17 +200,44 @@ impl Liveness {
         if self.workers.contains_key(worker) {
             return;
         }
+        let stamp = self.observed_now(now);
         self.workers.insert(
             worker.clone(),
             WorkerInfo {
-                seen: now,
+                seen: stamp,
                 beat: None,
                 dead: false,
                 reserved_until: None,
                 reservation_expired: false,
             },
         );
-        self.by_seen.insert((now, worker.clone()));
+        self.by_seen.insert((stamp, worker.clone()));
+    }
+
+    /// A member `meta` says was restarting: reserve its partitions for `rejoin_window` from
+    /// `now` unless its heartbeat already says where it is (restarting, or back).
+    pub(super) fn reserve_from_meta(&mut self, now: Instant, worker: &WorkerId) {
+        self.expect(now, worker);
+        let until = later(now, self.rejoin_window);
+        if let Some(info) = self.workers.get_mut(worker)
+            && info.beat.is_none()
+            && info.reserved_until.is_none()
+        {
+            info.reserved_until = Some(until);
+            self.reserved.insert((until, worker.clone()));
+        }
+    }
+
+    /// Workers whose reservation is running at `now`, sorted.
+    pub(super) fn reserved_workers(&self, now: Instant) -> Vec<WorkerId> {
+        let mut v: Vec<WorkerId> = self
+            .reserved
+            .iter()
+            .filter(|(t, _)| *t > now)
+            .map(|(_, w)| w.clone())
+            .collect();
+        v.sort();
+        v
     }
 
     /// Whether deaths may be declared at `now` (not degraded, not in the recovery grace).
@@ -206,12 +268,16 @@ impl Liveness {
     /// Ends every reservation due at `now`; returns the workers whose reservation expired.
     pub(super) fn expire_reservations(&mut self, now: Instant) -> Vec<WorkerId> {
         let mut out = Vec::new();
-        for (w, info) in &mut self.workers {
-            if info.reserved_until.is_some_and(|t| t <= now) {
+        while let Some((t, w)) = self.reserved.first().cloned() {
+            if t > now {
+                break;
+            }
+            self.reserved.pop_first();
+            if let Some(info) = self.workers.get_mut(&w) {
                 info.reserved_until = None;
                 info.reservation_expired = true;
-                out.push(w.clone());
             }
+            out.push(w);
         }
         out
     }
@@ -232,19 +298,23 @@ impl Liveness {
         if !self.degraded
             && let Some((seen, _)) = self.by_seen.first()
         {
-            consider(*seen + self.dead_after);
-        }
-        for info in self.workers.values() {
-            if let Some(t) = info.reserved_until {
-                consider(t);
+            // In real time, assuming the channel stays healthy; if it freezes, this wake-up
+            // finds nobody dead and sets the next one.
+            let left =
+                later(*seen, self.dead_after).saturating_duration_since(self.observed_now(now));
+            if !left.is_zero() {
+                consider(later(now, left));
             }
+        }
+        if let Some((t, _)) = self.reserved.first() {
+            consider(*t);
         }
         next
     }
 
     pub(super) fn set_degraded(&mut self, now: Instant, degraded: bool, grace: Duration) {
         if self.degraded && !degraded {
-            self.quiet_until = Some(now + grace);
+            self.quiet_until = Some(later(now, grace));
         }
         self.degraded = degraded;
     }

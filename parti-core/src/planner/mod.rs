@@ -10,7 +10,8 @@
 //! # Event → machine → action
 //!
 //! ```text
-//!  heartbeats watch ──Watch(hb put)──▶ liveness: seen[w] = now, own echo, intents, acks
+//!  heartbeats watch ──Watch(hb put)──▶ liveness: seen[w] (observed clock), own echo,
+//!                                      intents, capacities, acknowledgements (`applied`)
 //!  `term` watch ─────Watch(term)─────▶ higher term? ──▶ stop + SteppedDown
 //!  KvDone(read/write) ───────────────▶ slots: record, revision, in flight, unknown outcome
 //!  handle_timeout(now) ──────────────▶ deaths · window end · retry · stall · rejoin end
@@ -36,6 +37,20 @@
 //! has the planner bit set ([`OpId::is_planner`](crate::machine::OpId::is_planner)); the member
 //! forwards events carrying such ids here. Results of actions issued before [`Planner::stop`]
 //! are ignored after it.
+//!
+//! # For the member that embeds it
+//!
+//! Forward every [`IoEvent`] whose op or watch id has the planner bit; call
+//! [`Planner::handle_timeout`] at [`Planner::poll_timeout`]; call [`Planner::stop`] at the local
+//! lease end or before leaving, [`Planner::set_degraded`] on entering and leaving degraded
+//! mode, [`Planner::set_partitions`] when the catalog changes. The planner opens its own two
+//! watches (`{ns}-heartbeats` prefix `""`, `{ns}-assignments` key `term`); the member's own
+//! heartbeat must reach it through that watch (it is the echo that gates liveness). Getters for
+//! state and metrics: [`Planner::state`], [`Planner::lifecycle`], [`Planner::version`],
+//! [`Planner::current`], [`Planner::live_members`], [`Planner::planned_members`],
+//! [`Planner::partition_count`], [`Planner::unowned_partitions`], [`Planner::decode_errors`],
+//! [`Planner::watch_errors`]. A leader that leaves can delete the leader key once the state is
+//! `Idle` after its own `intent = Leaving` was published (its record is empty).
 //!
 //! # States
 //!
@@ -66,8 +81,15 @@
 //!   (or is undecodable, or was written by an older leader after the term bump — the member
 //!   ignores such a record) may hold anything: nothing is granted to others until it
 //!   acknowledges a record of ours or dies. Such records are rewritten under our term.
+//! - **Timeouts are unknown outcomes**: a timed-out or conflicting write is re-read (after the
+//!   backoff) before anything else is written to that key; a record of our term found there is
+//!   adopted, one of a higher term makes the planner step down.
 //! - **Timed-out writes** are remembered until the key moves past the revision they were based
 //!   on (they can only land on it), and count as held meanwhile.
+//! - **Frozen observation time stays frozen**: liveness runs on an observed clock that stops
+//!   while the leader's own echo is stale and resumes where it stopped (see `liveness`), so
+//!   the backlog of a stalled watch never declares everyone dead in the moment the leader's
+//!   echo arrives before the others' heartbeats.
 //! - **Heartbeat deletes** carry no liveness information (a leaver deletes its heartbeat after
 //!   its record is empty; expiry is silent or a marker): only stamps decide.
 //! - **Cooldown** is measured from the last full replan (planned, urgent or manual); coverage of
@@ -75,16 +97,44 @@
 //! - **Graceful leave and manual rebalance** replan at once with the current eligible set and
 //!   cut a running window short, as an emergency does; an urgent plan during the cold-start
 //!   window is the final plan (`Settled`).
-//! - **Members without partitions** get an empty record, so they know they were seen.
+//! - **Members without partitions get an empty record at once**, also a joiner during a window
+//!   (one version each): a member waits for its first record before it counts as started, and
+//!   a cold-start window may last up to 2 × 30 s, longer than the default `startup_timeout`.
+//! - **Restart reservation = pinning.** A worker heartbeating `intent = Restarting` keeps its
+//!   record, and its partitions are left out of every plan until `rejoin_window` ends (also
+//!   after it is dead by liveness). If it is not back (a new process, or another intent) by
+//!   then, it leaves the plan as a crash (`Emergency`); if it is still heartbeating, its
+//!   partitions are revoked with acknowledgement like any live owner's. Running reservations
+//!   are listed in `meta.restarting`, and a new leader reserves those members again for
+//!   `rejoin_window` from its takeover (at most one extra window; monotonic clocks of two
+//!   hosts cannot be compared).
+//! - **Re-grant after `intent = Fenced`**: when a live member says `Fenced` and has applied its
+//!   newest record, that record is rewritten with a new version and new fences for every
+//!   partition; again at most once per `heartbeat_interval` if it stays fenced.
+//! - **Owners outside the planned members**: a worker that got partitions by coverage (a
+//!   joiner during a window) and disappears is handled like a member (urgent replan), so its
+//!   partitions are never orphaned until a window ends.
+//! - **Two records naming one partition** (inherited at takeover: a handoff cut short, a
+//!   deposed leader's grant that landed late): the plan gives it to the acknowledged, newer
+//!   `(term, version)` record's worker, but no record keeps it while another names it — it is
+//!   taken away from both and granted again once free. An older-term record its member has
+//!   not acknowledged is rewritten under our term (members refuse an older term that follows
+//!   a newer one, and would otherwise never acknowledge).
+//! - **Records are never deleted**: a departed worker keeps an empty record (the id pool is
+//!   bounded), so a returning process learns it owns nothing.
+//! - **`trigger_rebalance` during the takeover** is remembered and honoured when it ends.
 //! - **Restart return** (same id, new process) publishes nothing: the record still gives it its
 //!   partitions with their fences, and the new process applies it.
-//! - **`meta`** is written when a plan is fully published, or when a handoff stalls, and only
-//!   if something other than the term differs.
+//! - **`meta`** is written when a plan is fully published, when a handoff stalls, and when a
+//!   restart reservation starts or ends — only if something other than the term differs.
 //! - **Weights**: imbalance = heaviest `load / capacity` over the mean − 1.
 
+mod events;
 mod liveness;
+mod notify;
 mod plan;
 mod publish;
+mod results;
 mod slots;
 mod takeover;
 
@@ -97,10 +147,9 @@ use std::time::{Duration, Instant};
 use crate::assignment::Assignment;
 use crate::config::ValidConfig;
 use crate::machine::{Backoff, IdGen, IoAction, IoEvent, TimerTable, WatchId};
-use crate::records::{DecodeError, Lifecycle};
-use crate::store::{KvError, WatchEvent};
-use crate::strategy::{AssignmentStrategy, StrategyError};
-use crate::types::{InstanceId, Partition, PartitionId, Term, Version, WorkerId};
+use crate::records::Lifecycle;
+use crate::strategy::AssignmentStrategy;
+use crate::types::{Partition, PartitionId, Term, Version, WorkerId};
 
 use liveness::Liveness;
 use plan::Window;
@@ -108,140 +157,14 @@ use publish::Batch;
 use slots::Slot;
 use takeover::Loading;
 
-/// What the member hands to a new planner.
-#[derive(Clone, Debug)]
-pub struct PlannerInit {
-    /// The leader's worker id.
-    pub me: WorkerId,
-    /// The leader's process.
-    pub instance: InstanceId,
-    /// The term the member took (already written to the `term` key by compare-and-set).
-    pub term: Term,
-    /// The partition catalog.
-    pub partitions: Vec<Partition>,
-    /// Seed for the planner's jitter.
-    pub seed: u64,
-}
+pub use notify::{PlanReason, PlannerInit, PlannerNotification, PlannerState};
 
-/// The planner's state (see the table in the [module documentation](self)).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum PlannerState {
-    /// Taking over: reading the store.
-    Loading,
-    /// Nothing pending.
-    Idle,
-    /// A window is collecting joins.
-    Scaling,
-    /// A plan is being published.
-    Rebalancing,
-    /// A crash is being repaired.
-    Emergency,
-    /// Stopped for good.
-    Stopped,
-}
-
-/// Why a plan was made.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum PlanReason {
-    /// First coverage of an empty (or not yet settled) cluster.
-    ColdStart,
-    /// The plan at the end of the cold-start window.
-    ColdStartFinal,
-    /// Joins, at the end of the planned-scale window.
-    PlannedScale,
-    /// A member crashed (or its restart reservation ran out).
-    Emergency,
-    /// A member is leaving gracefully.
-    Leave,
-    /// Partitions were added to the catalog (placed without moving anything).
-    Catalog,
-    /// Weights changed and the imbalance exceeds `min_imbalance`.
-    Weights,
-    /// An operator asked ([`Planner::trigger_rebalance`]).
-    Manual,
-    /// A fenced member is given its partitions back.
-    Regrant,
-}
-
-/// Something the application (or operator) should know about the leader's work.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PlannerNotification {
-    /// The takeover read everything it needed.
-    TakeoverComplete {
-        /// The highest version found (the next one is higher).
-        version: Version,
-        /// Lifecycle found in `meta` (`ColdStart` when there is no `meta`).
-        lifecycle: Lifecycle,
-        /// Members named by `meta`.
-        members: Vec<WorkerId>,
-    },
-    /// The planner's state changed.
-    StateChanged {
-        /// Before.
-        from: PlannerState,
-        /// After.
-        to: PlannerState,
-    },
-    /// A new desired plan was made.
-    PlanStarted {
-        /// Why.
-        reason: PlanReason,
-        /// Partitions that change owner between two workers.
-        moved: usize,
-        /// The members it was made for.
-        members: Vec<WorkerId>,
-    },
-    /// A plan is fully published (every record and `meta`).
-    Published {
-        /// Why it was made.
-        reason: PlanReason,
-        /// The version of its last wave.
-        version: Version,
-    },
-    /// A worker was declared dead (§5).
-    WorkerDead {
-        /// The worker.
-        worker: WorkerId,
-    },
-    /// A live worker has not acknowledged a revocation within `revoke_timeout`. Its partitions
-    /// are not granted elsewhere until it acknowledges or dies.
-    HandoffStalled {
-        /// The worker.
-        worker: WorkerId,
-        /// The version it has not acknowledged.
-        version: Version,
-        /// How long it has been waited for.
-        waited: Duration,
-    },
-    /// A higher term exists: the planner stopped.
-    SteppedDown {
-        /// The higher term seen.
-        term: Term,
-    },
-    /// A stored value did not decode; it is treated as absent (reported once per key).
-    Undecodable {
-        /// Bucket.
-        bucket: String,
-        /// Key.
-        key: String,
-        /// Why.
-        error: DecodeError,
-    },
-    /// The strategy failed; the previous plan stays.
-    StrategyFailed {
-        /// Why.
-        error: StrategyError,
-    },
-    /// A watch reported an error (the driver keeps or re-opens it).
-    WatchFailed {
-        /// Bucket of the watch.
-        bucket: String,
-        /// The error.
-        error: KvError,
-    },
+/// `t + d`, never panicking: a duration too large for the clock (a config value of centuries)
+/// gives a deadline ~136 years away instead of an overflow.
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .or_else(|| t.checked_add(Duration::from_secs(1 << 32)))
+        .unwrap_or(t)
 }
 
 /// Test-only fault injection: deliberately broken planner behaviour, so that the simulator
@@ -305,6 +228,8 @@ enum Timer {
     Retry,
     /// A revocation reaches `revoke_timeout`.
     Stall,
+    /// A rate-limited re-grant of a member that stays fenced is due.
+    Regrant,
 }
 
 enum Stage {
@@ -350,6 +275,10 @@ pub struct Planner {
     state: PlannerState,
     decode_errors: u64,
     watch_errors: u64,
+    /// Something may have changed since the last classification.
+    dirty: bool,
+    /// `trigger_rebalance` arrived during the takeover: honoured once it is done.
+    manual_pending: bool,
     reported: BTreeSet<(String, String)>,
     faults: PlannerFaults,
 }
@@ -426,6 +355,8 @@ impl Planner {
             state: PlannerState::Loading,
             decode_errors: 0,
             watch_errors: 0,
+            dirty: true,
+            manual_pending: false,
             reported: BTreeSet::new(),
             faults,
             config,
@@ -486,6 +417,26 @@ impl Planner {
         self.planned.iter().cloned().collect()
     }
 
+    /// Partitions of the catalog (`parti_partitions`).
+    #[must_use]
+    pub fn partition_count(&self) -> usize {
+        self.catalog.len()
+    }
+
+    /// Partitions of the catalog that no record in the store gives to a live worker
+    /// (`parti_unowned_partitions`).
+    #[must_use]
+    pub fn unowned_partitions(&self) -> usize {
+        let owned: BTreeSet<&PartitionId> = self
+            .slots
+            .iter()
+            .filter(|(w, _)| self.live.is_alive(w))
+            .filter_map(|(_, s)| s.rec.as_ref())
+            .flat_map(|r| r.partitions.iter().map(|o| o.partition.id()))
+            .collect();
+        self.catalog.keys().filter(|p| !owned.contains(p)).count()
+    }
+
     /// Values that did not decode so far (`parti_decode_errors_total`).
     #[must_use]
     pub fn decode_errors(&self) -> u64 {
@@ -502,6 +453,9 @@ impl Planner {
     pub fn handle_event(&mut self, now: Instant, event: IoEvent) {
         if self.is_stopped() {
             return;
+        }
+        if !matches!(&event, IoEvent::Watch { watch, event: Ok(_) } if *watch == self.hb_watch) {
+            self.dirty = true;
         }
         match event {
             IoEvent::KvDone { op, result } => {
@@ -539,7 +493,9 @@ impl Planner {
         if self.is_stopped() {
             return;
         }
-        let _due = self.timers.expired(now);
+        if !self.timers.expired(now).is_empty() {
+            self.dirty = true;
+        }
         self.step(now);
     }
 
@@ -557,16 +513,19 @@ impl Planner {
         if matches!(self.stage, Stage::Running) {
             self.apply_catalog_change(now, &old);
         }
+        self.dirty = true;
         self.step(now);
     }
 
     /// Replans now with the current members, ignoring the cooldown and any window (an
     /// operator's request).
     pub fn trigger_rebalance(&mut self, now: Instant) {
-        if !matches!(self.stage, Stage::Running) {
-            return;
+        match self.stage {
+            Stage::Running => self.replan(now, PlanReason::Manual),
+            Stage::Loading(_) => self.manual_pending = true,
+            Stage::Stopped => return,
         }
-        self.replan(now, PlanReason::Manual);
+        self.dirty = true;
         self.step(now);
     }
 
@@ -578,6 +537,7 @@ impl Planner {
         }
         self.live
             .set_degraded(now, degraded, self.config.degraded.recovery_grace);
+        self.dirty = true;
         self.step(now);
     }
 
@@ -616,161 +576,5 @@ impl Planner {
     #[must_use]
     pub fn poll_notification(&mut self) -> Option<PlannerNotification> {
         self.notes.pop_front()
-    }
-
-    // ---- internals shared by the submodules ----
-
-    fn set_state(&mut self, to: PlannerState) {
-        if self.state != to {
-            let from = self.state;
-            self.state = to;
-            self.notes
-                .push_back(PlannerNotification::StateChanged { from, to });
-        }
-    }
-
-    fn step_down(&mut self, now: Instant, term: Term) {
-        self.notes
-            .push_back(PlannerNotification::SteppedDown { term });
-        self.stop(now);
-    }
-
-    fn report_undecodable(&mut self, bucket: &str, key: &str, error: DecodeError) {
-        self.decode_errors += 1;
-        if self.reported.insert((bucket.to_owned(), key.to_owned())) {
-            self.notes.push_back(PlannerNotification::Undecodable {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                error,
-            });
-        }
-    }
-
-    fn on_term_event(&mut self, now: Instant, ev: WatchEvent) {
-        use crate::records::{Record, TermCounter};
-        use crate::store::KvOperation;
-        match ev {
-            WatchEvent::Change(c) => {
-                if let KvOperation::Put(bytes) = &c.op {
-                    match TermCounter::decode(bytes) {
-                        Ok(t) if t.term > self.term => self.step_down(now, t.term),
-                        Ok(t) if t.term == self.term => {
-                            if let Stage::Loading(l) = &mut self.stage {
-                                l.term_rev = Some(c.revision);
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            let b = self.as_bucket.clone();
-                            self.report_undecodable(&b, &c.key, e);
-                        }
-                    }
-                }
-            }
-            WatchEvent::SnapshotComplete => {
-                if let Stage::Loading(l) = &mut self.stage {
-                    l.term_snapshot = true;
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn on_heartbeat_event(&mut self, now: Instant, ev: WatchEvent) {
-        use crate::records::{Heartbeat, Intent, Record};
-        use crate::store::KvOperation;
-        match ev {
-            WatchEvent::Change(c) => {
-                let KvOperation::Put(bytes) = &c.op else {
-                    return; // deletes carry no liveness information (module docs)
-                };
-                let Ok(worker) = WorkerId::new(&c.key) else {
-                    return;
-                };
-                let hb = match Heartbeat::decode(bytes) {
-                    Ok(hb) => hb,
-                    Err(e) => {
-                        let b = self.hb_bucket.clone();
-                        self.report_undecodable(&b, &c.key, e);
-                        return;
-                    }
-                };
-                let seen = self.live.observe(now, &worker, &hb);
-                if matches!(self.stage, Stage::Loading(_)) {
-                    return;
-                }
-                let slot = self.slots.entry(worker).or_insert_with(Slot::empty);
-                if seen.revived || seen.new_instance || hb.intent == Intent::Fenced {
-                    slot.on_fresh_member();
-                }
-                if hb.intent != Intent::Fenced {
-                    slot.regranted = false;
-                }
-                slot.on_applied(hb.applied);
-                if hb.applied > self.version {
-                    self.version = hb.applied;
-                }
-            }
-            WatchEvent::SnapshotComplete => {
-                if let Stage::Loading(l) = &mut self.stage {
-                    l.hb_snapshot = true;
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Everything that follows an input: liveness, classification, publication, timers.
-    fn step(&mut self, now: Instant) {
-        if matches!(self.stage, Stage::Loading(_)) {
-            self.loading_step(now);
-        }
-        if !matches!(self.stage, Stage::Running) {
-            return;
-        }
-        for w in self.live.declare_deaths(now) {
-            if let Some(s) = self.slots.get_mut(&w) {
-                s.awaiting = None;
-            }
-            self.notes
-                .push_back(PlannerNotification::WorkerDead { worker: w });
-        }
-        let _expired = self.live.expire_reservations(now);
-        self.classify(now);
-        self.reconcile(now);
-        self.update_timers(now);
-        self.update_state();
-    }
-
-    fn update_timers(&mut self, now: Instant) {
-        match self.live.next_deadline(now) {
-            Some(t) => self.timers.set(Timer::Liveness, t),
-            None => self.timers.stop(Timer::Liveness),
-        }
-        match self.window_due() {
-            Some(t) => self.timers.set(Timer::Window, t),
-            None => self.timers.stop(Timer::Window),
-        }
-        let stall = self
-            .slots
-            .values()
-            .filter_map(|s| s.awaiting.as_ref())
-            .filter(|a| !a.reported)
-            .map(|a| a.since + self.config.revoke_timeout)
-            .min();
-        match stall {
-            Some(t) => self.timers.set(Timer::Stall, t.max(now)),
-            None => self.timers.stop(Timer::Stall),
-        }
-    }
-
-    fn update_state(&mut self) {
-        let s = match (&self.current, &self.window) {
-            (Some(PlanReason::Emergency), _) => PlannerState::Emergency,
-            (Some(_), _) => PlannerState::Rebalancing,
-            (None, Some(_)) => PlannerState::Scaling,
-            (None, None) => PlannerState::Idle,
-        };
-        self.set_state(s);
     }
 }

@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use super::later;
 use super::{PlanReason, Planner, PlannerNotification};
 use crate::assignment::Assignment;
 use crate::records::{Intent, Lifecycle, catalog_digest};
@@ -42,15 +43,15 @@ impl Window {
     fn new(kind: WindowKind, now: Instant, length: Duration) -> Self {
         Window {
             kind,
-            deadline: now + length,
-            cap: now + length * 2,
+            deadline: later(now, length),
+            cap: later(now, length.saturating_mul(2)),
             length,
             joiners: BTreeSet::new(),
         }
     }
 
     fn extend(&mut self, now: Instant) {
-        self.deadline = (now + self.length).max(self.deadline).min(self.cap);
+        self.deadline = later(now, self.length).max(self.deadline).min(self.cap);
     }
 }
 
@@ -81,7 +82,7 @@ impl Planner {
         let w = self.window.as_ref()?;
         let cooldown_end = self
             .last_replan
-            .map(|t| t + self.config.min_rebalance_interval);
+            .map(|t| later(t, self.config.min_rebalance_interval));
         Some(cooldown_end.map_or(w.deadline, |c| c.max(w.deadline)))
     }
 
@@ -313,6 +314,11 @@ impl Planner {
             self.planned_digest = self.digest();
             if !gone.is_empty() && self.current.is_none() {
                 self.current = Some(PlanReason::Catalog);
+                self.notes.push_back(PlannerNotification::PlanStarted {
+                    reason: PlanReason::Catalog,
+                    moved: 0,
+                    members: self.planned.iter().cloned().collect(),
+                });
             }
             return;
         }

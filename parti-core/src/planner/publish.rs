@@ -16,11 +16,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use super::slots::{Awaiting, Ghost, Holds, Slot, ids};
+use super::later;
+use super::slots::{Holds, Slot};
 use super::{PlanReason, Planner, PlannerNotification, Timer};
-use crate::machine::{IoAction, KvReply, KvRequest, KvResult, OpId};
+use crate::machine::{IoAction, KvRequest, OpId};
 use crate::records::{AssignmentRecord, ClusterMeta, Intent, Names, OwnedPartition, Phase, Record};
-use crate::store::KvError;
 use crate::types::{Fence, PartitionId, Revision, Term, WorkerId};
 
 /// What the planner knows about `meta`.
@@ -33,7 +33,7 @@ pub(super) struct MetaSlot {
 }
 
 #[derive(Debug)]
-enum Op {
+pub(super) enum Op {
     Write {
         worker: WorkerId,
         record: AssignmentRecord,
@@ -47,8 +47,8 @@ enum Op {
 /// The operations in flight.
 #[derive(Debug, Default)]
 pub(super) struct Batch {
-    ops: BTreeMap<OpId, Op>,
-    failed: bool,
+    pub(super) ops: BTreeMap<OpId, Op>,
+    pub(super) failed: bool,
 }
 
 impl Planner {
@@ -103,12 +103,14 @@ impl Planner {
             lifecycle: self.lifecycle,
             members: self.planned.iter().cloned().collect(),
             catalog_digest: self.planned_digest,
+            restarting: self.live.reserved_workers(now),
         };
         let same = self.meta.known.as_ref().is_some_and(|k| {
             k.version == desired.version
                 && k.lifecycle == desired.lifecycle
                 && k.members == desired.members
                 && k.catalog_digest == desired.catalog_digest
+                && k.restarting == desired.restarting
         });
         if !same {
             let key = Names::META_KEY.to_owned();
@@ -145,10 +147,12 @@ impl Planner {
     /// plan is withheld (its previous owner may still hold it).
     fn wave(&mut self, now: Instant, batch: &mut Batch) -> bool {
         let mut blockers: BTreeMap<PartitionId, BTreeSet<WorkerId>> = BTreeMap::new();
+        let mut claims: BTreeMap<PartitionId, BTreeSet<WorkerId>> = BTreeMap::new();
         let mut any_holders: BTreeSet<WorkerId> = BTreeSet::new();
         for (w, s) in &self.slots {
             for p in s.kv_ids() {
-                blockers.entry(p).or_default().insert(w.clone());
+                blockers.entry(p.clone()).or_default().insert(w.clone());
+                claims.entry(p).or_default().insert(w.clone());
             }
             if self.live.is_alive(w) {
                 match &s.holds {
@@ -170,6 +174,7 @@ impl Planner {
         workers.extend(self.target.workers().cloned());
         let version = self.version.next();
         let mut withheld = false;
+        let mut regrant_at: Option<Instant> = None;
         let mut writes = Vec::new();
         let empty = BTreeSet::new();
         for w in workers {
@@ -180,16 +185,30 @@ impl Planner {
                 blockers.get(p).is_none_or(|b| b.iter().all(|x| *x == w))
                     && any_holders.iter().all(|x| *x == w)
             };
-            let keep: BTreeSet<PartitionId> = rec.intersection(plan).cloned().collect();
-            let wanted: Vec<&PartitionId> = plan.difference(&rec).collect();
+            // A partition the store gives to two workers (only ever inherited from a messy
+            // takeover) is kept by neither: it is taken away and granted again once free.
+            let keep: BTreeSet<PartitionId> = rec
+                .intersection(plan)
+                .filter(|p| claims.get(*p).is_none_or(|c| c.iter().all(|x| *x == w)))
+                .cloned()
+                .collect();
+            let wanted: Vec<&PartitionId> = plan.difference(&keep).collect();
             let add: BTreeSet<PartitionId> = wanted
                 .iter()
                 .filter(|p| free(p))
                 .map(|p| (*p).clone())
                 .collect();
             withheld |= add.len() < wanted.len();
-            let regrant = self.needs_regrant(&w);
-            let must = slot.is_some_and(|s| s.must_rewrite);
+            let regrant = match self.needs_regrant(now, &w) {
+                Ok(r) => r,
+                Err(at) => {
+                    regrant_at = Some(regrant_at.map_or(at, |x: Instant| x.min(at)));
+                    false
+                }
+            };
+            // A timed-out write that may still land is only defused by moving the key past
+            // the revision it was based on: write the record even if its content is right.
+            let must = slot.is_some_and(|s| s.must_rewrite || s.ghost.is_some());
             let first = slot.is_none_or(|s| s.rec.is_none())
                 && plan.is_empty()
                 && eligible.contains(&w)
@@ -199,6 +218,12 @@ impl Planner {
             if next != rec || regrant || must || first {
                 writes.push((w, keep, add, regrant));
             }
+        }
+        // A member that stays fenced is re-granted again at the end of the rate limit, even
+        // if its heartbeats carry nothing new by then.
+        match regrant_at {
+            Some(t) => self.timers.set(Timer::Regrant, t),
+            None => self.timers.stop(Timer::Regrant),
         }
         if writes.is_empty() {
             return withheld;
@@ -241,10 +266,11 @@ impl Planner {
                 phase,
                 partitions,
             };
-            slot.holds.extend(&ids(&record));
+            // The member can only hold what lands: until then the write counts through
+            // `inflight` (and, after a timeout, `ghost`); `holds` grows on success.
             slot.inflight = Some(record.clone());
             if regrant {
-                slot.regranted = true;
+                slot.regranted = Some((version, now));
                 if self.current.is_none() {
                     self.current = Some(PlanReason::Regrant);
                 }
@@ -274,11 +300,13 @@ impl Planner {
         withheld
     }
 
-    /// A live member that fenced itself: give its partitions back with a new version (and new
-    /// fences).
-    fn needs_regrant(&self, w: &WorkerId) -> bool {
+    /// A live member that fenced itself and has applied its newest record: give its partitions
+    /// back with a new version (and new fences).
+    /// Whether `w` must be re-granted now (`Ok(true)`), not at all (`Ok(false)`), or at the
+    /// returned instant (a re-grant rate-limited to one per `heartbeat_interval`).
+    fn needs_regrant(&self, now: Instant, w: &WorkerId) -> Result<bool, Instant> {
         let Some(slot) = self.slots.get(w) else {
-            return false;
+            return Ok(false);
         };
         let Some(beat) = self
             .live
@@ -286,12 +314,21 @@ impl Planner {
             .filter(|i| !i.dead)
             .and_then(|i| i.beat.as_ref())
         else {
-            return false;
+            return Ok(false);
         };
-        // Not gated on `beat.applied >= slot.version()`: a fenced member applies only records
-        // newer than a fresh read of its record, so it can never apply the stored one if it
-        // had not before fencing — waiting for that would leave it fenced for ever.
-        beat.intent == Intent::Fenced && !slot.regranted && !slot.rec_ids().is_empty()
+        if beat.intent != Intent::Fenced
+            || beat.applied < slot.version()
+            || slot.rec_ids().is_empty()
+        {
+            return Ok(false);
+        }
+        match slot.regranted {
+            Some((v, at)) if v == slot.version() => {
+                let next = later(at, self.config.heartbeat_interval);
+                if now >= next { Ok(true) } else { Err(next) }
+            }
+            _ => Ok(true),
+        }
     }
 
     fn check_stalls(&mut self, now: Instant) {
@@ -302,7 +339,7 @@ impl Planner {
             }
             if let Some(a) = &mut s.awaiting
                 && !a.reported
-                && now >= a.since + timeout
+                && now >= later(a.since, timeout)
             {
                 a.reported = true;
                 self.notes.push_back(PlannerNotification::HandoffStalled {
@@ -313,178 +350,4 @@ impl Planner {
             }
         }
     }
-
-    pub(super) fn batch_done(&mut self, now: Instant, op: OpId, result: KvResult) {
-        let Some(batch) = self.batch.as_mut() else {
-            return;
-        };
-        let Some(entry) = batch.ops.remove(&op) else {
-            return;
-        };
-        let ok = match entry {
-            Op::Write {
-                worker,
-                record,
-                removes,
-            } => self.write_done(now, worker, record, removes, result),
-            Op::Meta(meta) => match result {
-                Ok(KvReply::Written(rev)) => {
-                    self.meta.rev = Some(rev);
-                    self.meta.known = Some(meta);
-                    true
-                }
-                Err(e) => {
-                    if unknown_or_conflict(&e) {
-                        self.meta.needs_read = true;
-                    }
-                    false
-                }
-                Ok(_) => false,
-            },
-            Op::ReadRecord(w) => self.read_done(now, w, result),
-            Op::ReadMeta => match result {
-                Ok(KvReply::Entry(e)) => {
-                    self.meta.needs_read = false;
-                    self.take_meta_entry(e);
-                    if let Some(t) = self.meta.higher.take() {
-                        self.step_down(now, t);
-                        return;
-                    }
-                    true
-                }
-                _ => false,
-            },
-        };
-        let Some(batch) = self.batch.as_mut() else {
-            return;
-        };
-        batch.failed |= !ok;
-        if batch.ops.is_empty() {
-            let failed = batch.failed;
-            self.batch = None;
-            if failed {
-                self.backoff_retry(now);
-            } else {
-                self.backoff.reset();
-            }
-        }
-    }
-
-    fn write_done(
-        &mut self,
-        now: Instant,
-        worker: WorkerId,
-        record: AssignmentRecord,
-        removes: bool,
-        result: KvResult,
-    ) -> bool {
-        let alive = self.live.is_alive(&worker);
-        let applied = self
-            .live
-            .get(&worker)
-            .and_then(|i| i.beat.as_ref())
-            .map(|b| b.applied);
-        let Some(slot) = self.slots.get_mut(&worker) else {
-            return true;
-        };
-        slot.inflight = None;
-        match result {
-            Ok(KvReply::Written(rev)) => {
-                let version = record.version;
-                slot.rec = Some(record);
-                slot.rev = Some(rev);
-                slot.ghost = None;
-                slot.must_rewrite = false;
-                if removes && alive && slot.awaiting.is_none() {
-                    slot.awaiting = Some(Awaiting {
-                        version,
-                        since: now,
-                        reported: false,
-                    });
-                } else if let Some(a) = &mut slot.awaiting {
-                    a.version = version;
-                }
-                if let Some(applied) = applied {
-                    slot.on_applied(applied);
-                }
-                true
-            }
-            Ok(_) => false,
-            Err(e) => {
-                if matches!(e, KvError::Timeout) {
-                    let parts = ids(&record);
-                    match &mut slot.ghost {
-                        Some(g) if g.base == slot.rev => g.parts.extend(parts),
-                        _ => {
-                            slot.ghost = Some(Ghost {
-                                base: slot.rev,
-                                parts,
-                            });
-                        }
-                    }
-                }
-                if unknown_or_conflict(&e) {
-                    slot.needs_read = true;
-                }
-                false
-            }
-        }
-    }
-
-    fn read_done(&mut self, now: Instant, worker: WorkerId, result: KvResult) -> bool {
-        let Ok(KvReply::Entry(entry)) = result else {
-            return false;
-        };
-        let decoded = entry.as_ref().map(|e| self.decode_record(e));
-        let applied = self
-            .live
-            .get(&worker)
-            .and_then(|i| i.beat.as_ref())
-            .map(|b| b.applied);
-        let term = self.term;
-        let slot = self.slots.entry(worker).or_insert_with(Slot::empty);
-        slot.needs_read = false;
-        let rev = entry.as_ref().map(|e| e.revision);
-        if slot.ghost.as_ref().is_some_and(|g| g.base != rev) {
-            slot.ghost = None;
-        }
-        match decoded {
-            None => {
-                // Deleted by someone: members treat it as "revoke everything".
-                if slot.rev.is_some() {
-                    slot.rev = None;
-                    slot.rec = None;
-                }
-            }
-            Some(Some(r)) if r.term > term => {
-                let t = r.term;
-                self.step_down(now, t);
-                return true;
-            }
-            Some(Some(r)) if r.term == term => {
-                if r.version > self.version {
-                    self.version = r.version;
-                }
-                slot.rec = Some(r);
-                slot.rev = rev;
-            }
-            Some(_) => {
-                // An older leader's late write (members ignore it) or garbage: keep what we
-                // know, overwrite it under our term.
-                slot.rev = rev;
-                slot.must_rewrite = true;
-            }
-        }
-        if let Some(applied) = applied {
-            slot.on_applied(applied);
-        }
-        true
-    }
-}
-
-fn unknown_or_conflict(e: &KvError) -> bool {
-    matches!(
-        e,
-        KvError::Timeout | KvError::RevisionMismatch { .. } | KvError::AlreadyExists
-    )
 }

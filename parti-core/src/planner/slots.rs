@@ -70,9 +70,11 @@ pub(super) struct Slot {
     pub must_rewrite: bool,
     /// An unacknowledged revocation.
     pub awaiting: Option<Awaiting>,
-    /// A re-grant after `intent = Fenced` was written; cleared by the next non-fenced
-    /// heartbeat (so a member that stays fenced is not re-granted in a loop).
-    pub regranted: bool,
+    /// Version and time of the last re-grant after `intent = Fenced`. A member still (or again)
+    /// fenced after applying it is re-granted again, at most once per heartbeat interval (no
+    /// tight loop with a member that never leaves `Fenced`); a failed re-grant write leaves the
+    /// record older, so it is retried at once.
+    pub regranted: Option<(Version, Instant)>,
 }
 
 pub(super) fn ids(rec: &AssignmentRecord) -> BTreeSet<PartitionId> {
@@ -93,7 +95,7 @@ impl Slot {
             needs_read: false,
             must_rewrite: false,
             awaiting: None,
-            regranted: false,
+            regranted: None,
         }
     }
 

@@ -15,12 +15,13 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use super::later;
 use super::slots::{Awaiting, Holds, Slot};
 use super::{PlannerNotification, Stage, Timer};
 use crate::machine::{IoAction, KvReply, KvRequest, KvResult, OpId};
 use crate::records::{AssignmentRecord, ClusterMeta, Lifecycle, Names, Record, catalog_digest};
 use crate::store::{KvEntry, WatchKeys};
-use crate::types::{Revision, WorkerId};
+use crate::types::{PartitionId, Revision, Term, Version, WorkerId};
 
 /// A takeover read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -155,7 +156,7 @@ impl super::Planner {
     pub(super) fn backoff_retry(&mut self, now: Instant) {
         if !self.timers.is_set(Timer::Retry) {
             let d = self.backoff.next_delay();
-            self.timers.set(Timer::Retry, now + d);
+            self.timers.set(Timer::Retry, later(now, d));
         }
     }
 
@@ -203,13 +204,35 @@ impl super::Planner {
 
     fn finish_takeover(&mut self, now: Instant, l: Loading) {
         let meta = self.meta.known.clone();
-        let mut version = meta.as_ref().map_or(crate::Version::ZERO, |m| m.version);
+        let mut version = meta.as_ref().map_or(Version::ZERO, |m| m.version);
         self.lifecycle = meta.as_ref().map_or(Lifecycle::ColdStart, |m| m.lifecycle);
         self.planned = meta
             .as_ref()
             .map(|m| m.members.iter().cloned().collect())
             .unwrap_or_default();
         self.planned_digest = meta.as_ref().map_or(0, |m| m.catalog_digest);
+        // Who each partition goes to in the plan when records disagree (a handoff cut short,
+        // a late write of an older leader): the acknowledged record first, then the newer
+        // (term, version). `reconcile` never keeps a partition claimed by two records.
+        let mut best: BTreeMap<PartitionId, ((bool, Term, Version), WorkerId)> = BTreeMap::new();
+        for (w, (rec, _)) in &l.records {
+            let Some(r) = rec else { continue };
+            let acked = self
+                .live
+                .get(w)
+                .and_then(|i| i.beat.as_ref())
+                .is_some_and(|b| b.applied >= r.version);
+            let score = (acked, r.term, r.version);
+            for o in &r.partitions {
+                let id = o.partition.id().clone();
+                if best.get(&id).is_none_or(|(s, _)| score > *s) {
+                    best.insert(id, (score, w.clone()));
+                }
+            }
+        }
+        for (p, (_, w)) in best {
+            let _ = self.target.insert(w, p);
+        }
         for (w, (rec, rev)) in l.records {
             let mut slot = Slot::empty();
             slot.rev = Some(rev);
@@ -218,11 +241,6 @@ impl super::Planner {
                 .is_some_and(|r| r.term < self.term && l.term_rev.is_some_and(|t| rev > t));
             if let Some(r) = &rec {
                 version = version.max(r.version);
-                for o in &r.partitions {
-                    // Two records naming one partition (a handoff cut short, a zombie write):
-                    // the first owner keeps it in the plan; both bounds keep it blocked.
-                    let _ = self.target.insert(w.clone(), o.partition.id().clone());
-                }
                 self.target.add_worker(w.clone());
             }
             let beat = self.live.get(&w).and_then(|i| i.beat.clone());
@@ -230,7 +248,12 @@ impl super::Planner {
                 (Some(r), Some(b)) => b.applied >= r.version && !zombie,
                 _ => false,
             };
-            slot.must_rewrite = zombie || rec.is_none();
+            // Rewritten under our term: garbage, a late write of an older leader, and any
+            // record of an older term its member has not acknowledged (it may never: members
+            // refuse a record of an older term that follows a newer one).
+            slot.must_rewrite = zombie
+                || rec.is_none()
+                || (!acked && rec.as_ref().is_some_and(|r| r.term < self.term));
             slot.rec = rec;
             slot.holds = if acked {
                 Holds::Set(slot.rec_ids())
@@ -260,6 +283,9 @@ impl super::Planner {
         let planned: Vec<WorkerId> = self.planned.iter().cloned().collect();
         for w in &planned {
             self.live.expect(now, w);
+        }
+        for w in meta.iter().flat_map(|m| m.restarting.iter()) {
+            self.live.reserve_from_meta(now, w);
         }
         // Members seen at takeover whose slot does not exist yet (no record): plain members.
         let seen: Vec<WorkerId> = self.live.workers().map(|(w, _)| w.clone()).collect();
@@ -295,5 +321,9 @@ impl super::Planner {
             }
         }
         self.stage = Stage::Running;
+        self.dirty = true;
+        if std::mem::take(&mut self.manual_pending) {
+            self.replan(now, super::PlanReason::Manual);
+        }
     }
 }

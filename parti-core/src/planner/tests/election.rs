@@ -1,5 +1,6 @@
 //! The planner's part of election and terms (PROTOCOL.md §4), and retries.
 
+use super::fixtures::*;
 use super::harness::*;
 use crate::machine::IoAction;
 use crate::planner::{PlannerNotification, PlannerState};
@@ -8,7 +9,9 @@ use crate::store::KvError;
 use crate::types::{Fence, Term, Version};
 
 fn only_unwatches(actions: &[IoAction]) -> bool {
-    actions.iter().all(|a| matches!(a, IoAction::Unwatch { .. }))
+    actions
+        .iter()
+        .all(|a| matches!(a, IoAction::Unwatch { .. }))
 }
 
 #[test]
@@ -57,7 +60,10 @@ fn a_higher_term_on_the_term_watch_stops_the_planner() {
     let b = s.names.assignments_bucket();
     s.external_put(&b, Names::TERM_KEY, TermCounter { term: Term(3) }.encode());
     assert!(s.p.is_stopped());
-    assert!(s.notes.contains(&PlannerNotification::SteppedDown { term: Term(3) }));
+    assert!(
+        s.notes
+            .contains(&PlannerNotification::SteppedDown { term: Term(3) })
+    );
     assert!(only_unwatches(&s.actions[from..]));
 }
 
@@ -79,7 +85,10 @@ fn a_conflicting_record_of_a_higher_term_makes_the_planner_step_down() {
     s.crash(2);
     s.run_to(secs(10));
     assert!(s.p.is_stopped());
-    assert!(s.notes.contains(&PlannerNotification::SteppedDown { term: Term(3) }));
+    assert!(
+        s.notes
+            .contains(&PlannerNotification::SteppedDown { term: Term(3) })
+    );
     assert_eq!(s.record(1).unwrap().term, Term(3), "never overwritten");
 }
 
@@ -115,7 +124,10 @@ fn a_late_record_of_a_lower_term_is_refused_and_rewritten_under_our_term() {
     assert_eq!(rec.term, Term(2));
     assert_eq!(rec.version, Version(7));
     assert_eq!(
-        rec.partitions.iter().map(|o| o.partition.id().clone()).collect::<Vec<_>>(),
+        rec.partitions
+            .iter()
+            .map(|o| o.partition.id().clone())
+            .collect::<Vec<_>>(),
         vec![pid(1), pid(3)],
         "p00 stays with worker-0 (first owner in the store wins); the rest is rewritten under term 2"
     );
@@ -162,5 +174,56 @@ fn a_timed_out_write_is_re_read_before_it_is_retried() {
         })
         .count();
     assert_eq!(reads, 1, "the key of the timed-out write is read once");
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
+
+/// Found by the property test: a re-grant whose write failed must be retried.
+#[test]
+fn a_failed_re_grant_is_retried() {
+    let mut s = Sim::settled(2, 4);
+    s.run_to(secs(1));
+    s.faults.push_back(Fault::Fail(KvError::Unavailable {
+        reason: "down".into(),
+    }));
+    s.members.get_mut(&w(1)).unwrap().holds.clear();
+    s.intent(1, crate::records::Intent::Fenced);
+    assert!(s.holds_of(1).is_empty());
+    s.run_to(secs(2));
+    assert_eq!(s.holds_of(1), [pid(1), pid(3)].into());
+}
+
+/// Found by the property test: a timed-out write that never landed still blocks its
+/// partitions (it could land); it is defused by writing the key past its base revision.
+#[test]
+fn a_timed_out_write_that_never_landed_is_defused_by_rewriting_the_key() {
+    let mut s = Sim::settled(2, 4);
+    s.run_to(secs(1));
+    s.faults.push_back(Fault::Fail(KvError::Timeout));
+    let now = s.now;
+    s.p.set_partitions(now, parts(6)); // p4 → worker-0? p4, p5 placed; one write times out
+    s.pump();
+    s.run_to(secs(10));
+    assert!(s.fully_covered(&parts(6)));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
+
+/// Found by the property test: a grant whose write failed outright never reached the member,
+/// so it must not block those partitions once they are planned elsewhere.
+#[test]
+fn a_grant_that_failed_outright_does_not_count_as_held() {
+    let mut s = Sim::settled(2, 4);
+    s.run_to(secs(1));
+    s.join(2); // empty record
+    s.faults.push_back(Fault::Fail(KvError::Unavailable {
+        reason: "down".into(),
+    }));
+    let now = s.now;
+    s.p.set_partitions(now, parts(6)); // p04, p05 → worker-2: that write fails
+    s.pump();
+    assert!(s.holds_of(2).is_empty());
+    s.intent(2, crate::records::Intent::Leaving); // replanned to worker-0 / worker-1
+    s.run_to(secs(3));
+    assert!(s.fully_covered(&parts(6)));
+    assert!(s.holds_of(2).is_empty());
     assert!(s.violations.is_empty(), "{:?}", s.violations);
 }

@@ -1,5 +1,6 @@
 //! Publication: revoke → acknowledge → grant (PROTOCOL.md §7).
 
+use super::fixtures::*;
 use super::harness::*;
 use crate::machine::{IoAction, KvRequest};
 use crate::planner::{PlanReason, PlannerNotification};
@@ -196,5 +197,96 @@ fn an_undecodable_record_is_reported_once_treated_as_absent_and_rewritten() {
     assert_eq!(rec.partitions.len(), 2);
     s.run_to(secs(30));
     assert!(s.fully_covered(&parts(4)));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
+
+#[test]
+fn a_member_fenced_again_after_its_re_grant_is_re_granted_again() {
+    let mut s = Sim::settled(2, 4);
+    for k in 1..4u64 {
+        s.run_to(secs(3 * k));
+        s.members.get_mut(&w(1)).unwrap().holds.clear();
+        s.intent(1, Intent::Fenced);
+        assert_eq!(s.holds_of(1), [pid(1), pid(3)].into(), "fence number {k}");
+    }
+    assert_eq!(s.p.version(), Version(8));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
+
+#[test]
+fn a_crash_in_a_fleet_of_hundreds_costs_two_pipelined_waves() {
+    // 200 workers, 2000 partitions: the crash of one is repaired with one wave reducing the
+    // dead worker's record and one wave of grants, each all in flight together.
+    let mut s = Sim::settled(200, 2_000);
+    s.crash(199);
+    let from = s.writes.len();
+    let actions = s.actions.len();
+    s.run_to(secs(9));
+    let recs = s.records_since(from);
+    let versions: std::collections::BTreeSet<u64> = recs.iter().map(|(_, r)| r.version.0).collect();
+    assert_eq!(versions.len(), 2, "two waves");
+    assert_eq!(
+        recs.len(),
+        1 + 10,
+        "the dead record and the 10 receivers (sticky)"
+    );
+    assert!(s.fully_covered(&parts(2_000)));
+    assert!(s.kv_writes(actions) <= 12, "records and meta, no retries");
+}
+
+#[test]
+fn a_partition_two_records_claim_at_takeover_is_kept_by_neither_until_one_lets_go() {
+    // The old leader's unacknowledged grant to worker-0 names p03, which worker-1 holds
+    // (acknowledged). The plan keeps p03 with worker-1 (the acknowledged record wins), but
+    // worker-1 may keep it only once worker-0's record no longer names it.
+    let cat = parts(4);
+    let c2 = cat.clone();
+    let mut s = Sim::build(config(), &[0, 1], cat, move |s| {
+        s.seed_settled(&[(0, &[0, 2]), (1, &[1, 3])], &c2, 5);
+        let rec = crate::records::AssignmentRecord {
+            term: crate::types::Term(1),
+            version: Version(6),
+            phase: Phase::Grant,
+            partitions: [0, 2, 3]
+                .iter()
+                .map(|n| crate::records::OwnedPartition {
+                    partition: p(*n),
+                    fence: crate::types::Fence::new(crate::types::Term(1), Version(6)),
+                })
+                .collect(),
+        };
+        let b = s.names.assignments_bucket();
+        s.put_raw(&b, "w.worker-0", crate::records::Record::encode(&rec));
+    });
+    s.run_to(secs(5));
+    assert_eq!(s.holds_of(0), [pid(0), pid(2)].into());
+    assert_eq!(s.holds_of(1), [pid(1), pid(3)].into());
+    assert!(
+        !s.record(0)
+            .unwrap()
+            .partitions
+            .iter()
+            .any(|o| o.partition.id() == &pid(3))
+    );
+    assert!(s.fully_covered(&parts(4)));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
+
+/// Found by the property test: a member fenced again right after its re-grant is re-granted
+/// once the rate limit ends, although its heartbeats carry nothing new by then.
+#[test]
+fn a_member_fenced_twice_in_a_row_is_re_granted_after_the_rate_limit() {
+    let mut s = Sim::settled(2, 4);
+    s.run_to(secs(1));
+    for _ in 0..2 {
+        s.members.get_mut(&w(1)).unwrap().holds.clear();
+        s.intent(1, Intent::Fenced);
+    }
+    assert!(
+        s.holds_of(1).is_empty(),
+        "second fence, same instant: rate-limited"
+    );
+    s.run_to(ms(3_100)); // re-granted at 1 s + heartbeat_interval
+    assert_eq!(s.holds_of(1), [pid(1), pid(3)].into());
     assert!(s.violations.is_empty(), "{:?}", s.violations);
 }

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::fixtures::*;
 use crate::assignment::Assignment;
 use crate::config::{Config, ValidConfig};
 use crate::machine::{IoAction, IoEvent, KvReply, KvRequest, KvResult, WatchId};
@@ -20,73 +21,9 @@ use crate::records::{
     catalog_digest,
 };
 use crate::store::{KvEntry, KvError, KvEvent, KvOperation, WatchEvent, WatchKeys};
-use crate::strategy::{AssignInput, AssignmentStrategy, Plan, StrategyError};
 use crate::types::{
     Fence, InstanceId, Partition, PartitionId, Revision, Term, Version, WorkerId, WorkerState,
 };
-
-pub(crate) fn w(n: u32) -> WorkerId {
-    WorkerId::from_parts("worker", n).unwrap()
-}
-
-pub(crate) fn p(n: u32) -> Partition {
-    Partition::with_default_weight([format!("p{n:02}")]).unwrap()
-}
-
-pub(crate) fn pid(n: u32) -> PartitionId {
-    p(n).id().clone()
-}
-
-pub(crate) fn parts(n: u32) -> Vec<Partition> {
-    (0..n).map(p).collect()
-}
-
-pub(crate) fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
-
-pub(crate) fn ms(s: u64) -> Duration {
-    Duration::from_millis(s)
-}
-
-/// Sticky and balanced: keep a partition with its previous owner while that owner is under
-/// `ceil(P / W)`, then give the rest to the least loaded worker (ties by id).
-#[derive(Debug)]
-pub(crate) struct Sticky;
-
-impl AssignmentStrategy for Sticky {
-    fn name(&self) -> &'static str {
-        "test-sticky"
-    }
-
-    fn assign(&self, input: &AssignInput<'_>) -> Result<Plan, StrategyError> {
-        input.require_workers()?;
-        let mut widx: Vec<usize> = (0..input.workers.len()).collect();
-        widx.sort_by(|a, b| input.workers[*a].id.cmp(&input.workers[*b].id));
-        let mut pidx: Vec<usize> = (0..input.partitions.len()).collect();
-        pidx.sort_by(|a, b| input.partitions[*a].id().cmp(input.partitions[*b].id()));
-        let quota = input.partitions.len().div_ceil(input.workers.len());
-        let mut load = vec![0usize; input.workers.len()];
-        let mut owners = vec![usize::MAX; input.partitions.len()];
-        for &pi in &pidx {
-            let prev = input.previous.owner(input.partitions[pi].id());
-            if let Some(wi) = prev.and_then(|o| widx.iter().find(|&&i| input.workers[i].id == *o))
-                && load[*wi] < quota
-            {
-                owners[pi] = *wi;
-                load[*wi] += 1;
-            }
-        }
-        for &pi in &pidx {
-            if owners[pi] == usize::MAX {
-                let wi = *widx.iter().min_by_key(|&&i| (load[i], i)).unwrap();
-                owners[pi] = wi;
-                load[wi] += 1;
-            }
-        }
-        Ok(Plan::from_owners(owners))
-    }
-}
 
 /// A simulated member process.
 #[derive(Clone, Debug)]
@@ -103,6 +40,13 @@ pub(crate) struct Member {
     pub holds: BTreeMap<PartitionId, Fence>,
     pub next_beat: Instant,
     pub last_ok_beat: Instant,
+    /// Cut off from the store: no heartbeats, no records; under the `Fence` policy it revokes
+    /// everything once its last heartbeat is `heartbeat_ttl - fence_margin` old.
+    pub cut_off: bool,
+    /// The highest term this process has seen in its ordered stream of `term` and `w.<id>`.
+    pub term_seen: Term,
+    /// Revisions of its record it refused (an older term after a newer one, PROTOCOL §4).
+    pub refused: BTreeSet<Revision>,
 }
 
 /// One write to the assignments bucket, decoded.
@@ -119,6 +63,19 @@ pub(crate) enum Fault {
     Fail(KvError),
     /// Applied, but reported as a timeout.
     TimeoutApplied,
+    /// Reported as a timeout and applied this much later — if its compare-and-set still holds
+    /// then (async-nats replays queued writes after a reconnect, PROTOCOL.md §1).
+    TimeoutLate(Duration),
+}
+
+/// A write that will land later.
+#[derive(Clone, Debug)]
+pub(crate) struct LateWrite {
+    pub at: Instant,
+    pub bucket: String,
+    pub key: String,
+    pub value: Vec<u8>,
+    pub expected: Option<Revision>,
 }
 
 pub(crate) struct Sim {
@@ -128,17 +85,22 @@ pub(crate) struct Sim {
     pub names: Names,
     pub cfg: ValidConfig,
     pub kv: BTreeMap<(String, String), (Vec<u8>, Revision)>,
-    rev: u64,
-    watches: BTreeMap<WatchId, (String, WatchKeys)>,
+    pub(crate) rev: u64,
+    pub(crate) watches: BTreeMap<WatchId, (String, WatchKeys)>,
     pub members: BTreeMap<WorkerId, Member>,
     pub writes: Vec<Written>,
     pub faults: VecDeque<Fault>,
     pub notes: Vec<PlannerNotification>,
     pub actions: Vec<IoAction>,
     pub violations: Vec<String>,
-    last_fence: BTreeMap<PartitionId, (WorkerId, Fence)>,
-    next_instance: u128,
-    in_pump: bool,
+    pub(crate) last_fence: BTreeMap<PartitionId, (WorkerId, Fence)>,
+    pub(crate) next_instance: u128,
+    pub(crate) in_pump: bool,
+    pub(crate) hb_stalled_until: Option<Instant>,
+    pub(crate) late: Vec<LateWrite>,
+    /// The strategy every planner of this simulation uses.
+    pub(crate) strat: Strat,
+    pub(crate) hb_backlog: BTreeMap<WorkerId, (Revision, Vec<u8>)>,
     pub term: Term,
 }
 
@@ -166,6 +128,18 @@ impl Sim {
     /// planner exists): for writes of an older leader that land after the bump.
     pub(crate) fn build_after_bump(
         cfg: ValidConfig,
+        members: &[u32],
+        catalog: Vec<Partition>,
+        seed_store: impl FnOnce(&mut Sim),
+        after_bump: impl FnOnce(&mut Sim),
+    ) -> Sim {
+        Self::build_full(cfg, Strat::Sticky, members, catalog, seed_store, after_bump)
+    }
+
+    /// The general constructor: any config and test strategy.
+    pub(crate) fn build_full(
+        cfg: ValidConfig,
+        strat: Strat,
         members: &[u32],
         catalog: Vec<Partition>,
         seed_store: impl FnOnce(&mut Sim),
@@ -204,6 +178,10 @@ impl Sim {
             last_fence: BTreeMap::new(),
             next_instance: 100,
             in_pump: false,
+            hb_stalled_until: None,
+            late: Vec::new(),
+            strat,
+            hb_backlog: BTreeMap::new(),
             term: Term(1),
         };
         for &m in members {
@@ -217,11 +195,14 @@ impl Sim {
             Names::TERM_KEY,
             TermCounter { term }.encode(),
         );
+        for m in sim.members.values_mut() {
+            m.term_seen = term;
+        }
         after_bump(&mut sim);
         let me_instance = sim.members.get(&w(0)).map_or(InstanceId(0), |m| m.instance);
         sim.p = Planner::new(
             cfg,
-            Box::new(Sticky),
+            strat.make(),
             PlannerInit {
                 me: w(0),
                 instance: me_instance,
@@ -235,7 +216,7 @@ impl Sim {
         sim
     }
 
-    fn term_in_store(&self) -> Term {
+    pub(crate) fn term_in_store(&self) -> Term {
         self.kv
             .get(&(self.names.assignments_bucket(), Names::TERM_KEY.to_owned()))
             .and_then(|(v, _)| TermCounter::decode(v).ok())
@@ -255,13 +236,17 @@ impl Sim {
             holds: BTreeMap::new(),
             next_beat: self.now + self.cfg.heartbeat_interval,
             last_ok_beat: self.now,
+            cut_off: false,
+            term_seen: Term::ZERO,
+            refused: BTreeSet::new(),
         };
         self.members.insert(id.clone(), m);
+        self.fresh_view(&id);
         let hb = self.heartbeat_of(&id);
         self.put_raw(&self.names.heartbeats_bucket(), id.as_str(), hb);
     }
 
-    fn heartbeat_of(&mut self, id: &WorkerId) -> Vec<u8> {
+    pub(crate) fn heartbeat_of(&mut self, id: &WorkerId) -> Vec<u8> {
         let m = self.members.get_mut(id).unwrap();
         m.seq += 1;
         Heartbeat {
@@ -273,6 +258,31 @@ impl Sim {
             capacity: 1,
         }
         .encode()
+    }
+
+    /// What a process that starts watching now sees: the current term, and its record refused
+    /// if that is of an older term and landed after the term's bump.
+    pub(crate) fn fresh_view(&mut self, id: &WorkerId) {
+        let b = self.names.assignments_bucket();
+        let (term, term_rev) = self
+            .kv
+            .get(&(b.clone(), Names::TERM_KEY.to_owned()))
+            .and_then(|(v, r)| TermCounter::decode(v).ok().map(|t| (t.term, *r)))
+            .unwrap_or((Term::ZERO, Revision(0)));
+        let rec = self
+            .kv
+            .get(&(b, Names::assignment_key(id)))
+            .and_then(|(v, r)| AssignmentRecord::decode(v).ok().map(|x| (x.term, *r)));
+        let Some(m) = self.members.get_mut(id) else {
+            return;
+        };
+        m.term_seen = m.term_seen.max(term);
+        if let Some((t, r)) = rec
+            && t < term
+            && r > term_rev
+        {
+            m.refused.insert(r);
+        }
     }
 
     /// Writes a value without telling anyone (setup).
@@ -327,6 +337,7 @@ impl Sim {
             lifecycle: Lifecycle::Settled,
             members: a.iter().map(|(n, _)| w(*n)).collect(),
             catalog_digest: catalog_digest(catalog),
+            restarting: Vec::new(),
         };
         self.put_raw(&bucket, Names::META_KEY, meta.encode());
     }
@@ -348,6 +359,40 @@ impl Sim {
             let refs: Vec<(u32, &[u32])> = lists.iter().map(|(k, v)| (*k, v.as_slice())).collect();
             s.seed_settled(&refs, &c2, 5);
         })
+    }
+
+    /// Leadership moves (to a new planner on `worker-0`, as after a lease loss and re-election):
+    /// the old planner stops, the term is bumped, a new planner takes over from the store.
+    pub(crate) fn new_leader(&mut self, catalog: Vec<Partition>) {
+        let now = self.now;
+        self.p.stop(now);
+        self.pump();
+        let term = self.term_in_store().next();
+        self.term = term;
+        let b = self.names.assignments_bucket();
+        self.put_raw(&b, Names::TERM_KEY, TermCounter { term }.encode());
+        for m in self.members.values_mut() {
+            if m.up && !m.cut_off {
+                m.term_seen = term;
+            }
+        }
+        let instance = self
+            .members
+            .get(&w(0))
+            .map_or(InstanceId(0), |m| m.instance);
+        self.p = Planner::new(
+            self.cfg.clone(),
+            self.strat.make(),
+            PlannerInit {
+                me: w(0),
+                instance,
+                term,
+                partitions: catalog,
+                seed: term.0,
+            },
+            now,
+        );
+        self.pump();
     }
 
     /// Another process writes `value` (delivered to the planner's watches that follow it).
@@ -506,6 +551,31 @@ impl Sim {
         if let Some(Fault::Fail(e)) = fault {
             return Err(e);
         }
+        if let Some(Fault::TimeoutLate(d)) = fault {
+            self.late.push(LateWrite {
+                at: self.now + d,
+                bucket,
+                key,
+                value,
+                expected,
+            });
+            return Err(KvError::Timeout);
+        }
+        self.cas_apply(bucket, key, value, expected)
+            .map(|rev| match fault {
+                Some(Fault::TimeoutApplied) => Err(KvError::Timeout),
+                _ => Ok(KvReply::Written(rev)),
+            })?
+    }
+
+    /// Applies a compare-and-set write (no faults).
+    fn cas_apply(
+        &mut self,
+        bucket: String,
+        key: String,
+        value: Vec<u8>,
+        expected: Option<Revision>,
+    ) -> Result<Revision, KvError> {
         let current = self.kv.get(&(bucket.clone(), key.clone())).map(|x| x.1);
         match (expected, current) {
             (None, Some(_)) => return Err(KvError::AlreadyExists),
@@ -516,10 +586,20 @@ impl Sim {
         }
         let rev = self.put_raw(&bucket, &key, value.clone());
         self.after_write(&key, &value);
-        match fault {
-            Some(Fault::TimeoutApplied) => Err(KvError::Timeout),
-            _ => Ok(KvReply::Written(rev)),
+        Ok(rev)
+    }
+
+    /// Lands the late writes due at `now` (each only if its compare-and-set holds).
+    pub(crate) fn land_late_writes(&mut self) {
+        let now = self.now;
+        let (due, rest): (Vec<LateWrite>, Vec<LateWrite>) = std::mem::take(&mut self.late)
+            .into_iter()
+            .partition(|l| l.at <= now);
+        self.late = rest;
+        for l in due {
+            let _ = self.cas_apply(l.bucket, l.key, l.value, l.expected);
         }
+        self.pump();
     }
 
     fn after_write(&mut self, key: &str, value: &[u8]) {
@@ -554,116 +634,17 @@ impl Sim {
                 rec.version
             ));
         }
+        if let Some(m) = self.members.get_mut(&worker)
+            && rec.term < m.term_seen
+        {
+            let rev = self
+                .kv
+                .get(&(self.names.assignments_bucket(), key.to_owned()))
+                .map_or(Revision(0), |x| x.1);
+            m.refused.insert(rev);
+        }
         self.writes.push(Written::Record(worker.clone(), rec));
         self.apply(&worker);
-    }
-
-    /// The member applies the record in the store if it is up, acknowledging, and the record
-    /// is newer than what it applied; then heartbeats (the acknowledgement).
-    pub(crate) fn apply(&mut self, worker: &WorkerId) {
-        let Some(m) = self.members.get(worker) else {
-            return;
-        };
-        if !m.up || !m.acks {
-            return;
-        }
-        let key = (
-            self.names.assignments_bucket(),
-            Names::assignment_key(worker),
-        );
-        let Some((rec, rev)) = self
-            .kv
-            .get(&key)
-            .and_then(|(v, r)| AssignmentRecord::decode(v).ok().map(|x| (x, *r)))
-        else {
-            return;
-        };
-        // PROTOCOL §4: applied only if its term equals the latest term before it in the
-        // one ordered stream of `term` and `w.<id>`.
-        let term_rev = self
-            .kv
-            .get(&(self.names.assignments_bucket(), Names::TERM_KEY.to_owned()))
-            .map_or(Revision(0), |x| x.1);
-        let valid = rec.term >= self.term_in_store() || rev < term_rev;
-        if rec.version <= m.applied || !valid {
-            return;
-        }
-        let new: BTreeMap<PartitionId, Fence> = rec
-            .partitions
-            .iter()
-            .map(|o| (o.partition.id().clone(), o.fence))
-            .collect();
-        for (pp, f) in &new {
-            if m.holds.contains_key(pp) {
-                continue;
-            }
-            if let Some((prev_owner, prev_fence)) = self.last_fence.get(pp)
-                && prev_owner != worker
-                && *f <= *prev_fence
-            {
-                self.violations.push(format!(
-                    "fence of {pp:?} did not grow from {prev_owner} {prev_fence} to {worker} {f}"
-                ));
-            }
-            self.last_fence.insert(pp.clone(), (worker.clone(), *f));
-        }
-        let m = self.members.get_mut(worker).unwrap();
-        m.holds = new;
-        m.applied = rec.version;
-        if m.intent == Intent::Fenced {
-            m.intent = Intent::Active;
-        }
-        self.check_exclusive();
-        self.beat(worker);
-    }
-
-    pub(crate) fn check_exclusive(&mut self) {
-        let mut owner: BTreeMap<&PartitionId, &WorkerId> = BTreeMap::new();
-        let mut bad = Vec::new();
-        for (id, m) in &self.members {
-            for pp in m.holds.keys() {
-                if let Some(o) = owner.insert(pp, id) {
-                    bad.push(format!(
-                        "at {:?}: {pp:?} held by {o} and {id}",
-                        self.now - self.epoch
-                    ));
-                }
-            }
-        }
-        self.violations.extend(bad);
-    }
-
-    /// Puts the heartbeat of `worker` and delivers it to the planner's watch.
-    pub(crate) fn beat(&mut self, worker: &WorkerId) {
-        let hb = self.heartbeat_of(worker);
-        let bucket = self.names.heartbeats_bucket();
-        let revision = self.put_raw(&bucket, worker.as_str(), hb.clone());
-        let now = self.now;
-        if let Some(m) = self.members.get_mut(worker) {
-            m.next_beat = now + self.cfg.heartbeat_interval;
-            m.last_ok_beat = now;
-        }
-        let targets: Vec<WatchId> = self
-            .watches
-            .iter()
-            .filter(|(_, (b, k))| *b == bucket && k.matches(worker.as_str()))
-            .map(|(id, _)| *id)
-            .collect();
-        for watch in targets {
-            let ev = WatchEvent::Change(KvEvent {
-                key: worker.to_string(),
-                revision,
-                op: KvOperation::Put(hb.clone()),
-            });
-            self.p.handle_event(
-                now,
-                IoEvent::Watch {
-                    watch,
-                    event: Ok(ev),
-                },
-            );
-        }
-        self.pump();
     }
 
     /// Advances virtual time to `epoch + t`, heartbeating every live member on schedule and
@@ -677,11 +658,24 @@ impl Sim {
                 .filter(|m| m.up)
                 .map(|m| m.next_beat)
                 .min();
-            let next = [beat_at, self.p.poll_timeout()].into_iter().flatten().min();
+            let late_at = self.late.iter().map(|l| l.at).min();
+            let next = [
+                beat_at,
+                self.p.poll_timeout(),
+                self.hb_stalled_until,
+                late_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let Some(next) = next.filter(|n| *n <= end) else {
                 break;
             };
+            // A fence deadline between two events takes effect before the next one.
             self.now = self.now.max(next);
+            self.fence_due();
+            self.flush_stall();
+            self.land_late_writes();
             let due: Vec<WorkerId> = self
                 .members
                 .iter()
@@ -705,59 +699,6 @@ impl Sim {
     pub(crate) fn run_for(&mut self, d: Duration) {
         let t = self.now - self.epoch + d;
         self.run_to(t);
-    }
-
-    /// A new member process joins: heartbeats now.
-    pub(crate) fn join(&mut self, n: u32) {
-        self.add_member_quiet(w(n));
-        self.beat(&w(n));
-        self.apply(&w(n));
-    }
-
-    fn add_member_quiet(&mut self, id: WorkerId) {
-        self.next_instance += 1;
-        self.members.insert(
-            id,
-            Member {
-                instance: InstanceId(self.next_instance),
-                seq: 0,
-                applied: Version::ZERO,
-                intent: Intent::Active,
-                up: true,
-                acks: true,
-                holds: BTreeMap::new(),
-                next_beat: self.now,
-                last_ok_beat: self.now,
-            },
-        );
-    }
-
-    /// The process dies: no more heartbeats, holds nothing.
-    pub(crate) fn crash(&mut self, n: u32) {
-        let m = self.members.get_mut(&w(n)).unwrap();
-        m.up = false;
-        m.holds.clear();
-    }
-
-    /// The member announces `intent` and heartbeats at once.
-    pub(crate) fn intent(&mut self, n: u32, intent: Intent) {
-        self.members.get_mut(&w(n)).unwrap().intent = intent;
-        self.beat(&w(n));
-    }
-
-    /// The same id comes back as a new process and applies its record.
-    pub(crate) fn restart_back(&mut self, n: u32) {
-        self.add_member_quiet(w(n));
-        self.beat(&w(n));
-        self.apply(&w(n));
-    }
-
-    /// The member stops (or resumes) applying records; it keeps heartbeating.
-    pub(crate) fn set_acks(&mut self, n: u32, acks: bool) {
-        self.members.get_mut(&w(n)).unwrap().acks = acks;
-        if acks {
-            self.apply(&w(n));
-        }
     }
 
     /// Records written since index `from`.

@@ -1,5 +1,6 @@
 //! Planning (PROTOCOL.md §6).
 
+use super::fixtures::*;
 use super::harness::*;
 use crate::planner::{PlanReason, PlannerState};
 use crate::records::{Lifecycle, Phase};
@@ -48,7 +49,7 @@ fn cold_start_window_is_extended_by_joins_and_capped_at_twice() {
 }
 
 #[test]
-fn takeover_of_an_unsettled_cluster_is_a_cold_start_that_keeps_what_is_owned() {
+fn a_worker_joining_during_the_cold_start_window_waits_for_the_final_plan() {
     // An empty store and nobody heartbeating but the leader: everything goes to the leader at
     // once; a worker joining later waits for the final plan.
     let mut s = Sim::cold(&[0], parts(2));
@@ -136,23 +137,64 @@ fn graceful_leave_hands_over_at_once() {
     assert!(s.violations.is_empty(), "{:?}", s.violations);
 }
 
+fn record_writes(s: &Sim, from: usize) -> usize {
+    s.records_since(from).len()
+}
+
 #[test]
 fn restart_is_reserved_then_the_same_id_gets_its_partitions_back_unchanged() {
     let mut s = Sim::settled(3, 6);
     let before = s.holds_of(2);
     let writes = s.writes.len();
+    let version = s.p.version();
     s.run_to(secs(1));
     s.intent(2, crate::records::Intent::Restarting);
     s.crash(2);
     s.run_to(secs(20)); // dead by liveness, but reserved
     assert_eq!(
-        s.writes.len(),
-        writes,
-        "nothing published during the reservation"
+        record_writes(&s, writes),
+        0,
+        "no record moves during the reservation"
     );
     s.restart_back(2);
     s.run_to(secs(40));
-    assert_eq!(s.writes.len(), writes, "zero movement, zero writes");
+    assert_eq!(
+        record_writes(&s, writes),
+        0,
+        "zero movement, zero record writes"
+    );
+    assert_eq!(s.p.version(), version);
+    assert_eq!(s.holds_of(2), before);
+    // Only `meta` noted the reservation and its end.
+    let restarting: Vec<Vec<crate::types::WorkerId>> = s.writes[writes..]
+        .iter()
+        .filter_map(|x| match x {
+            Written::Meta(m) => Some(m.restarting.clone()),
+            Written::Record(..) => None,
+        })
+        .collect();
+    assert_eq!(restarting, vec![vec![w(2)], vec![]]);
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
+
+#[test]
+fn a_restart_reservation_survives_a_leader_change() {
+    let mut s = Sim::settled(3, 6);
+    let before = s.holds_of(2);
+    s.run_to(secs(1));
+    s.intent(2, crate::records::Intent::Restarting);
+    s.crash(2);
+    s.run_to(secs(12));
+    // Its heartbeat expired; a new leader takes over and learns the reservation from `meta`.
+    let b = s.names.heartbeats_bucket();
+    s.kv.remove(&(b, w(2).to_string()));
+    s.new_leader(parts(6));
+    let writes = s.writes.len();
+    s.run_to(secs(25)); // long past 12 s + ttl + grace
+    assert_eq!(record_writes(&s, writes), 0);
+    s.restart_back(2);
+    s.run_to(secs(60));
+    assert_eq!(record_writes(&s, writes), 0);
     assert_eq!(s.holds_of(2), before);
     assert!(s.violations.is_empty(), "{:?}", s.violations);
 }
@@ -275,4 +317,26 @@ fn manual_rebalance_ignores_the_cooldown() {
     s.p.trigger_rebalance(now);
     s.pump();
     assert_eq!(s.published().last().unwrap().0, PlanReason::Manual);
+}
+
+#[test]
+fn a_planned_scale_window_is_extended_by_joins_and_capped_at_twice() {
+    let mut s = Sim::settled(2, 12);
+    s.run_to(secs(1));
+    s.join(2); // deadline 11 s, cap 21 s
+    s.run_to(secs(9));
+    s.join(3); // 19 s
+    s.run_to(secs(18));
+    s.join(4); // 28 s, capped at 21 s
+    s.run_to(ms(20_900));
+    assert!(s.published().is_empty());
+    s.run_to(ms(21_100));
+    assert_eq!(
+        s.published(),
+        vec![(PlanReason::PlannedScale, s.p.version())]
+    );
+    for n in 0..5 {
+        assert!(s.holds_of(n).len() >= 2, "worker-{n}");
+    }
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
 }
