@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use parti_core::config::Config;
 use parti_core::machine::{IoAction, IoEvent, KvReply, KvRequest, KvResult, OpId, WatchId};
 use parti_core::member::{Action, DeliveryId, Event, Member, MemberInit, Notification};
-use parti_core::planner::PlannerNotification;
+use parti_core::planner::{PlannerNotification, PlannerState};
 use parti_core::records::{
     AssignmentRecord, ClusterMeta, Names, OwnedPartition, Record, TermCounter,
 };
@@ -91,6 +91,8 @@ pub struct Node {
     assign_watch: Option<WatchId>,
     stream_term: Option<Term>,
     catalog_gen: u64,
+    /// The embedded planner's last reported state (while leading).
+    pub(crate) planner_state: Option<PlannerState>,
 }
 
 impl Node {
@@ -104,6 +106,16 @@ impl Node {
     #[must_use]
     pub fn status(&self) -> Status {
         self.status
+    }
+
+    /// The state its planner last reported (`None` when it does not lead).
+    #[must_use]
+    pub fn planner_state(&self) -> Option<PlannerState> {
+        if self.member.is_leader() {
+            self.planner_state
+        } else {
+            None
+        }
     }
 
     /// What its application believes it owns.
@@ -239,7 +251,7 @@ pub struct Stats {
     pub moved: u64,
     /// Workers declared dead.
     pub deaths: u64,
-    /// Workers declared dead while a running, connected process acted under that id.
+    /// Workers declared dead while a running, connected process held that id.
     pub false_deaths: u64,
     /// Processes started.
     pub started: u64,
@@ -1251,6 +1263,9 @@ impl World {
                 }
             }
             Notification::LeadershipAcquired { .. } => self.stats.leaderships += 1,
+            Notification::Planner(PlannerNotification::StateChanged { to, .. }) => {
+                self.nodes[n].planner_state = Some(*to);
+            }
             Notification::Planner(PlannerNotification::Published { .. }) => {
                 self.stats.publications += 1;
                 self.published.push((self.now, n));
@@ -1263,11 +1278,12 @@ impl World {
             }
             Notification::Planner(PlannerNotification::WorkerDead { worker }) => {
                 self.stats.deaths += 1;
+                // A running, connected process under that id (fenced or not: it is alive and
+                // will be re-granted; declaring it dead is an emergency for nothing).
                 let alive = self.nodes.iter().enumerate().any(|(i, x)| {
                     x.status == Status::Running
                         && self.is_connected(i)
                         && x.member.worker_id() == Some(worker)
-                        && !x.member.is_fenced()
                 });
                 if alive {
                     self.stats.false_deaths += 1;
@@ -1337,6 +1353,7 @@ impl World {
             assign_watch: None,
             stream_term: None,
             catalog_gen: self.catalog_gen,
+            planner_state: None,
         });
         self.stats.started += 1;
         self.trace.mix(&[8, n as u64, dur_ns(self.now)]);
@@ -1653,6 +1670,13 @@ impl World {
         self.exit(n, Status::Crashed);
     }
 
+    /// `shutdown_for_restart` of process `n`, without starting a new process afterwards.
+    pub fn shutdown_for_restart(&mut self, n: usize) {
+        if self.nodes[n].status == Status::Running {
+            self.input(n, |m, now| m.request_restart(now));
+        }
+    }
+
     /// Pauses process `n` for `d`.
     pub fn pause(&mut self, n: usize, d: Duration) {
         if self.nodes[n].status != Status::Running {
@@ -1822,6 +1846,19 @@ impl World {
         b.len() == self.catalog.len()
             && b.values().all(|n| *n == 1)
             && self.catalog.iter().all(|p| b.contains_key(p.id()))
+    }
+
+    /// One running leader, its planner idle, every catalog partition owned once, every running
+    /// process `Stable`.
+    #[must_use]
+    pub fn is_settled(&self) -> bool {
+        let leaders = self.leaders();
+        leaders.len() == 1
+            && self.nodes[leaders[0]].planner_state() == Some(PlannerState::Idle)
+            && self.is_covered()
+            && self
+                .running()
+                .all(|(_, x)| x.member.state() == parti_core::WorkerState::Stable)
     }
 
     /// Worker id → partitions its running process believes it owns.

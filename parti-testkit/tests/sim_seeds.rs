@@ -1,0 +1,83 @@
+//! Mixed-fault seeds: every invariant of PROTOCOL.md §10 holds on every seed, except the seeds
+//! listed in [`KNOWN`], each reproducing a protocol bug found by the simulator and not fixed on
+//! this branch (see the note of each). For those the test still runs the seed and prints what
+//! it finds; every other seed must be clean.
+//!
+//! Replay any seed: `cargo run -p parti-testkit --release --bin parti-sim -- --seed N --trace`.
+
+use parti_testkit::sim::{SimOptions, SimReport, run};
+
+/// Seeds (of `0..SEEDS`) with known, diagnosed violations, and the bug each reproduces.
+///
+/// Diagnosed against member f37f9a3 + planner 98b6ac0 (merged into this branch):
+/// - 19: a new process claims the id of a worker the leader has just declared dead; the leader
+///   reduces the dead worker's record without an acknowledgement and grants its partitions
+///   elsewhere, while the new process — alive, its watch lagging — applies the pre-reduction
+///   record from its snapshot (p10 owned by worker-0 and worker-4; fence goes back 6.x → 5.18).
+/// - 28: a false death under delayed, chunked watch delivery: the leader receives its own
+///   delayed echo ahead of the rest of the backlog, observed time jumps, and a live worker
+///   whose next heartbeat is still queued behind the echo is declared dead; its partition is
+///   granted elsewhere while it still owns it (observation-channel gating does not cover a
+///   lagging watch).
+/// - 180: an emergency plan keeps p37 in `w.worker-7` (old fence 2.27) while `w.worker-5`
+///   holds it with a newer fence; the process that has just claimed worker-7 applies it.
+const KNOWN: &[(u64, &str)] = &[
+    (19, "dead id reclaimed: pre-reduction record applied"),
+    (28, "false death under lagging watch delivery"),
+    (180, "partition kept in two records"),
+];
+
+/// How many seeds `cargo test` runs (split over several tests so they run in parallel).
+const SEEDS: u64 = 200;
+const CHUNKS: u64 = 4;
+
+fn chunk(i: u64) {
+    let per = SEEDS / CHUNKS;
+    let mut bad: Vec<SimReport> = Vec::new();
+    for seed in i * per..(i + 1) * per {
+        let r = run(&SimOptions::seed(seed));
+        if let Some((_, why)) = KNOWN.iter().find(|(s, _)| *s == seed) {
+            println!("known seed {seed} ({why}): {}", r.summary());
+            continue;
+        }
+        if !r.violations.is_empty() {
+            bad.push(r);
+        }
+    }
+    for r in &bad {
+        println!("{}", r.summary());
+        for v in &r.violations {
+            println!("  {v}");
+        }
+        println!(
+            "  replay: cargo run -p parti-testkit --release --bin parti-sim -- --seed {} --trace",
+            r.seed
+        );
+    }
+    assert!(
+        bad.is_empty(),
+        "{} seeds with violations: {:?}",
+        bad.len(),
+        bad.iter().map(|r| r.seed).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn seeds_0_to_49() {
+    chunk(0);
+}
+
+#[test]
+fn seeds_50_to_99() {
+    chunk(1);
+}
+
+#[test]
+fn seeds_100_to_149() {
+    chunk(2);
+}
+
+#[test]
+fn seeds_150_to_199() {
+    chunk(3);
+}
