@@ -94,14 +94,18 @@ fn cluster_meta() -> impl Strategy<Value = ClusterMeta> {
         prop_oneof![Just(Lifecycle::ColdStart), Just(Lifecycle::Settled)],
         prop::collection::vec(worker_id(), 0..20),
         any::<u64>(),
+        prop::collection::vec(worker_id(), 0..5),
     )
-        .prop_map(|(t, v, lifecycle, members, digest)| ClusterMeta {
-            term: Term(t),
-            version: Version(v),
-            lifecycle,
-            members,
-            catalog_digest: digest,
-        })
+        .prop_map(
+            |(t, v, lifecycle, members, digest, restarting)| ClusterMeta {
+                term: Term(t),
+                version: Version(v),
+                lifecycle,
+                members,
+                catalog_digest: digest,
+                restarting,
+            },
+        )
 }
 
 /// Encodes, checks the version byte, decodes, and checks every strict prefix is refused.
