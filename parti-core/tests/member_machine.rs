@@ -1,5 +1,7 @@
 //! The `Member` machine in virtual time: identity, election, applying records, disconnect
-//! policies, degraded mode and the lifecycle. Pure: no async, no sleeps (STYLE.md §14).
+//! policies, degraded mode and the lifecycle, one member against an in-memory store
+//! (`harness`), and several members together (`cluster`). Pure: no async, no sleeps
+//! (STYLE.md §14).
 
 // The harness is a private module of this test crate; `pub` there means "for the test modules".
 #![allow(unreachable_pub)]
@@ -8,6 +10,8 @@
 mod apply;
 #[path = "member_machine/cluster.rs"]
 mod cluster;
+#[path = "member_machine/cluster_scenarios.rs"]
+mod cluster_scenarios;
 #[path = "member_machine/degraded.rs"]
 mod degraded;
 #[path = "member_machine/disconnect.rs"]

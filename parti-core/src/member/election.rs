@@ -131,7 +131,11 @@ impl Member {
 
     /// Tries to `create` the leader key (if standing makes sense now).
     pub(super) fn stand(&mut self, now: Instant) {
-        if self.phase != Phase::Member || self.election.lead.is_some() || self.election.creating {
+        if self.phase != Phase::Member
+            || self.election.lead.is_some()
+            || self.election.creating
+            || !self.identity_trusted()
+        {
             return;
         }
         let Some(value) = self.leadership_value(Term::ZERO) else {

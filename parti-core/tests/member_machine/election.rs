@@ -296,3 +296,29 @@ fn sub_second_ttls_work() {
         .count();
     assert!(renewals >= 49, "{renewals} renewals in 10 s");
 }
+
+#[test]
+fn a_leader_whose_claim_goes_unconfirmed_steps_down_and_does_not_stand() {
+    let mut h = leader();
+    // The ids bucket is unreachable; the leader key stays writable.
+    h.fail_when(KvError::Timeout, usize::MAX, |r| {
+        bucket_of(r) == "parti-ids"
+    });
+    h.advance(secs(27));
+    assert!(
+        !h.m.is_leader(),
+        "no leading under an id that may be someone else's"
+    );
+    assert!(h.leadership().is_none(), "the key was handed over");
+    let from = h.log.len();
+    h.advance(secs(10));
+    assert!(
+        !h.requests_since(from)
+            .iter()
+            .any(|r| leader_bucket(r) && r.name() == "create"),
+        "no candidacy while the claim is unconfirmed"
+    );
+    h.clear_faults();
+    h.advance(secs(6));
+    assert!(h.m.is_leader(), "confirmed again: stands and wins");
+}

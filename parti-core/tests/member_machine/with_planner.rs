@@ -36,13 +36,13 @@ fn a_lone_member_leads_and_owns_every_partition() {
 
 #[test]
 #[ignore = "needs the Planner behaviour (branch `planner`)"]
-fn a_leader_whose_lease_lapses_stops_writing_and_a_restart_keeps_ownership() {
+fn a_lone_leader_leaves_within_the_shutdown_timeout() {
     let mut h = H::new(config(|_| {}));
     h.start();
     h.advance(secs(40));
     assert_eq!(h.m.owned().len(), 3);
     let v = h.m.applied_version();
-    // The member leaves: its planner hands its partitions... to nobody (alone): leave times out.
+    // Alone, nobody can take its partitions: the leave ends at the shutdown timeout.
     h.m.request_leave(h.now);
     h.run();
     h.advance(secs(31));
