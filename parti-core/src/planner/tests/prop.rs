@@ -26,6 +26,8 @@ enum Step {
     Degraded(bool),
     NewLeader,
     Stall(u64),
+    Manual,
+    Weights(u32),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -45,6 +47,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => any::<bool>().prop_map(Step::Degraded),
         1 => Just(Step::NewLeader),
         1 => (1_000u64..30_000).prop_map(Step::Stall),
+        1 => Just(Step::Manual),
+        1 => (0u32..12).prop_map(Step::Weights),
     ]
 }
 
@@ -125,6 +129,28 @@ fn run_with(
                 s.pump();
             }
             Step::NewLeader => s.new_leader(catalog.clone()),
+            Step::Manual => {
+                let now = s.now;
+                s.p.trigger_rebalance(now);
+                s.pump();
+            }
+            Step::Weights(heavy) => {
+                // Same partitions, one of them much heavier (or none, if out of range).
+                catalog = catalog
+                    .iter()
+                    .map(|x| {
+                        let heavy_one = x.id() == p(*heavy).id();
+                        crate::types::Partition::from_id(
+                            x.id().clone(),
+                            if heavy_one { 5_000 } else { 100 },
+                        )
+                        .unwrap()
+                    })
+                    .collect();
+                let now = s.now;
+                s.p.set_partitions(now, catalog.clone());
+                s.pump();
+            }
             Step::Stall(d) if s.hb_stalled_until.is_none() => s.stall_heartbeats(ms(*d)),
             _ => {}
         }
