@@ -9,22 +9,22 @@ use parti_testkit::sim::{SimOptions, SimReport, run};
 
 /// Seeds (of `0..SEEDS`) with known, diagnosed violations, and the bug each reproduces.
 ///
-/// Diagnosed against member f37f9a3 + planner 98b6ac0 (merged into this branch):
-/// - 19: a new process claims the id of a worker the leader has just declared dead; the leader
-///   reduces the dead worker's record without an acknowledgement and grants its partitions
-///   elsewhere, while the new process — alive, its watch lagging — applies the pre-reduction
-///   record from its snapshot (p10 owned by worker-0 and worker-4; fence goes back 6.x → 5.18).
+/// Diagnosed against member f42a7dd + planner 6813dd2 (merged into this branch):
 /// - 28: a false death under delayed, chunked watch delivery: the leader receives its own
-///   delayed echo ahead of the rest of the backlog, observed time jumps, and a live worker
+///   delayed echo ahead of the rest of the backlog, its observed time jumps, and a live worker
 ///   whose next heartbeat is still queued behind the echo is declared dead; its partition is
 ///   granted elsewhere while it still owns it (observation-channel gating does not cover a
 ///   lagging watch).
-/// - 180: an emergency plan keeps p37 in `w.worker-7` (old fence 2.27) while `w.worker-5`
-///   holds it with a newer fence; the process that has just claimed worker-7 applies it.
+/// - 31: a new process claims `worker-0` 0.9 s after the leader declared worker-0 dead; its
+///   snapshot delivers the dead worker's record (one term older than the `term` key, so it is
+///   applied) while the leader has already granted those partitions elsewhere and reduces
+///   `w.worker-0` only afterwards: p1 owned by worker-0 and worker-1.
 const KNOWN: &[(u64, &str)] = &[
-    (19, "dead id reclaimed: pre-reduction record applied"),
     (28, "false death under lagging watch delivery"),
-    (180, "partition kept in two records"),
+    (
+        31,
+        "dead id reclaimed: stale record applied before its reduction",
+    ),
 ];
 
 /// How many seeds `cargo test` runs (split over several tests so they run in parallel).
