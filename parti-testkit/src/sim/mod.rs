@@ -226,7 +226,18 @@ pub fn run(opts: &SimOptions) -> SimReport {
     }
     w.run_until(chaos_end);
     w.heal();
-    if w.running().count() == 0 {
+    // The cluster must keep a member: if every process is gone or on its way out (leaving,
+    // restarting), one joins as the heal phase begins.
+    let staying = w
+        .running()
+        .filter(|(_, x)| {
+            !matches!(
+                x.member().state(),
+                parti_core::WorkerState::Leaving | parti_core::WorkerState::Shutdown
+            ) && !x.respawn
+        })
+        .count();
+    if staying == 0 {
         let _ = w.start_node(None);
     }
     let bound = heal_bound(&opts.config);

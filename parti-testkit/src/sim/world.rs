@@ -157,6 +157,9 @@ pub(crate) enum Ev {
         delivery: DeliveryId,
     },
     Resume(usize),
+    /// The new process of a `shutdown_for_restart` (part of the restart, not a new fault: it
+    /// happens in the heal phase too).
+    Respawn(Option<u32>),
     /// Connectivity or a stall may have ended.
     Recheck,
     Control(Control),
@@ -521,6 +524,9 @@ impl World {
             Ev::AppRevoked { node, delivery } => self.on_app_revoked(node, delivery),
             Ev::AppDone { node, delivery } => self.on_app_done(node, delivery),
             Ev::Resume(n) => self.on_resume(n),
+            Ev::Respawn(p) => {
+                let _ = self.start_node(p);
+            }
             Ev::Recheck => self.recheck(),
             Ev::Control(c) => self.on_control(c),
         }
@@ -1419,7 +1425,7 @@ impl World {
         if status == Status::Exited && self.nodes[n].respawn {
             let preferred = self.nodes[n].preferred;
             let d = self.between(Duration::from_millis(20), Duration::from_millis(300));
-            self.schedule(now + d, Ev::Control(Control::Start(preferred)));
+            self.schedule(now + d, Ev::Respawn(preferred));
         }
     }
 
