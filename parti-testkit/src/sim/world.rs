@@ -616,9 +616,14 @@ impl World {
         {
             found.push(v);
         }
+        // A leaving member that owns nothing any more is releasing its id (the delete may have
+        // landed before its answer comes back): it no longer acts under it.
+        let releasing = m.state() == parti_core::WorkerState::Leaving && node.app.held.is_empty();
         let acting = m
             .worker_id()
-            .filter(|_| !m.is_fenced() && !m.is_stopped() && node.status == Status::Running)
+            .filter(|_| {
+                !m.is_fenced() && !m.is_stopped() && !releasing && node.status == Status::Running
+            })
             .cloned();
         let nodes = &self.nodes;
         if let Some(v) = self.checks.identity.update(
