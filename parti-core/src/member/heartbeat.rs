@@ -70,6 +70,10 @@ impl Member {
             key: id.to_string(),
             value,
         };
+        if let Some(p) = self.planner.as_mut() {
+            // The planner measures liveness by the send times of its own echoes.
+            p.heartbeat_sent(now, self.beat.seq);
+        }
         self.kv(Op::Heartbeat { sent_at: now }, request);
         if self.phase == Phase::Restarting {
             self.timers.stop(Timer::Heartbeat);

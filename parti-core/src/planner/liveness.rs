@@ -1,5 +1,5 @@
-//! Liveness (PROTOCOL.md §5): receive-time stamps, observation-channel gating, restart
-//! reservations and the degraded quiet period.
+//! Liveness (PROTOCOL.md §5): stamps on the observation channel's clock, observation-channel
+//! gating, restart reservations and the degraded quiet period.
 //!
 //! Every heartbeat the planner's watch delivers is stamped when it is received. The leader's
 //! own heartbeat echo is watched too, and time as far as liveness is concerned only advances
@@ -9,13 +9,33 @@
 //! received in between simply moves the stamp: nothing about an earlier absence is remembered
 //! (Go keeps a stale first-missing time and later skips the grace, §17 row 9).
 //!
-//! **Frozen time does not count, also after it ends** (a choice where PROTOCOL.md is silent):
-//! stamps and `observed_now` are kept on an *observed clock* that stops while the echo is stale
-//! and resumes where it stopped when the echo comes back, instead of jumping to `now`. When a
-//! stalled watch delivers its backlog, the leader's own echo may arrive a moment before the
-//! others' heartbeats; with the literal formula everyone silent for the stall would be dead in
-//! that moment (a mass emergency after a broker hiccup). On the observed clock nobody is
-//! declared dead earlier than by the literal formula, and with a healthy channel both agree.
+//! **`own_echo` is the send time of the newest echo received, not its receive time** (channel
+//! time; a choice where PROTOCOL.md is silent). The heartbeats bucket is one revision-ordered
+//! stream: once the echo of a heartbeat the leader sent at `s` has arrived, everything written
+//! before `s` has arrived too. The member that runs the planner tells it when it sends each
+//! heartbeat ([`Planner::heartbeat_sent`](super::Planner::heartbeat_sent)); an echo the planner
+//! was not told about (sent before the planner existed) counts as sent when it is received.
+//! With receive times, a watch that lags as a whole (delayed, chunked delivery) made observed
+//! time jump when the leader's delayed echo arrived, ahead of the live workers' heartbeats
+//! queued behind it: false deaths. Measured by send times, delivery lag moves nothing.
+//!
+//! **Deaths are declared only while the channel is current**: the newest echo received was
+//! sent at most one `heartbeat_interval` ago (`now <= own_echo + heartbeat_interval`, when
+//! `observed_now` is not frozen). A death is a judgement about the present (the worker's
+//! partitions are granted elsewhere now), but a lagging channel only shows the past: a worker
+//! silent up to the channel's position may have heartbeated since (and even applied a grant
+//! of this leader) without the leader knowing yet. While the watch lags by more than an
+//! interval nobody is declared dead, as during a stall; deaths resume when it has caught up.
+//!
+//! **Frozen time does not count, also after it ends**: stamps and `observed_now` are kept on
+//! an *observed clock* that stops while the echo is stale and resumes where it stopped when
+//! the echo comes back, instead of jumping to `now`. A gap between two consecutive echoes'
+//! send times longer than an interval (the leader's own writes stalled or failed) is frozen
+//! time too. When a stalled watch delivers its backlog, the leader's own echo may arrive a
+//! moment before the others' heartbeats; with the literal formula everyone silent for the stall
+//! would be dead in that moment (a mass emergency after a broker hiccup). On the observed clock
+//! nobody is declared dead earlier than by the literal formula, and with a healthy channel
+//! (echoes received promptly, every interval) both agree.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -23,6 +43,9 @@ use std::time::{Duration, Instant};
 use super::later;
 use crate::records::{Heartbeat, Intent};
 use crate::types::{InstanceId, Version, WorkerId};
+
+/// How many send times of the leader's own heartbeats are kept while not echoed.
+const MAX_UNECHOED: usize = 64;
 
 /// The last heartbeat of a worker, as far as planning cares.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,7 +105,10 @@ pub(super) struct Liveness {
     reserved: BTreeSet<(Instant, WorkerId)>,
     me: WorkerId,
     my_instance: InstanceId,
+    /// Send time of the newest own heartbeat echo received (channel time).
     own_echo: Instant,
+    /// Send times of the leader's own heartbeats not echoed yet, by `seq` (bounded).
+    sent: BTreeMap<u64, Instant>,
     /// Time during which the echo was stale, summed: the observed clock is behind `now` by it.
     frozen: Duration,
     interval: Duration,
@@ -112,6 +138,7 @@ impl Liveness {
             // The member heartbeated before it won the election; until the first echo arrives,
             // liveness time may run one interval past the planner's creation, no further.
             own_echo: now,
+            sent: BTreeMap::new(),
             frozen: Duration::ZERO,
             interval,
             dead_after,
@@ -132,14 +159,32 @@ impl Liveness {
         o.checked_sub(self.frozen).unwrap_or(o)
     }
 
+    /// The leader's member sent its own heartbeat `seq` at `now`.
+    pub(super) fn heartbeat_sent(&mut self, now: Instant, seq: u64) {
+        self.sent.insert(seq, now);
+        // Heartbeats whose put failed are never echoed: keep the table bounded.
+        while self.sent.len() > MAX_UNECHOED {
+            self.sent.pop_first();
+        }
+    }
+
+    /// Whether the observation channel is current at `now`: the newest echo received was sent
+    /// at most one interval ago. Always, without gating.
+    fn channel_current(&self, now: Instant) -> bool {
+        !self.gating || now <= later(self.own_echo, self.interval)
+    }
+
     /// Stamps a heartbeat of `worker` received at `now`.
     pub(super) fn observe(&mut self, now: Instant, worker: &WorkerId, hb: &Heartbeat) -> Observed {
         if *worker == self.me && hb.instance == self.my_instance {
+            // Channel time: the send time of this echo (its receive time if unknown).
+            let sent_at = self.sent.get(&hb.seq).copied().unwrap_or(now).min(now);
+            self.sent = self.sent.split_off(&hb.seq.saturating_add(1));
             let fresh_until = later(self.own_echo, self.interval);
-            if now > fresh_until {
-                self.frozen += now - fresh_until;
+            if sent_at > fresh_until {
+                self.frozen += sent_at - fresh_until;
             }
-            self.own_echo = self.own_echo.max(now);
+            self.own_echo = self.own_echo.max(sent_at);
         }
         let stamp = self.observed_now(now);
         let beat = Beat::from(hb);
@@ -240,9 +285,10 @@ impl Liveness {
         v
     }
 
-    /// Whether deaths may be declared at `now` (not degraded, not in the recovery grace).
+    /// Whether deaths may be declared at `now` (not degraded, not in the recovery grace, the
+    /// observation channel current).
     fn may_declare(&self, now: Instant) -> bool {
-        !self.degraded && self.quiet_until.is_none_or(|q| now >= q)
+        !self.degraded && self.quiet_until.is_none_or(|q| now >= q) && self.channel_current(now)
     }
 
     /// Declares dead every worker silent for `dead_after` of observed time; returns them.

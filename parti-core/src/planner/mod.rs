@@ -529,6 +529,17 @@ impl Planner {
         self.step(now);
     }
 
+    /// Tells the planner that its member sent its own heartbeat `seq` at `now`. Liveness time
+    /// is the send time of the newest echo of these heartbeats the watch delivered (channel
+    /// time, PROTOCOL.md §5), so a watch that lags as a whole declares nobody dead. A
+    /// heartbeat the planner is not told about counts as sent when its echo is received.
+    pub fn heartbeat_sent(&mut self, now: Instant, seq: u64) {
+        if self.is_stopped() {
+            return;
+        }
+        self.live.heartbeat_sent(now, seq);
+    }
+
     /// Tells the planner whether its member is degraded: while it is, and for
     /// `degraded.recovery_grace` after, no worker is declared dead.
     pub fn set_degraded(&mut self, now: Instant, degraded: bool) {

@@ -101,6 +101,12 @@ pub(crate) struct Sim {
     /// The strategy every planner of this simulation uses.
     pub(crate) strat: Strat,
     pub(crate) hb_backlog: BTreeMap<WorkerId, (Revision, Vec<u8>)>,
+    /// Delivery delay of the leader's heartbeat watch (a lagging watch: every heartbeat is
+    /// delivered, in order, this long after it was written).
+    pub(crate) hb_lag: Option<Duration>,
+    /// Heartbeats written and not delivered yet by the lagging watch: `(due, worker, revision,
+    /// value)`, in revision order.
+    pub(crate) hb_lagged: VecDeque<(Instant, WorkerId, Revision, Vec<u8>)>,
     pub term: Term,
 }
 
@@ -182,6 +188,8 @@ impl Sim {
             late: Vec::new(),
             strat,
             hb_backlog: BTreeMap::new(),
+            hb_lag: None,
+            hb_lagged: VecDeque::new(),
             term: Term(1),
         };
         for &m in members {
@@ -659,11 +667,13 @@ impl Sim {
                 .map(|m| m.next_beat)
                 .min();
             let late_at = self.late.iter().map(|l| l.at).min();
+            let lagged_at = self.hb_lagged.front().map(|l| l.0);
             let next = [
                 beat_at,
                 self.p.poll_timeout(),
                 self.hb_stalled_until,
                 late_at,
+                lagged_at,
             ]
             .into_iter()
             .flatten()
@@ -675,6 +685,7 @@ impl Sim {
             self.now = self.now.max(next);
             self.fence_due();
             self.flush_stall();
+            self.deliver_lagged();
             self.land_late_writes();
             let due: Vec<WorkerId> = self
                 .members

@@ -67,6 +67,49 @@ fn nobody_is_declared_dead_while_the_leaders_own_heartbeat_echo_is_stale() {
 }
 
 #[test]
+fn a_lagging_heartbeat_watch_declares_no_worker_dead_that_heartbeated_since() {
+    // From 0.5 s the leader's heartbeat watch delivers everything 4 s late, in order. worker-2
+    // is cut off from 0 s (its last heartbeat) to 10.5 s, then heartbeats again. By 13 s the
+    // watch has delivered the leader's echoes up to the one sent at 9 s, showing worker-2
+    // silent for 9 s (heartbeat_ttl + emergency_grace); but worker-2 has heartbeated since
+    // (its heartbeat of 10.5 s is queued behind), so declaring it dead now would be false.
+    // Channel time (the send times of the echoes) shows the watch 4 s behind: nobody is
+    // declared dead until it has caught up, and by then worker-2's heartbeat has arrived.
+    let mut s = Sim::settled(3, 6);
+    s.run_to(ms(500));
+    s.lag_heartbeats(Some(secs(4)));
+    s.cut_off(2);
+    s.run_to(ms(10_500));
+    s.reconnect(2);
+    s.run_to(secs(14));
+    assert!(dead(&s).is_empty(), "false death under a lagging watch");
+    s.lag_heartbeats(None);
+    s.run_to(secs(60));
+    assert!(dead(&s).is_empty(), "false death under a lagging watch");
+    assert!(s.p.live_members().contains(&w(2)));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
+
+#[test]
+fn a_worker_that_crashed_while_the_watch_lagged_is_declared_dead_once_it_has_caught_up() {
+    let mut s = Sim::settled(3, 6);
+    s.run_to(ms(500));
+    s.lag_heartbeats(Some(secs(4)));
+    s.crash(2); // last heartbeat at 0 s
+    s.run_to(secs(10));
+    assert!(dead(&s).is_empty(), "the channel is 4 s behind");
+    s.lag_heartbeats(None);
+    // The backlog drains at 14 s (delivered in order); the channel is current again at once
+    // and worker-2, silent for 14 s of channel time, is dead.
+    s.run_to(ms(13_999));
+    assert!(dead(&s).is_empty());
+    s.run_to(secs(14));
+    assert_eq!(dead(&s), vec![w(2)]);
+    assert!(s.fully_covered(&parts(6)));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
+
+#[test]
 fn nobody_is_declared_dead_while_degraded_nor_during_the_recovery_grace() {
     let mut s = Sim::settled(3, 6);
     s.crash(2);

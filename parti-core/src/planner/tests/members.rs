@@ -126,10 +126,22 @@ impl Sim {
         if let Some(m) = self.members.get_mut(worker) {
             m.next_beat = now + self.cfg.heartbeat_interval;
             m.last_ok_beat = now;
+            if *worker == w(0) {
+                // The leader's member tells its planner when it sends (channel time).
+                let seq = m.seq;
+                self.p.heartbeat_sent(now, seq);
+            }
         }
         if self.hb_stalled_until.is_some() {
             // The leader's heartbeat watch is stalled: the write landed, delivery comes later.
             self.hb_backlog.insert(worker.clone(), (revision, hb));
+            return;
+        }
+        if self.hb_lag.is_some() || !self.hb_lagged.is_empty() {
+            // The leader's heartbeat watch lags: delivered in order, `hb_lag` after the write.
+            let due = now + self.hb_lag.unwrap_or_default();
+            self.hb_lagged
+                .push_back((due, worker.clone(), revision, hb));
             return;
         }
         self.deliver_beat(worker, revision, hb);
@@ -178,6 +190,25 @@ impl Sim {
             for (w, (r, hb)) in backlog {
                 self.deliver_beat(&w, r, hb);
             }
+            self.pump();
+        }
+    }
+
+    /// Makes the leader's heartbeat watch lag by `d` from now on (`None`: no more lag; what is
+    /// queued is still delivered in order).
+    pub(crate) fn lag_heartbeats(&mut self, d: Option<std::time::Duration>) {
+        self.hb_lag = d;
+    }
+
+    /// Delivers, in order, the lagging watch's heartbeats due at `now`.
+    pub(crate) fn deliver_lagged(&mut self) {
+        let mut any = false;
+        while self.hb_lagged.front().is_some_and(|l| l.0 <= self.now) {
+            let (_, w, r, hb) = self.hb_lagged.pop_front().unwrap();
+            self.deliver_beat(&w, r, hb);
+            any = true;
+        }
+        if any {
             self.pump();
         }
     }
