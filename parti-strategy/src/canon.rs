@@ -1,0 +1,247 @@
+//! Canonical views of an input: workers in id order, previous owners as indexes, stable keys.
+//!
+//! Every strategy sorts or keys what it looks at here, so that its result does not depend on the
+//! order of the input lists.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use parti_core::hash::StableHashMap;
+use parti_core::strategy::{AssignInput, StrategyError};
+use parti_core::{Partition, WorkerId};
+
+use crate::ring::partition_hash;
+
+/// "No owner" in an owner vector.
+pub(crate) const NONE: usize = usize::MAX;
+
+/// The live workers, validated, in id order.
+pub(crate) struct Workers<'a> {
+    /// Input indexes in id order.
+    pub(crate) sorted: Vec<usize>,
+    /// Input index → position in `sorted` (the canonical rank used for tie-breaks).
+    pub(crate) rank: Vec<usize>,
+    by_id: StableHashMap<&'a str, usize>,
+}
+
+impl<'a> Workers<'a> {
+    /// Validates the workers of `input` (at least one, no duplicate, capacities ≥ 1).
+    pub(crate) fn new(input: &AssignInput<'a>) -> Result<Self, StrategyError> {
+        input.require_workers()?;
+        let workers = input.workers;
+        let mut sorted: Vec<usize> = (0..workers.len()).collect();
+        sorted.sort_unstable_by(|&a, &b| workers[a].id.cmp(&workers[b].id));
+        if let Some(pair) = sorted
+            .windows(2)
+            .find(|p| workers[p[0]].id == workers[p[1]].id)
+        {
+            return Err(StrategyError::DuplicateWorker {
+                worker: workers[pair[0]].id.clone(),
+            });
+        }
+        if let Some(w) = workers.iter().find(|w| w.capacity == 0) {
+            return Err(StrategyError::ZeroCapacity {
+                worker: w.id.clone(),
+            });
+        }
+        let mut rank = vec![0; workers.len()];
+        for (r, &i) in sorted.iter().enumerate() {
+            rank[i] = r;
+        }
+        let mut by_id = StableHashMap::default();
+        by_id.reserve(workers.len());
+        for (i, w) in workers.iter().enumerate() {
+            by_id.insert(w.id.as_str(), i);
+        }
+        Ok(Workers {
+            sorted,
+            rank,
+            by_id,
+        })
+    }
+
+    /// Input index of a live worker.
+    #[inline]
+    pub(crate) fn index_of(&self, id: &WorkerId) -> Option<usize> {
+        self.by_id.get(id.as_str()).copied()
+    }
+
+    /// Number of live workers.
+    pub(crate) fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    /// The input index of the worker with canonical rank `r`.
+    pub(crate) fn at_rank(&self, r: usize) -> usize {
+        self.sorted[r]
+    }
+}
+
+/// A deterministic hasher for machine words, with a full avalanche at the end (so that aligned
+/// addresses and small integers spread over every bucket).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        fmix64(self.0)
+    }
+}
+
+/// MurmurHash3's 64-bit finaliser: a bijection in which every input bit affects every output bit.
+#[inline]
+pub(crate) fn fmix64(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+/// A map keyed by machine words, with [`WordHasher`].
+pub(crate) type WordMap<K, V> = HashMap<K, V, BuildHasherDefault<WordHasher>>;
+
+/// For each input partition, the input index of its previous owner when that owner is live,
+/// else [`NONE`].
+///
+/// Fast path: a partition id is an `Arc`, and the previous assignment usually holds clones of
+/// the very ids of the catalog (the plan was made from it), so the live workers' partitions are
+/// first indexed by the address of their shared key list — a word-sized key. Two live ids with
+/// the same address are the same id, so a hit is exact; a miss (a new partition, an orphan, or an
+/// id that was decoded separately) falls back to [`Assignment::owner`](parti_core::Assignment::owner).
+pub(crate) fn previous_owners(input: &AssignInput<'_>, workers: &Workers<'_>) -> Vec<usize> {
+    if input.previous.is_empty() {
+        return vec![NONE; input.partitions.len()];
+    }
+    let mut by_address: WordMap<usize, usize> = WordMap::default();
+    by_address.reserve(input.partitions.len());
+    for (worker, set) in input.previous.iter() {
+        if let Some(w) = workers.index_of(worker) {
+            for p in set {
+                by_address.insert(p.keys().as_ptr() as usize, w);
+            }
+        }
+    }
+    input
+        .partitions
+        .iter()
+        .map(|p| match by_address.get(&(p.keys().as_ptr() as usize)) {
+            Some(&w) => w,
+            None => input
+                .previous
+                .owner(p.id())
+                .and_then(|w| workers.index_of(w))
+                .unwrap_or(NONE),
+        })
+        .collect()
+}
+
+/// A partition's canonical sort key: its Go-compatible hash, then its id.
+#[derive(Clone, Copy)]
+pub(crate) struct Keyed {
+    pub(crate) hash: u64,
+    pub(crate) index: usize,
+}
+
+impl Keyed {
+    pub(crate) fn new(partitions: &[Partition], index: usize) -> Self {
+        Keyed {
+            hash: partition_hash(partitions[index].keys(), 0),
+            index,
+        }
+    }
+
+    /// Orders by hash, then by id (so equal hashes still order the same way every time).
+    #[inline]
+    pub(crate) fn cmp(&self, other: &Self, partitions: &[Partition]) -> Ordering {
+        self.hash.cmp(&other.hash).then_with(|| {
+            partitions[self.index]
+                .id()
+                .cmp(partitions[other.index].id())
+        })
+    }
+}
+
+/// Partition indexes sorted by id.
+pub(crate) fn partitions_by_id(partitions: &[Partition]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..partitions.len()).collect();
+    order.sort_unstable_by(|&a, &b| partitions[a].id().cmp(partitions[b].id()));
+    order
+}
+
+/// Fails on the first partition id listed twice (checked on a sorted order).
+pub(crate) fn check_sorted_unique(
+    partitions: &[Partition],
+    by_id: &[usize],
+) -> Result<(), StrategyError> {
+    match by_id
+        .windows(2)
+        .find(|p| partitions[p[0]].id() == partitions[p[1]].id())
+    {
+        Some(pair) => Err(StrategyError::DuplicatePartition {
+            partition: partitions[pair[0]].id().clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Fails on a partition id listed twice, with a hash sort instead of an id sort (cheaper for
+/// large catalogs). `hashes[i]` is the hash of partition `i`.
+pub(crate) fn check_unique_by_hash(
+    partitions: &[Partition],
+    hashes: &[u64],
+) -> Result<(), StrategyError> {
+    let mut order: Vec<(u64, usize)> = hashes.iter().copied().zip(0..).collect();
+    order.sort_unstable();
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i + 1;
+        while j < order.len() && order[j].0 == order[i].0 {
+            j += 1;
+        }
+        if j - i > 1 {
+            // Same hash: compare ids within the (almost always tiny) group.
+            let mut group: Vec<usize> = order[i..j].iter().map(|&(_, k)| k).collect();
+            group.sort_unstable_by(|&a, &b| partitions[a].id().cmp(partitions[b].id()));
+            check_sorted_unique(partitions, &group)?;
+        }
+        i = j;
+    }
+    Ok(())
+}
+
+/// A total order on `f64` for keys (loads are finite; `total_cmp` keeps it total anyway).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct OrdF64(pub(crate) f64);
+
+impl Eq for OrdF64 {}
+
+impl PartialOrd for OrdF64 {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for OrdF64 {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
