@@ -3,7 +3,7 @@
 use parti_core::strategy::{AssignInput, AssignmentStrategy, Plan, StrategyError};
 
 use crate::canon::{self, Keyed, OrdF64, Workers};
-use crate::ring::{DEFAULT_VNODES, ring_by_rank};
+use crate::ring::{DEFAULT_VNODES, partition_hash, ring_by_rank};
 
 /// Default capacity factor: no worker above 1.25 × its share.
 pub const DEFAULT_CAPACITY_FACTOR: f64 = 1.25;
@@ -71,10 +71,9 @@ impl AssignmentStrategy for BoundedLoadRing {
         let workers = Workers::new(input)?;
         let ring = ring_by_rank(input, &workers, self.vnodes, 0)?;
         let parts = input.partitions;
-        let keyed: Vec<Keyed> = (0..parts.len()).map(|i| Keyed::new(parts, i)).collect();
-        let hashes: Vec<u64> = keyed.iter().map(|k| k.hash).collect();
+        let mut order: Vec<Keyed> = (0..parts.len()).map(|i| Keyed::new(parts, i)).collect();
+        let hashes: Vec<u64> = order.iter().map(|k| k.hash).collect();
         canon::check_unique_by_hash(parts, &hashes)?;
-        let mut order = keyed;
         order.sort_unstable_by(|a, b| {
             parts[b.index]
                 .weight()
@@ -100,7 +99,7 @@ impl AssignmentStrategy for BoundedLoadRing {
         for k in order {
             let w = parts[k.index].weight() as f64;
             let start = ring
-                .position(k.hash)
+                .position(partition_hash(parts[k.index].keys(), 0))
                 .expect("the ring has at least one node: one worker and vnodes ≥ 1");
             let mut chosen = None;
             for step in 0..ring.len() {

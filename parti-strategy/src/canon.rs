@@ -11,8 +11,6 @@ use parti_core::hash::StableHashMap;
 use parti_core::strategy::{AssignInput, StrategyError};
 use parti_core::{Partition, WorkerId};
 
-use crate::ring::partition_hash;
-
 /// "No owner" in an owner vector.
 pub(crate) const NONE: usize = usize::MAX;
 
@@ -78,8 +76,9 @@ impl<'a> Workers<'a> {
     }
 }
 
-/// A deterministic hasher for machine words, with a full avalanche at the end (so that aligned
-/// addresses and small integers spread over every bucket).
+/// A deterministic hasher for machine words (addresses, indexes): one multiply per word and a
+/// rotation at the end, so that the well-mixed high bits of the product reach the low bits the
+/// hash table indexes by (the finishing step of rustc-hash 2).
 #[derive(Clone, Copy, Default)]
 pub(crate) struct WordHasher(u64);
 
@@ -92,7 +91,7 @@ impl Hasher for WordHasher {
 
     #[inline]
     fn write_u64(&mut self, i: u64) {
-        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = (self.0 ^ i).wrapping_mul(0xf135_7aea_2e62_a9c5);
     }
 
     #[inline]
@@ -102,8 +101,33 @@ impl Hasher for WordHasher {
 
     #[inline]
     fn finish(&self) -> u64 {
-        fmix64(self.0)
+        self.0.rotate_left(26)
     }
+}
+
+/// A fast, platform-independent 64-bit hash of a key list, for canonical orders (not for the
+/// Go-compatible ring, which uses [`partition_hash`]). Keys are read eight bytes at a time and
+/// separated, so `["ab", "c"]` and `["a", "bc"]` differ.
+#[inline]
+pub(crate) fn content_hash(keys: &[String]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h: u64 = 0x243f_6a88_85a3_08d3;
+    for key in keys {
+        let bytes = key.as_bytes();
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(c);
+            h = (h.rotate_left(23) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        }
+        let rest = chunks.remainder();
+        let mut word = [0u8; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        // The length closes the key: no two key lists share a byte stream.
+        h = (h.rotate_left(23) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        h = (h.rotate_left(23) ^ (bytes.len() as u64)).wrapping_mul(K);
+    }
+    fmix64(h)
 }
 
 /// MurmurHash3's 64-bit finaliser: a bijection in which every input bit affects every output bit.
@@ -154,7 +178,7 @@ pub(crate) fn previous_owners(input: &AssignInput<'_>, workers: &Workers<'_>) ->
         .collect()
 }
 
-/// A partition's canonical sort key: its Go-compatible hash, then its id.
+/// A partition's canonical sort key: its [`content_hash`], then its id.
 #[derive(Clone, Copy)]
 pub(crate) struct Keyed {
     pub(crate) hash: u64,
@@ -164,7 +188,7 @@ pub(crate) struct Keyed {
 impl Keyed {
     pub(crate) fn new(partitions: &[Partition], index: usize) -> Self {
         Keyed {
-            hash: partition_hash(partitions[index].keys(), 0),
+            hash: content_hash(partitions[index].keys()),
             index,
         }
     }

@@ -30,10 +30,12 @@ const TOL: f64 = 1e-12;
 ///    the lowest level (LPT).
 /// 3. Greedy refinement under a move budget: while the highest level is above `(1 + ε)` × the
 ///    bound, move one partition (or, failing that, swap two) from the highest worker to one of the
-///    lowest, preferring the lightest partition that brings it under the limit; while a worker is
-///    below `(1 − ε)` × the mean (a worker that just joined), pull partitions to it from the
-///    heaviest workers without pushing them under that floor. Every step strictly lowers
-///    `Σ load² / capacity`, so refinement always ends.
+///    lowest, preferring the lightest partition that brings it under the limit; failing that, an
+///    ejection chain (a heavy partition goes to a light worker, which hands just enough small
+///    partitions on to others). While a worker is below `(1 − ε)` × the mean (a worker that just
+///    joined), pull partitions to it from the heaviest workers without pushing them under that
+///    floor. Every step lowers the weight above the limit or `Σ load² / capacity`, so refinement
+///    always ends.
 ///
 /// When ε cannot be met (a few partitions heavier than a worker's share), it stops at the best it
 /// found and says so in [`WeightedReport`] (see [`WeightedSticky::assign_with_report`]).
@@ -128,14 +130,27 @@ impl WeightedSticky {
             .map(|i| Keyed::new(parts, i).hash)
             .collect();
         canon::check_unique_by_hash(parts, &hashes)?;
-        let owners = canon::previous_owners(input, &workers);
-        let mut state = State::new(input, &workers, &hashes, owners, self.epsilon);
-        state.place_free();
+        let previous = canon::previous_owners(input, &workers);
         let budget = self
             .max_moves
             .unwrap_or(parts.len().saturating_add(workers.len()));
+        let mut state = State::new(input, &workers, &hashes, previous.clone(), self.epsilon);
+        state.place_free();
         let (steps, exhausted) = state.refine(budget);
-        let report = state.report(steps, exhausted);
+        let mut report = state.report(steps, exhausted);
+        if !report.within_epsilon && previous.iter().any(|&o| o != NONE) {
+            // Keeping everything in place left too little room (a heavy orphan on a full fleet):
+            // re-pack heaviest first, keeping each partition on its previous owner while it fits.
+            let none = vec![NONE; parts.len()];
+            let mut repacked = State::new(input, &workers, &hashes, none, self.epsilon);
+            repacked.place_sticky_lpt(&previous);
+            let (steps, exhausted) = repacked.refine(budget);
+            let other = repacked.report(steps, exhausted);
+            if other.max_ratio < report.max_ratio {
+                state = repacked;
+                report = other;
+            }
+        }
         Ok(WeightedOutcome {
             plan: Plan::from_owners(state.owners),
             report,
@@ -171,6 +186,14 @@ struct State<'a> {
     hi: f64,
     lo: f64,
     mean: f64,
+}
+
+/// One refinement step.
+enum Step {
+    /// A move or a swap.
+    Transfer(Transfer),
+    /// An ejection chain: each `(partition, worker)` in order.
+    Chain(Vec<(usize, usize)>),
 }
 
 /// A candidate transfer of `amount` weight from `from` to `to`: a move of `give`, or a swap of
@@ -291,6 +314,58 @@ impl<'a> State<'a> {
         }
     }
 
+    /// Sticky LPT: every partition, heaviest first, stays on its previous owner if that keeps the
+    /// owner under the limit; otherwise it goes, among the workers where it fits now, to the one
+    /// with the lowest *projected* level (what it holds plus what it held before and has not
+    /// been placed yet), so that a displaced partition lands where few later ones are displaced
+    /// in turn, and those are lighter.
+    fn place_sticky_lpt(&mut self, previous: &[usize]) {
+        let mut all: Vec<usize> = (0..self.owners.len()).collect();
+        all.sort_unstable_by(|&a, &b| {
+            self.weight(b)
+                .cmp(&self.weight(a))
+                .then_with(|| self.key_cmp(a, b))
+        });
+        let n = self.cap.len();
+        let mut reserved = vec![0u128; n];
+        for (p, &o) in previous.iter().enumerate() {
+            if o != NONE {
+                reserved[o] += u128::from(self.weight(p));
+            }
+        }
+        let projected =
+            |s: &Self, reserved: &[u128], w: usize| (s.load[w] + reserved[w]) as f64 / s.cap[w];
+        let mut by_projection: BTreeSet<(OrdF64, usize)> = (0..n)
+            .map(|w| (OrdF64(projected(self, &reserved, w)), self.rank[w]))
+            .collect();
+        for p in all {
+            let prev = previous[p];
+            let w = u128::from(self.weight(p));
+            if prev != NONE {
+                by_projection.remove(&(OrdF64(projected(self, &reserved, prev)), self.rank[prev]));
+                reserved[prev] -= w;
+                by_projection.insert((OrdF64(projected(self, &reserved, prev)), self.rank[prev]));
+            }
+            let to = if prev != NONE && (self.load[prev] + w) as f64 <= self.hi * self.cap[prev] {
+                prev
+            } else {
+                // Lowest projection among the workers it fits now; else plain LPT.
+                by_projection
+                    .iter()
+                    .take(64)
+                    .map(|&(_, r)| self.sorted[r])
+                    .find(|&c| (self.load[c] + w) as f64 <= self.hi * self.cap[c])
+                    .unwrap_or_else(|| {
+                        let &(_, r) = self.levels.first().expect("there is at least one worker");
+                        self.sorted[r]
+                    })
+            };
+            by_projection.remove(&(OrdF64(projected(self, &reserved, to)), self.rank[to]));
+            self.set_owner(p, to);
+            by_projection.insert((OrdF64(projected(self, &reserved, to)), self.rank[to]));
+        }
+    }
+
     /// Whether moving `amount` from `from` to `to` strictly lowers `Σ load²/cap` and does not
     /// lift `to` to or above `from`'s current level.
     fn improves(&self, from: usize, to: usize, amount: u64) -> bool {
@@ -372,7 +447,7 @@ impl<'a> State<'a> {
     }
 
     /// One step for the highest worker `h` above the limit.
-    fn step_down(&self, h: usize) -> Option<Transfer> {
+    fn step_down(&self, h: usize) -> Option<Step> {
         let receivers: Vec<usize> = self
             .levels
             .iter()
@@ -384,13 +459,16 @@ impl<'a> State<'a> {
         let fits = |t: &Transfer| self.level_with(t.to, i128::from(t.amount)) <= self.hi;
         for &l in &receivers {
             if let Some(t) = self.pick(self.moves_from(h, l), fixes, fits) {
-                return Some(t);
+                return Some(Step::Transfer(t));
             }
         }
         for &l in &receivers {
             if let Some(t) = self.pick(self.swaps_between(h, l), fixes, fits) {
-                return Some(t);
+                return Some(Step::Transfer(t));
             }
+        }
+        if let Some(chain) = self.eject(h, &receivers) {
+            return Some(Step::Chain(chain));
         }
         // Nothing fits under the limit: the move that lowers the pair's top level the most.
         let l = *receivers.first()?;
@@ -407,26 +485,143 @@ impl<'a> State<'a> {
                     .cmp(&top(b))
                     .then_with(|| self.key_cmp(a.give, b.give))
             })
+            .map(Step::Transfer)
     }
 
-    /// One step for the lowest worker `l` below the floor.
-    fn step_up(&self, l: usize) -> Option<Transfer> {
-        let donors: Vec<usize> = self
+    /// An ejection chain for `h` when no single move or swap fits: move a partition `y` from `h`
+    /// to a light worker `l` even though `l` then passes the limit, and evict from `l` just enough
+    /// weight to bring it back under, each evicted partition to the lightest other worker where
+    /// it fits. Accepted only if every evicted partition fits, so the total weight above the
+    /// limit strictly falls (which bounds the number of chains).
+    fn eject(&self, h: usize, receivers: &[usize]) -> Option<Vec<(usize, usize)>> {
+        let limit = |w: usize| self.hi * self.cap[w];
+        let mut ys: Vec<usize> = self.members[h].clone();
+        ys.sort_unstable_by(|&a, &b| {
+            self.weight(a)
+                .cmp(&self.weight(b))
+                .then_with(|| self.key_cmp(a, b))
+        });
+        let h_excess = self.load[h] as f64 - limit(h);
+        // The lightest partitions that bring `h` under the limit, else the heaviest.
+        let first_fix = ys.iter().position(|&y| self.weight(y) as f64 >= h_excess);
+        let candidates: Vec<usize> = match first_fix {
+            Some(k) => ys[k..].to_vec(),
+            None => ys.last().copied().into_iter().collect(),
+        };
+        // The most room any worker has: heavier partitions cannot be evicted anywhere.
+        let max_room = self
             .levels
             .iter()
-            .rev()
-            .take(PROBE)
+            .take(3)
             .map(|&(_, r)| self.sorted[r])
-            .filter(|&w| w != l)
+            .map(|w| limit(w) - self.load[w] as f64)
+            .fold(0.0, f64::max);
+        let _ = receivers;
+        for &y in candidates.iter().take(PROBE * 2) {
+            // Any worker can take `y` if it can hand on enough small partitions: lightest first.
+            for &(_, r) in &self.levels {
+                let l = self.sorted[r];
+                if l == h {
+                    continue;
+                }
+                let need = self.load[l] as f64 + self.weight(y) as f64 - limit(l);
+                let evictable: f64 = self.members[l]
+                    .iter()
+                    .map(|&e| self.weight(e) as f64)
+                    .filter(|&w| w <= max_room)
+                    .sum();
+                if need > 0.0 && evictable < need {
+                    continue;
+                }
+                if let Some(chain) = self.eject_into(h, l, y, max_room) {
+                    return Some(chain);
+                }
+            }
+        }
+        None
+    }
+
+    fn eject_into(
+        &self,
+        h: usize,
+        l: usize,
+        y: usize,
+        max_room: f64,
+    ) -> Option<Vec<(usize, usize)>> {
+        let need = self.load[l] as f64 + self.weight(y) as f64 - self.hi * self.cap[l];
+        if need <= 0.0 {
+            return None;
+        }
+        let mut items: Vec<usize> = self.members[l]
+            .iter()
+            .copied()
+            .filter(|&e| self.weight(e) as f64 <= max_room)
             .collect();
+        items.sort_unstable_by(|&a, &b| {
+            self.weight(a)
+                .cmp(&self.weight(b))
+                .then_with(|| self.key_cmp(a, b))
+        });
+        // Evict either the lightest single partition that covers `need`, or the lightest
+        // partitions until they cover it, whichever moves less weight.
+        let single = items
+            .iter()
+            .copied()
+            .find(|&e| self.weight(e) as f64 >= need);
+        let mut prefix = Vec::new();
+        let mut sum = 0.0;
+        for &e in &items {
+            if sum >= need {
+                break;
+            }
+            sum += self.weight(e) as f64;
+            prefix.push(e);
+        }
+        let evict = match single {
+            Some(e) if sum < need || self.weight(e) as f64 <= sum => vec![e],
+            _ if sum >= need => prefix,
+            _ => return None,
+        };
+        // Place each evicted partition on the lightest other worker where it fits.
+        let mut added: Vec<(usize, u128)> = Vec::new();
+        let mut chain = vec![(y, l)];
+        for &e in &evict {
+            let w = self.weight(e);
+            let to = self
+                .levels
+                .iter()
+                .map(|&(_, r)| self.sorted[r])
+                .filter(|&t| t != h && t != l)
+                .find(|&t| {
+                    let extra = added.iter().find(|a| a.0 == t).map_or(0, |a| a.1);
+                    (self.load[t] + extra + u128::from(w)) as f64 <= self.hi * self.cap[t]
+                })?;
+            match added.iter_mut().find(|a| a.0 == to) {
+                Some(a) => a.1 += u128::from(w),
+                None => added.push((to, u128::from(w))),
+            }
+            chain.push((e, to));
+        }
+        Some(chain)
+    }
+
+    /// One step for the lowest worker `l` below the floor: a move from the heaviest donor that
+    /// can give without dropping under the floor itself (donors are tried heaviest first, down to
+    /// the floor: the heaviest may hold a single partition it cannot give).
+    fn step_up(&self, l: usize) -> Option<Step> {
         let fixes = |t: &Transfer| self.level_with(t.to, i128::from(t.amount)) >= self.lo;
         let ok = |t: &Transfer| {
             self.level_with(t.to, i128::from(t.amount)) <= self.hi
                 && self.level_with(t.from, -i128::from(t.amount)) >= self.lo
         };
-        donors
+        self.levels
             .iter()
-            .find_map(|&h| self.pick(self.moves_from(h, l), fixes, ok))
+            .rev()
+            .take_while(|&&(OrdF64(level), _)| level > self.lo)
+            .map(|&(_, r)| self.sorted[r])
+            .filter(|&h| h != l)
+            .find_map(|h| self.pick(self.moves_from(h, l), fixes, ok))
+            .map(Step::Transfer)
     }
 
     fn refine(&mut self, budget: usize) -> (usize, bool) {
@@ -447,9 +642,16 @@ impl<'a> State<'a> {
                 .flatten()
                 .or_else(|| under.then(|| self.step_up(self.sorted[rl])).flatten());
             match step {
-                Some(t) => {
+                Some(Step::Transfer(t)) => {
                     self.apply(t);
                     steps += 1;
+                }
+                Some(Step::Chain(chain)) => {
+                    for (p, to) in chain {
+                        self.unset_owner(p);
+                        self.set_owner(p, to);
+                        steps += 1;
+                    }
                 }
                 None => return (steps, false),
             }
