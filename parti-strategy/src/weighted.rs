@@ -196,6 +196,23 @@ enum Step {
     Chain(Vec<(usize, usize)>),
 }
 
+/// Load changes of a chain being planned, for the few workers it touches.
+#[derive(Default)]
+struct Tentative(Vec<(usize, i128)>);
+
+impl Tentative {
+    fn get(&self, w: usize) -> i128 {
+        self.0.iter().find(|e| e.0 == w).map_or(0, |e| e.1)
+    }
+
+    fn add(&mut self, w: usize, delta: i128) {
+        match self.0.iter_mut().find(|e| e.0 == w) {
+            Some(e) => e.1 += delta,
+            None => self.0.push((w, delta)),
+        }
+    }
+}
+
 /// A candidate transfer of `amount` weight from `from` to `to`: a move of `give`, or a swap of
 /// `give` against `take`.
 #[derive(Clone, Copy)]
@@ -467,7 +484,7 @@ impl<'a> State<'a> {
                 return Some(Step::Transfer(t));
             }
         }
-        if let Some(chain) = self.eject(h, &receivers) {
+        if let Some(chain) = self.eject(h) {
             return Some(Step::Chain(chain));
         }
         // Nothing fits under the limit: the move that lowers the pair's top level the most.
@@ -488,121 +505,142 @@ impl<'a> State<'a> {
             .map(Step::Transfer)
     }
 
-    /// An ejection chain for `h` when no single move or swap fits: move a partition `y` from `h`
-    /// to a light worker `l` even though `l` then passes the limit, and evict from `l` just enough
-    /// weight to bring it back under, each evicted partition to the lightest other worker where
-    /// it fits. Accepted only if every evicted partition fits, so the total weight above the
-    /// limit strictly falls (which bounds the number of chains).
-    fn eject(&self, h: usize, receivers: &[usize]) -> Option<Vec<(usize, usize)>> {
-        let limit = |w: usize| self.hi * self.cap[w];
+    /// An ejection chain for `h` when no single move or swap fits.
+    ///
+    /// A partition `y` leaves `h` for a worker `l` that makes room by handing on one lighter
+    /// partition `b` (and, if needed, a few small ones to the lightest workers); `b` then looks
+    /// for a home the same way, and so on, each carried partition lighter than the one before,
+    /// until one lands where small partitions alone make room. Every worker touched ends under
+    /// the limit, so the total weight above the limit strictly falls (which bounds the number of
+    /// chains). The receiver giving up the lightest sufficient `b` is chosen, so the chain
+    /// shrinks fast and moves little weight.
+    fn eject(&self, h: usize) -> Option<Vec<(usize, usize)>> {
         let mut ys: Vec<usize> = self.members[h].clone();
         ys.sort_unstable_by(|&a, &b| {
             self.weight(a)
                 .cmp(&self.weight(b))
                 .then_with(|| self.key_cmp(a, b))
         });
-        let h_excess = self.load[h] as f64 - limit(h);
+        let h_excess = self.load[h] as f64 - self.hi * self.cap[h];
         // The lightest partitions that bring `h` under the limit, else the heaviest.
-        let first_fix = ys.iter().position(|&y| self.weight(y) as f64 >= h_excess);
-        let candidates: Vec<usize> = match first_fix {
-            Some(k) => ys[k..].to_vec(),
-            None => ys.last().copied().into_iter().collect(),
-        };
-        // The most room any worker has: heavier partitions cannot be evicted anywhere.
+        let candidates: Vec<usize> =
+            match ys.iter().position(|&y| self.weight(y) as f64 >= h_excess) {
+                Some(k) => ys[k..].to_vec(),
+                None => ys.last().copied().into_iter().collect(),
+            };
+        candidates
+            .iter()
+            .take(PROBE * 2)
+            .find_map(|&y| self.chain_from(h, y))
+    }
+
+    fn chain_from(&self, h: usize, y: usize) -> Option<Vec<(usize, usize)>> {
+        const MAX_DEPTH: usize = 16;
+        // The most room any worker has: heavier partitions are never "small".
         let max_room = self
             .levels
             .iter()
             .take(3)
             .map(|&(_, r)| self.sorted[r])
-            .map(|w| limit(w) - self.load[w] as f64)
+            .map(|w| self.hi * self.cap[w] - self.load[w] as f64)
             .fold(0.0, f64::max);
-        let _ = receivers;
-        for &y in candidates.iter().take(PROBE * 2) {
-            // Any worker can take `y` if it can hand on enough small partitions: lightest first.
+        let mut tentative = Tentative::default();
+        tentative.add(h, -i128::from(self.weight(y)));
+        let mut touched = vec![h];
+        let mut chain = Vec::new();
+        let mut carry = y;
+        for _ in 0..MAX_DEPTH {
+            let cw = self.weight(carry);
+            let mut best: Option<(usize, Option<usize>, f64)> = None; // (l, b, need after b)
             for &(_, r) in &self.levels {
                 let l = self.sorted[r];
-                if l == h {
+                if touched.contains(&l) {
                     continue;
                 }
-                let need = self.load[l] as f64 + self.weight(y) as f64 - limit(l);
-                let evictable: f64 = self.members[l]
+                let load = self.load[l] as f64 + tentative.get(l) as f64;
+                let need = load + cw as f64 - self.hi * self.cap[l];
+                let smalls: f64 = self.members[l]
                     .iter()
                     .map(|&e| self.weight(e) as f64)
                     .filter(|&w| w <= max_room)
                     .sum();
-                if need > 0.0 && evictable < need {
-                    continue;
+                if need <= smalls {
+                    // Ends here: small partitions alone make room (or none is needed).
+                    best = Some((l, None, need));
+                    break;
                 }
-                if let Some(chain) = self.eject_into(h, l, y, max_room) {
-                    return Some(chain);
+                // Else the lightest partition b < carry that, with the small ones, makes room.
+                let b = self.members[l]
+                    .iter()
+                    .copied()
+                    .filter(|&b| self.weight(b) < cw && (self.weight(b) as f64) > max_room)
+                    .filter(|&b| need - self.weight(b) as f64 <= smalls)
+                    .min_by(|&a, &b| {
+                        self.weight(a)
+                            .cmp(&self.weight(b))
+                            .then_with(|| self.key_cmp(a, b))
+                    });
+                if let Some(b) = b {
+                    let better = best.is_none_or(|(_, ob, _)| {
+                        ob.is_some_and(|ob| {
+                            (self.weight(b), self.key_cmp(b, ob))
+                                < (self.weight(ob), std::cmp::Ordering::Equal)
+                        })
+                    });
+                    if better {
+                        best = Some((l, Some(b), need - self.weight(b) as f64));
+                    }
                 }
+            }
+            let (l, b, need) = best?;
+            chain.push((carry, l));
+            tentative.add(l, i128::from(cw));
+            touched.push(l);
+            if let Some(b) = b {
+                tentative.add(l, -i128::from(self.weight(b)));
+            }
+            if need > 0.0 {
+                // Hand on the lightest small partitions until `l` fits.
+                let mut smalls: Vec<usize> = self.members[l]
+                    .iter()
+                    .copied()
+                    .filter(|&e| Some(e) != b && self.weight(e) as f64 <= max_room)
+                    .collect();
+                smalls.sort_unstable_by(|&a, &c| {
+                    self.weight(a)
+                        .cmp(&self.weight(c))
+                        .then_with(|| self.key_cmp(a, c))
+                });
+                let mut freed = 0.0;
+                for e in smalls {
+                    if freed >= need {
+                        break;
+                    }
+                    let w = self.weight(e);
+                    let to = self
+                        .levels
+                        .iter()
+                        .map(|&(_, r)| self.sorted[r])
+                        .filter(|t| !touched.contains(t))
+                        .find(|&t| {
+                            (self.load[t] as i128 + tentative.get(t) + i128::from(w)) as f64
+                                <= self.hi * self.cap[t]
+                        })?;
+                    tentative.add(l, -i128::from(w));
+                    tentative.add(to, i128::from(w));
+                    chain.push((e, to));
+                    freed += w as f64;
+                }
+                if freed < need {
+                    return None;
+                }
+            }
+            match b {
+                Some(b) => carry = b,
+                None => return Some(chain),
             }
         }
         None
-    }
-
-    fn eject_into(
-        &self,
-        h: usize,
-        l: usize,
-        y: usize,
-        max_room: f64,
-    ) -> Option<Vec<(usize, usize)>> {
-        let need = self.load[l] as f64 + self.weight(y) as f64 - self.hi * self.cap[l];
-        if need <= 0.0 {
-            return None;
-        }
-        let mut items: Vec<usize> = self.members[l]
-            .iter()
-            .copied()
-            .filter(|&e| self.weight(e) as f64 <= max_room)
-            .collect();
-        items.sort_unstable_by(|&a, &b| {
-            self.weight(a)
-                .cmp(&self.weight(b))
-                .then_with(|| self.key_cmp(a, b))
-        });
-        // Evict either the lightest single partition that covers `need`, or the lightest
-        // partitions until they cover it, whichever moves less weight.
-        let single = items
-            .iter()
-            .copied()
-            .find(|&e| self.weight(e) as f64 >= need);
-        let mut prefix = Vec::new();
-        let mut sum = 0.0;
-        for &e in &items {
-            if sum >= need {
-                break;
-            }
-            sum += self.weight(e) as f64;
-            prefix.push(e);
-        }
-        let evict = match single {
-            Some(e) if sum < need || self.weight(e) as f64 <= sum => vec![e],
-            _ if sum >= need => prefix,
-            _ => return None,
-        };
-        // Place each evicted partition on the lightest other worker where it fits.
-        let mut added: Vec<(usize, u128)> = Vec::new();
-        let mut chain = vec![(y, l)];
-        for &e in &evict {
-            let w = self.weight(e);
-            let to = self
-                .levels
-                .iter()
-                .map(|&(_, r)| self.sorted[r])
-                .filter(|&t| t != h && t != l)
-                .find(|&t| {
-                    let extra = added.iter().find(|a| a.0 == t).map_or(0, |a| a.1);
-                    (self.load[t] + extra + u128::from(w)) as f64 <= self.hi * self.cap[t]
-                })?;
-            match added.iter_mut().find(|a| a.0 == to) {
-                Some(a) => a.1 += u128::from(w),
-                None => added.push((to, u128::from(w))),
-            }
-            chain.push((e, to));
-        }
-        Some(chain)
     }
 
     /// One step for the lowest worker `l` below the floor: a move from the heaviest donor that
@@ -671,5 +709,81 @@ impl<'a> State<'a> {
             refinement_steps: steps,
             budget_exhausted: exhausted,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parti_core::rng::SplitMix64;
+    use parti_core::strategy::WorkerSpec;
+    use parti_core::{Assignment, WorkerId};
+
+    /// The anchors' weighted scenario: partitions as heavy as a whole share. After a crash, a
+    /// heavy orphan must be re-homed through a chain of displacements.
+    #[test]
+    fn heavy_orphan_after_a_crash_is_rehomed_within_epsilon() {
+        let mut rng = SplitMix64::new(0x5eed_0003);
+        let parts: Vec<Partition> = (0..3000u32)
+            .map(|i| {
+                let w = if i % 20 == 0 {
+                    10_000 + rng.below(40_001)
+                } else {
+                    100
+                };
+                Partition::new(["topic", "p", &i.to_string()], w).unwrap()
+            })
+            .collect();
+        let workers: Vec<WorkerSpec> = (0..100)
+            .map(|i| WorkerSpec::new(WorkerId::from_parts("worker", i).unwrap()))
+            .collect();
+        let empty = Assignment::new();
+        let input = AssignInput {
+            workers: &workers,
+            partitions: &parts,
+            previous: &empty,
+        };
+        let s = WeightedSticky::new();
+        let cold = s.assign_with_report(&input).unwrap();
+        assert!(cold.report.within_epsilon, "{:?}", cold.report);
+        let previous = cold.plan.to_assignment(&input);
+        let crashed = AssignInput {
+            workers: &workers[1..],
+            partitions: &parts,
+            previous: &previous,
+        };
+        let after = s.assign_with_report(&crashed).unwrap();
+        assert!(after.report.within_epsilon, "{:?}", after.report);
+        let m = crate::quality::movement(&crashed, &after.plan).unwrap();
+        assert!(
+            m.moved_weight * 100 < m.total_weight * 10,
+            "moved {} of {}",
+            m.moved_weight,
+            m.total_weight
+        );
+    }
+
+    #[test]
+    fn infeasible_epsilon_is_reported() {
+        // Three partitions of 10 on two workers: the best is 20 against a bound of 15.
+        let parts: Vec<Partition> = (0..3)
+            .map(|i| Partition::new([format!("p{i}")], 10).unwrap())
+            .collect();
+        let workers: Vec<WorkerSpec> = (0..2)
+            .map(|i| WorkerSpec::new(WorkerId::from_parts("w", i).unwrap()))
+            .collect();
+        let empty = Assignment::new();
+        let input = AssignInput {
+            workers: &workers,
+            partitions: &parts,
+            previous: &empty,
+        };
+        let r = WeightedSticky::new()
+            .assign_with_report(&input)
+            .unwrap()
+            .report;
+        assert!(!r.within_epsilon);
+        assert!((r.lower_bound - 15.0).abs() < 1e-9);
+        assert!((r.max_ratio - 20.0 / 15.0).abs() < 1e-9);
     }
 }
