@@ -178,6 +178,33 @@ pub(crate) fn previous_owners(input: &AssignInput<'_>, workers: &Workers<'_>) ->
         .collect()
 }
 
+/// Stable LSD radix sort of `(key, payload)` pairs by `key_of(key)`, which uses `bits` bits,
+/// 11 bits a pass (2048 buckets stay in cache).
+pub(crate) fn radix_sort(v: &mut Vec<(u64, u32)>, key_of: impl Fn(u64) -> u64, bits: u32) {
+    const BITS: u32 = 11;
+    const MASK: u64 = (1 << BITS) - 1;
+    let mut buf = vec![(0u64, 0u32); v.len()];
+    for pass in 0..bits.div_ceil(BITS) {
+        let shift = pass * BITS;
+        let mut counts = [0usize; 1 << BITS];
+        for e in v.iter() {
+            counts[((key_of(e.0) >> shift) & MASK) as usize] += 1;
+        }
+        let mut sum = 0;
+        for c in &mut counts {
+            let k = *c;
+            *c = sum;
+            sum += k;
+        }
+        for &e in v.iter() {
+            let slot = &mut counts[((key_of(e.0) >> shift) & MASK) as usize];
+            buf[*slot] = e;
+            *slot += 1;
+        }
+        std::mem::swap(v, &mut buf);
+    }
+}
+
 /// A partition's canonical sort key: its [`content_hash`], then its id.
 #[derive(Clone, Copy)]
 pub(crate) struct Keyed {

@@ -17,7 +17,7 @@
 use parti_core::strategy::{AssignInput, AssignmentStrategy, Plan, StrategyError};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
-use crate::canon::Workers;
+use crate::canon::{Workers, radix_sort};
 
 /// Virtual nodes per worker in the Go library's ring.
 pub const DEFAULT_VNODES: u32 = 150;
@@ -65,16 +65,22 @@ pub fn vnode_hash(worker: &str, index: u64, seed: u64) -> u64 {
 pub struct HashRing {
     hashes: Vec<u64>,
     owners: Vec<u32>,
+    /// `starts[b]` = first node whose hash has top 16 bits `≥ b`: a lookup searches only the
+    /// nodes of its own bucket (two or three on a large ring) instead of the whole ring.
+    starts: Vec<u32>,
     seed: u64,
 }
+
+/// Bits of the hash that index [`HashRing::starts`].
+const BUCKET_BITS: u32 = 16;
 
 impl HashRing {
     /// Builds the ring of `workers` (ids, no duplicates) with `vnodes` nodes each.
     ///
     /// # Errors
     ///
-    /// [`StrategyError::InvalidSettings`] when `vnodes` is 0 or the ring would have more than
-    /// `u32::MAX` workers.
+    /// [`StrategyError::InvalidSettings`] when `vnodes` is 0 or the ring would have `u32::MAX`
+    /// nodes or more.
     pub fn new<S: AsRef<str>>(
         workers: &[S],
         vnodes: u32,
@@ -85,30 +91,43 @@ impl HashRing {
                 reason: "a ring needs at least one virtual node per worker".into(),
             });
         }
-        if u32::try_from(workers.len()).is_err() {
+        if workers.len().saturating_mul(vnodes as usize) >= u32::MAX as usize {
             return Err(StrategyError::InvalidSettings {
-                reason: format!("{} workers do not fit a ring", workers.len()),
+                reason: format!(
+                    "{} workers × {vnodes} nodes do not fit a ring",
+                    workers.len()
+                ),
             });
         }
+        // Nodes are generated in worker-id order and sorted stably, so two nodes with the same
+        // hash are ordered by worker id whatever the order of `workers`.
+        let mut by_id: Vec<u32> = (0..).take(workers.len()).collect();
+        by_id.sort_by(|&a, &b| {
+            workers[a as usize]
+                .as_ref()
+                .cmp(workers[b as usize].as_ref())
+        });
         let mut nodes: Vec<(u64, u32)> = Vec::with_capacity(workers.len() * vnodes as usize);
-        for (w, id) in (0u32..).zip(workers) {
-            let base = xxh3(id.as_ref().as_bytes(), seed);
+        for &w in &by_id {
+            let base = xxh3(workers[w as usize].as_ref().as_bytes(), seed);
             for i in 0..u64::from(vnodes) {
                 nodes.push((xxh3_64_with_seed(&i.to_le_bytes(), base), w));
             }
         }
-        // Equal hashes (never seen) are ordered by worker id, so the ring does not depend on the
-        // order of `workers`.
-        nodes.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0).then_with(|| {
-                workers[a.1 as usize]
-                    .as_ref()
-                    .cmp(workers[b.1 as usize].as_ref())
-            })
-        });
+        radix_sort(&mut nodes, |h| h, 64);
+        let hashes: Vec<u64> = nodes.iter().map(|n| n.0).collect();
+        let mut starts = vec![0u32; (1 << BUCKET_BITS) + 1];
+        let mut i = 0usize;
+        for (b, start) in starts.iter_mut().enumerate() {
+            while i < hashes.len() && ((hashes[i] >> (64 - BUCKET_BITS)) as usize) < b {
+                i += 1;
+            }
+            *start = u32::try_from(i).expect("the node count was checked to fit u32");
+        }
         Ok(HashRing {
-            hashes: nodes.iter().map(|n| n.0).collect(),
+            hashes,
             owners: nodes.iter().map(|n| n.1).collect(),
+            starts,
             seed,
         })
     }
@@ -139,7 +158,9 @@ impl HashRing {
         if self.hashes.is_empty() {
             return None;
         }
-        let i = self.hashes.partition_point(|&h| h < hash);
+        let b = (hash >> (64 - BUCKET_BITS)) as usize;
+        let (lo, hi) = (self.starts[b] as usize, self.starts[b + 1] as usize);
+        let i = lo + self.hashes[lo..hi].partition_point(|&h| h < hash);
         Some(if i == self.hashes.len() { 0 } else { i })
     }
 
