@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use parti_core::rng::SplitMix64;
 use parti_core::strategy::{AssignInput, AssignmentStrategy, Plan, WorkerSpec};
-use parti_core::{Assignment, Partition, WorkerId};
+use parti_core::{Assignment, Partition, PartitionId, WorkerId};
 use parti_strategy::{
     BoundedLoadRing, ConsistentHash, Rendezvous, RoundRobin, StickyBalanced,
     WeightedConsistentHash, WeightedSticky, quality,
@@ -299,6 +299,23 @@ fn main() {
     let (med, min) = times(31, || run(&sticky, &base, &ps, &prev));
     println!(
         "| sticky-balanced, nothing changes (previous given) | {} | {} | — |",
+        ms(med),
+        ms(min)
+    );
+    // The same previous assignment, but with ids that are not the catalog's own `Arc`s (as after
+    // decoding it from the store): every lookup hashes the id.
+    let decoded = Assignment::from_worker_lists(prev.iter().map(|(w, set)| {
+        (
+            w.clone(),
+            set.iter()
+                .map(|p| PartitionId::new(p.keys().to_vec()).expect("valid id"))
+                .collect::<Vec<_>>(),
+        )
+    }))
+    .expect("no partition twice");
+    let (med, min) = times(11, || run(&sticky, &joined, &ps, &decoded));
+    println!(
+        "| sticky-balanced, a worker joins, previous decoded separately | {} | {} | — |",
         ms(med),
         ms(min)
     );
