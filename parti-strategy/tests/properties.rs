@@ -274,6 +274,23 @@ proptest! {
     }
 
     #[test]
+    fn bounded_ring_keeps_every_worker_near_its_cap(case in arb_case(10, 120, true)) {
+        // A partition passes the cap c × share only when it fits nowhere, and then lands where
+        // it overshoots least: no worker ends above its cap by more than one partition.
+        let input = case.input();
+        let plan = BoundedLoadRing::new().assign(&input).unwrap();
+        let b = quality::balance(&input, &plan).unwrap();
+        let total: u64 = case.partitions.iter().map(Partition::weight).sum();
+        let caps: u64 = case.workers.iter().map(|w| u64::from(w.capacity)).sum();
+        let heaviest = case.partitions.iter().map(Partition::weight).max().unwrap_or(0);
+        if total > 0 {
+            #[allow(clippy::cast_precision_loss)]
+            let slack = heaviest as f64 / (total as f64 / caps as f64);
+            prop_assert!(b.max_over_mean_weight <= 1.25 + slack + 1e-9, "{b:?}");
+        }
+    }
+
+    #[test]
     fn hash_strategies_only_move_what_they_must_on_a_leave(case in arb_case(10, 120, false), k in any::<prop::sample::Index>()) {
         // A ring and HRW never move a survivor's partition when a worker leaves.
         prop_assume!(case.workers.len() > 1);
