@@ -75,3 +75,49 @@ pub use weighted_ring::{
     DEFAULT_EXTREME_THRESHOLD, DEFAULT_OVERLOAD_THRESHOLD, MIN_EXTREME_THRESHOLD,
     MIN_OVERLOAD_THRESHOLD, WeightedConsistentHash,
 };
+
+use parti_core::strategy::AssignmentStrategy;
+
+/// The [`AssignmentStrategy::name`]s of the strategies of this crate, default first.
+pub const NAMES: [&str; 7] = [
+    "sticky-balanced",
+    "weighted-sticky",
+    "consistent-hash",
+    "weighted-consistent-hash",
+    "round-robin",
+    "rendezvous",
+    "bounded-load-ring",
+];
+
+/// A strategy by its [`name`](AssignmentStrategy::name), with default settings (for command
+/// lines and config files); `None` for an unknown name.
+///
+/// ```
+/// let s = parti_strategy::by_name("weighted-sticky").unwrap();
+/// assert_eq!(s.name(), "weighted-sticky");
+/// assert!(parti_strategy::by_name("nope").is_none());
+/// ```
+#[must_use]
+pub fn by_name(name: &str) -> Option<Box<dyn AssignmentStrategy>> {
+    let s: Box<dyn AssignmentStrategy> = match name {
+        "sticky-balanced" => Box::new(StickyBalanced::new()),
+        "weighted-sticky" => Box::new(WeightedSticky::new()),
+        "consistent-hash" => Box::new(ConsistentHash::new()),
+        "weighted-consistent-hash" => Box::new(WeightedConsistentHash::new()),
+        "round-robin" => Box::new(RoundRobin),
+        "rendezvous" => Box::new(Rendezvous),
+        "bounded-load-ring" => Box::new(BoundedLoadRing::new()),
+        _ => return None,
+    };
+    Some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_name_round_trips() {
+        for name in super::NAMES {
+            assert_eq!(super::by_name(name).map(|s| s.name()), Some(name));
+        }
+    }
+}

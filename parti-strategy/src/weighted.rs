@@ -97,7 +97,8 @@ impl WeightedSticky {
         self
     }
 
-    /// Sets the refinement budget: at most this many moves or swaps per call.
+    /// Sets the refinement budget: refinement stops once this many partitions have moved (an
+    /// ejection chain in progress is finished first). Placing orphans is not counted.
     #[must_use]
     pub fn with_max_moves(mut self, max_moves: usize) -> Self {
         self.max_moves = Some(max_moves);
