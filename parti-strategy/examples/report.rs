@@ -220,6 +220,14 @@ fn measure(s: &dyn AssignmentStrategy, w: u32, ps: &[Partition]) -> Row {
     }
 }
 
+/// The 1-minute load average (Linux), to tell a quiet run from a busy one.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 fn main() {
     let scenarios: [(u32, u32); 5] = [
         (10, 1000),
@@ -231,14 +239,16 @@ fn main() {
     println!("### Strategy report");
     println!();
     println!(
-        "`cargo run -p parti-strategy --release --example report` on {} core(s). Times are medians \
+        "`cargo run -p parti-strategy --release --example report` on {} core(s), load average {} \
+         at the start. Times are medians \
          of wall-clock time (cold: no previous assignment; warm: a worker joins, previous \
          assignment given). Balance is max/mean of the cold plan (weight: load over capacity \
          share). Changes start from the strategy's own plan and show partitions moved / the \
          minimum for that change from a balanced start: +1 worker, crash of worker-0, and \
          W → 1.5·W workers (30 → 45 for 30 × 2400). Partitions are `[\"topic\", \"p\", i]`, \
          workers `worker-i`; skewed weights are `50 + (i·7919 mod 451)`.",
-        std::thread::available_parallelism().map_or(1, usize::from)
+        std::thread::available_parallelism().map_or(1, usize::from),
+        load_average()
     );
     println!();
     println!(
@@ -275,7 +285,10 @@ fn main() {
     }
 
     println!();
-    println!("### Performance goals (1000 workers × 100k partitions, uniform weights, 31 runs)");
+    println!(
+        "### Performance goals (1000 workers × 100k partitions, uniform weights, 31 runs, load {})",
+        load_average()
+    );
     println!();
     println!("| what | median ms | fastest ms | goal |");
     println!("|---|---:|---:|---|");
