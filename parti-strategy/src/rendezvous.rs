@@ -82,3 +82,50 @@ impl AssignmentStrategy for Rendezvous {
         Ok(Plan::from_owners(owners))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parti_core::strategy::WorkerSpec;
+    use parti_core::{Assignment, Partition, WorkerId};
+
+    fn counts(caps: &[u32], p: u32) -> Vec<usize> {
+        let workers: Vec<WorkerSpec> = (0u32..)
+            .zip(caps)
+            .map(|(i, &c)| WorkerSpec::with_capacity(WorkerId::from_parts("w", i).unwrap(), c))
+            .collect();
+        let parts: Vec<Partition> = (0..p)
+            .map(|i| Partition::with_default_weight([format!("p{i}")]).unwrap())
+            .collect();
+        let prev = Assignment::new();
+        let input = AssignInput {
+            workers: &workers,
+            partitions: &parts,
+            previous: &prev,
+        };
+        let plan = Rendezvous.assign(&input).unwrap();
+        let mut n = vec![0; caps.len()];
+        for &o in plan.owners() {
+            n[o] += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn capacity_scales_the_share() {
+        let n = counts(&[1, 3], 8000);
+        // Expected 2000 / 6000; a good hash stays within a few percent.
+        assert!((1800..=2200).contains(&n[0]), "{n:?}");
+        let n = counts(&[1, 1, 2], 8000);
+        assert!(
+            (1800..=2200).contains(&n[0]) && (3600..=4400).contains(&n[2]),
+            "{n:?}"
+        );
+    }
+
+    #[test]
+    fn uniform_capacities_spread_evenly() {
+        let n = counts(&[2, 2, 2, 2], 8000);
+        assert!(n.iter().all(|c| (1800..=2200).contains(c)), "{n:?}");
+    }
+}
