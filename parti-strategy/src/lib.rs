@@ -14,13 +14,15 @@
 //! | [`StickyBalanced`] (default) | exact ⌊P/W⌋/⌈P/W⌉ by count | the minimum possible | ignores weights |
 //! | [`WeightedSticky`] | heaviest worker within (1+ε) of the lower bound | little (sticky, then greedy) | weights and capacities |
 //! | [`ConsistentHash`] | ring, max/mean ≈ 1.4 | near the minimum in expectation | same placement as the Go library |
-//! | [`WeightedConsistentHash`] | ring with a soft weight cap | Go's | same placement as the Go library |
+//! | [`WeightedConsistentHash`] | ring with a soft weight cap | Go's | Go's placement (partitions walked in id order) |
 //! | [`RoundRobin`] | exact by count | most partitions move | deterministic (sorted) |
 //! | [`Rendezvous`] | HRW, max/mean ≈ 1.2–1.4 | near the minimum | capacities as weights |
 //! | [`BoundedLoadRing`] | ≤ c × share | more than a ring | weights and capacities |
 //!
 //! [`quality`] measures any plan: balance by count and weight, and movement against the
-//! theoretical minimum.
+//! theoretical minimum. [`by_name`] picks a strategy by its stable name (for command lines and
+//! configs). The crate README has the full report: every strategy on the scenarios of the issue
+//! (`cargo run -p parti-strategy --release --example report`).
 //!
 //! ```
 //! use parti_core::strategy::{AssignInput, AssignmentStrategy, WorkerSpec};

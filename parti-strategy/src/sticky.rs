@@ -23,8 +23,9 @@ use crate::canon::{self, Keyed, NONE, Workers};
 /// alone: a spread that depends on the ids only, never on the input order. Weights and
 /// capacities are ignored: use [`WeightedSticky`](crate::WeightedSticky) for them.
 ///
-/// Cost: O(P) hash lookups plus O(moved · log moved); about 4 ms for 1000 workers × 100k
-/// partitions with a previous assignment (see the crate README).
+/// Cost: one pass over the previous assignment and O(P) word-keyed lookups, plus
+/// O(moved · log moved); 3–6 ms for 1000 workers × 100k partitions with a previous assignment on
+/// a 2-core machine (see the crate README).
 ///
 /// Input checks: workers are always checked (no duplicate, capacity ≥ 1). Duplicate partitions are
 /// checked with a hash sort on a cold start, and on every call when
