@@ -216,7 +216,6 @@ proptest! {
         prop_assert_eq!(b.min_count, p / w);
         let m = quality::movement(&input, &plan).unwrap();
         prop_assert_eq!(m.moved_count, independent_min_moves(&after));
-        // From a balanced start, a pure join moves exactly what the joiners receive.
     }
 
     #[test]
