@@ -13,6 +13,10 @@ pub const DEFAULT_EPSILON: f64 = 0.05;
 /// How many lightest receivers (or heaviest donors) a refinement step tries.
 const PROBE: usize = 4;
 
+/// Ejection chains per call at most: each costs up to O(P) per link, so their number is bounded
+/// apart from the move budget (a crash needs one per heavy orphan).
+const MAX_CHAINS: usize = 64;
+
 /// Relative slack on float comparisons of loads.
 const TOL: f64 = 1e-12;
 
@@ -182,6 +186,8 @@ struct State<'a> {
     /// `(level, rank)` of every worker.
     levels: BTreeSet<(OrdF64, usize)>,
     owners: Vec<usize>,
+    /// Ejection chains applied so far.
+    chains: usize,
     /// Lower bound, upper limit and floor on the level.
     bound: f64,
     hi: f64,
@@ -265,6 +271,7 @@ impl<'a> State<'a> {
             sorted: &workers.sorted,
             levels: BTreeSet::new(),
             owners,
+            chains: 0,
             bound,
             hi: bound * (1.0 + epsilon),
             lo: mean * (1.0 - epsilon),
@@ -485,7 +492,9 @@ impl<'a> State<'a> {
                 return Some(Step::Transfer(t));
             }
         }
-        if let Some(chain) = self.eject(h) {
+        if self.chains < MAX_CHAINS
+            && let Some(chain) = self.eject(h)
+        {
             return Some(Step::Chain(chain));
         }
         // Nothing fits under the limit: the move that lowers the pair's top level the most.
@@ -686,6 +695,7 @@ impl<'a> State<'a> {
                     steps += 1;
                 }
                 Some(Step::Chain(chain)) => {
+                    self.chains += 1;
                     for (p, to) in chain {
                         self.unset_owner(p);
                         self.set_owner(p, to);
