@@ -2,7 +2,7 @@
 //!
 //! **What this crate is.** Everything parti *decides*, with no I/O: the vocabulary
 //! ([`WorkerId`], [`Partition`], [`Term`], [`Version`], [`Fence`], [`Assignment`]), the
-//! validated [`Config`](config::Config), the wire [`records`] of the coordination protocol and
+//! validated [`Config`], the wire [`records`] of the coordination protocol and
 //! their codec, and the two ports the rest of the system plugs into:
 //! [`store::KvStore`] (a key-value store with compare-and-set and watches — NATS JetStream KV in
 //! production, an in-process store when embedded) and [`strategy::AssignmentStrategy`] (who
@@ -20,6 +20,8 @@
 //! | [`types`] | identifiers and values: worker ids, partitions, terms, versions, fences |
 //! | [`assignment`] | who owns what, in one deterministic order, with diffs |
 //! | [`config`] | every setting, its default, and validation into [`config::ValidConfig`] |
+//! | [`member`] | the `Member` machine every worker runs: identity, heartbeats, election, applying records |
+//! | [`machine`] | what the sans-IO machines share: op ids, KV requests as data, timers, backoff |
 //! | [`records`] | the values written to the store, postcard behind a format version byte |
 //! | [`store`] | the `KvStore` port and its error type |
 //! | [`strategy`] | the `AssignmentStrategy` port |
@@ -30,6 +32,9 @@
 pub mod assignment;
 pub mod config;
 pub mod hash;
+pub mod machine;
+pub mod member;
+pub mod planner;
 pub mod records;
 pub mod rng;
 pub mod store;

@@ -208,6 +208,11 @@ pub struct ClusterMeta {
     pub members: Vec<WorkerId>,
     /// Digest of the partition catalog the plan was made for (see [`catalog_digest`]).
     pub catalog_digest: u64,
+    /// Members whose partitions were reserved for a restart (`intent = Restarting`) when this
+    /// was written, sorted. A new leader keeps reserving them for `rejoin_window` from its
+    /// takeover, so a leader change during a restart does not turn it into a crash (the
+    /// restarting member's heartbeat may have expired by then).
+    pub restarting: Vec<WorkerId>,
 }
 
 impl Record for IdClaim {}

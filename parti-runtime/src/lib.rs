@@ -7,5 +7,9 @@
 //! **What it is not.** It decides nothing: every coordination decision is made in `parti-core`.
 //! It never links async-nats (the NATS backend is `parti-nats`).
 //!
-//! Status: the driver and the memory store arrive with later issues; this crate holds only this
-//! description today.
+//! Status: [`MemoryStore`] is here; the driver and the `Manager` arrive with later issues.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod memory;
+
+pub use memory::MemoryStore;

@@ -7,5 +7,9 @@
 //! **What it is not.** Not part of a production build: applications depend on it only as a
 //! dev-dependency.
 //!
-//! Status: its modules arrive with the store and simulator issues; this crate holds only this
-//! description today.
+//! Status: the [`contract`] suite, the [`nats`] server harness and the [`chaos`] proxy are here;
+//! the simulator arrives with its issue.
+
+pub mod chaos;
+pub mod contract;
+pub mod nats;

@@ -25,6 +25,14 @@
 //!   re-read before retrying; a store never retries a write on its own.
 //! - **Expiry** (bucket max age) removes a key silently: `entry` and `keys` stop seeing it, but no
 //!   watch event is promised.
+//!
+//! # The reference model
+//!
+//! [`model::StoreModel`] is these semantics written down as a plain, synchronous data structure
+//! with time passed in: the in-process `MemoryStore` wraps it, the deterministic simulator drives
+//! it step by step, and the contract suite holds every other store to the same behaviour.
+
+pub mod model;
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -74,13 +82,138 @@ pub struct BucketSpec {
     pub storage: StorageKind,
 }
 
+/// The most values per key a bucket may keep (NATS JetStream KV's limit).
+pub const MAX_HISTORY: u8 = 64;
+
+/// The most replicas a bucket may have (NATS JetStream's limit).
+pub const MAX_REPLICAS: usize = 5;
+
+impl BucketSpec {
+    /// Checks what every store requires of a spec: a name of `[A-Za-z0-9_-]+`, `history` in
+    /// `1..=`[`MAX_HISTORY`], `replicas` in `1..=`[`MAX_REPLICAS`], and a non-zero `max_age`
+    /// (`None` means forever; NATS would read zero as forever too, so zero is refused as
+    /// ambiguous).
+    ///
+    /// # Errors
+    ///
+    /// [`KvError::InvalidBucketSpec`] naming the first offending field.
+    pub fn validate(&self) -> Result<(), KvError> {
+        let invalid = |field: &str, value: String, reason: &str| KvError::InvalidBucketSpec {
+            bucket: self.name.clone(),
+            field: field.to_owned(),
+            value,
+            reason: reason.to_owned(),
+        };
+        if !is_valid_bucket_name(&self.name) {
+            return Err(invalid(
+                "name",
+                format!("{:?}", self.name),
+                "a bucket name is one or more of [A-Za-z0-9_-]",
+            ));
+        }
+        if self.history == 0 || self.history > MAX_HISTORY {
+            return Err(invalid(
+                "history",
+                self.history.to_string(),
+                "history must be between 1 and 64",
+            ));
+        }
+        if self.replicas == 0 || self.replicas > MAX_REPLICAS {
+            return Err(invalid(
+                "replicas",
+                self.replicas.to_string(),
+                "replicas must be between 1 and 5",
+            ));
+        }
+        if self.max_age == Some(Duration::ZERO) {
+            return Err(invalid(
+                "max_age",
+                "0s".to_owned(),
+                "use None for values that never expire",
+            ));
+        }
+        Ok(())
+    }
+
+    /// How `self` (a bucket as it exists) differs from `wanted`, as `(field, existing, wanted)`
+    /// in a fixed order: `max_age`, `history`, `replicas`, `storage`. Empty when they agree (the
+    /// name is not compared). Stores use it so that [`KvError::BucketMismatch`] and
+    /// [`Provisioned::Reconciled`] read the same whatever the backend.
+    #[must_use]
+    pub fn mismatches(&self, wanted: &BucketSpec) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        if self.max_age != wanted.max_age {
+            out.push((
+                "max_age".to_owned(),
+                format_max_age(self.max_age),
+                format_max_age(wanted.max_age),
+            ));
+        }
+        if self.history != wanted.history {
+            out.push((
+                "history".to_owned(),
+                self.history.to_string(),
+                wanted.history.to_string(),
+            ));
+        }
+        if self.replicas != wanted.replicas {
+            out.push((
+                "replicas".to_owned(),
+                self.replicas.to_string(),
+                wanted.replicas.to_string(),
+            ));
+        }
+        if self.storage != wanted.storage {
+            out.push((
+                "storage".to_owned(),
+                self.storage.to_string(),
+                wanted.storage.to_string(),
+            ));
+        }
+        out
+    }
+}
+
+/// A max age as [`BucketSpec::mismatches`] prints it: `none` or the duration (`2s`, `1.5s`,
+/// `250ms`).
+#[must_use]
+pub fn format_max_age(max_age: Option<Duration>) -> String {
+    match max_age {
+        None => "none".to_owned(),
+        Some(d) => format!("{d:?}"),
+    }
+}
+
+/// Whether `name` is a valid bucket name: one or more of `[A-Za-z0-9_-]`.
+#[must_use]
+pub fn is_valid_bucket_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Whether `key` is a valid key: one or more of `[-/_=.A-Za-z0-9]`, not starting or ending with
+/// `.` (the NATS KV rule, which every store applies so that data moves between them).
+#[must_use]
+pub fn is_valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && !key.starts_with('.')
+        && !key.ends_with('.')
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/' | b'_' | b'=' | b'.'))
+}
+
 /// What to do when a bucket exists with a different configuration.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum OnMismatch {
     /// Fail with [`KvError::BucketMismatch`] (the default: never silently accept).
     #[default]
     Fail,
-    /// Update the bucket to the spec, and say so in the outcome.
+    /// Update the bucket to the spec, and say so in the outcome. A different `storage` cannot be
+    /// reconciled (NATS cannot change a stream's storage): it fails with
+    /// [`KvError::BucketMismatch`] under either choice.
     Reconcile,
 }
 
@@ -154,6 +287,10 @@ pub enum WatchKeys {
     Key(String),
     /// Every key starting with this prefix (the empty prefix is every key).
     Prefix(String),
+    /// Exactly these keys, through **one** ordered stream (NATS: one consumer with several filter
+    /// subjects, server 2.10+). This is how a member follows `term` and its own `w.<id>` so that
+    /// a late write of an older term is always seen after the newer `term` (PROTOCOL.md §4).
+    Keys(Vec<String>),
 }
 
 impl WatchKeys {
@@ -163,6 +300,7 @@ impl WatchKeys {
         match self {
             WatchKeys::Key(k) => k == key,
             WatchKeys::Prefix(p) => key.starts_with(p.as_str()),
+            WatchKeys::Keys(ks) => ks.iter().any(|k| k == key),
         }
     }
 }
@@ -242,7 +380,10 @@ pub enum KvError {
     /// `update` / `delete` expected another revision.
     #[error("revision mismatch (current revision: {current:?})")]
     RevisionMismatch {
-        /// The key's current revision, when the store reports it (`None` if unknown or deleted).
+        /// The key's current revision, when the store reports it: `Some` for a key with a live
+        /// value, `None` for a key with no record (never written, or expired) or when unknown.
+        /// For a deleted key a store may report `None` (the reference model does) or the
+        /// tombstone's revision (NATS reports the last sequence of the key's subject).
         current: Option<Revision>,
     },
     /// No answer within the operation timeout. **The outcome is unknown**: a write may have been
@@ -275,6 +416,18 @@ pub enum KvError {
         existing: String,
         /// The value asked for.
         wanted: String,
+    },
+    /// A bucket spec that no store accepts (see [`BucketSpec::validate`]).
+    #[error("bucket {bucket:?} cannot have {field} = {value}: {reason}")]
+    InvalidBucketSpec {
+        /// The bucket.
+        bucket: String,
+        /// The offending setting (`name`, `history`, `replicas`, `max_age`).
+        field: String,
+        /// Its value.
+        value: String,
+        /// The rule it breaks.
+        reason: String,
     },
     /// The key is not valid for the store (NATS keys are `[-/_=.a-zA-Z0-9]+`, no leading or
     /// trailing `.`).
@@ -347,6 +500,9 @@ pub trait KvStore: Send + Sync + 'static {
 
     /// Writes `value` unconditionally; returns the new revision. parti uses it only for
     /// heartbeats.
+    ///
+    /// To ensure correctness: the returned revision is greater than every revision the bucket
+    /// produced before, and watches of `key` deliver the value with exactly that revision.
     async fn put(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<Revision, KvError>;
 
     /// Deletes `key` (leaves a tombstone that watches see as [`KvOperation::Delete`]); with
@@ -363,6 +519,9 @@ pub trait KvStore: Send + Sync + 'static {
     ) -> Result<(), KvError>;
 
     /// Keys with a live value that start with `prefix`, sorted.
+    ///
+    /// To ensure correctness: deleted, purged and expired keys are never listed; an empty bucket
+    /// gives an empty list, not an error.
     async fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, KvError>;
 
     /// Follows `keys`: current values, one [`WatchEvent::SnapshotComplete`], then live changes.
@@ -374,5 +533,8 @@ pub trait KvStore: Send + Sync + 'static {
 
     /// Connection state changes, the current state first. A store with no connection (in
     /// process) reports `Connected` once.
+    ///
+    /// To ensure correctness: consecutive items differ (no repeated state), and a store that is
+    /// disconnected reports it within its operation timeout of losing the connection.
     fn connection(&self) -> ConnectionWatch;
 }

@@ -1,0 +1,462 @@
+//! Every `ConfigError` variant is produced here by a config that breaks exactly that rule; the
+//! exhaustive `match` in `variant_name` makes a new variant without a test a compile error.
+
+// Tests build broken configs by changing one nested field at a time; struct-update syntax cannot
+// reach nested fields, so reassignment reads better here.
+#![allow(clippy::field_reassign_with_default, clippy::vec_init_then_push)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::*;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// The errors of `c`, which must be invalid.
+fn errors(c: Config) -> Vec<ConfigError> {
+    match c.validate() {
+        Ok(_) => panic!("config unexpectedly valid"),
+        Err(e) => e.0,
+    }
+}
+
+/// Asserts `c` breaks exactly one rule, and returns it.
+fn only_error(c: Config) -> ConfigError {
+    let mut errs = errors(c);
+    assert_eq!(errs.len(), 1, "expected one error, got {errs:#?}");
+    errs.remove(0)
+}
+
+fn variant_name(e: &ConfigError) -> &'static str {
+    match e {
+        ConfigError::InvalidNamespace { .. } => "InvalidNamespace",
+        ConfigError::InvalidWorkerIdPrefix { .. } => "InvalidWorkerIdPrefix",
+        ConfigError::WorkerIdRangeInverted { .. } => "WorkerIdRangeInverted",
+        ConfigError::WorkerIdTooLong { .. } => "WorkerIdTooLong",
+        ConfigError::PreferredIdOutsidePool { .. } => "PreferredIdOutsidePool",
+        ConfigError::NotPositive { .. } => "NotPositive",
+        ConfigError::HeartbeatTtlTooShort { .. } => "HeartbeatTtlTooShort",
+        ConfigError::IdentityTtlTooShort { .. } => "IdentityTtlTooShort",
+        ConfigError::IdentityTtlBelowHeartbeatTtl { .. } => "IdentityTtlBelowHeartbeatTtl",
+        ConfigError::ColdStartWindowShorterThanPlanned { .. } => {
+            "ColdStartWindowShorterThanPlanned"
+        }
+        ConfigError::WindowShorterThanCooldown { .. } => "WindowShorterThanCooldown",
+        ConfigError::EmergencyGraceTooLong { .. } => "EmergencyGraceTooLong",
+        ConfigError::AlertLevelsOutOfOrder { .. } => "AlertLevelsOutOfOrder",
+        ConfigError::LeaseMarginTooLarge { .. } => "LeaseMarginTooLarge",
+        ConfigError::FenceMarginTooLarge { .. } => "FenceMarginTooLarge",
+        ConfigError::FenceBeforeNextHeartbeat { .. } => "FenceBeforeNextHeartbeat",
+        ConfigError::RevokeTimeoutBelowHandlerTimeout { .. } => "RevokeTimeoutBelowHandlerTimeout",
+        ConfigError::InvalidMinImbalance { .. } => "InvalidMinImbalance",
+        ConfigError::InvalidRetryMultiplier { .. } => "InvalidRetryMultiplier",
+        ConfigError::InvalidRetryJitter { .. } => "InvalidRetryJitter",
+        ConfigError::RetryBackoffInverted { .. } => "RetryBackoffInverted",
+        ConfigError::InvalidReplicas { .. } => "InvalidReplicas",
+        ConfigError::ZeroCapacity => "ZeroCapacity",
+    }
+}
+
+/// One broken config per variant.
+fn one_per_variant() -> Vec<Config> {
+    let d = Config::default;
+    let mut v = Vec::new();
+    v.push(Config {
+        namespace: "my.ns".into(),
+        ..d()
+    });
+    v.push(Config {
+        worker_id_prefix: "w k".into(),
+        ..d()
+    });
+    v.push(Config {
+        worker_id_min: 10,
+        worker_id_max: 9,
+        ..d()
+    });
+    v.push(Config {
+        worker_id_prefix: "w".repeat(60),
+        worker_id_max: 100_000,
+        ..d()
+    });
+    v.push(Config {
+        preferred_id: Some(100),
+        ..d()
+    });
+    v.push(Config {
+        operation_timeout: Duration::ZERO,
+        ..d()
+    });
+    v.push(Config {
+        heartbeat_ttl: secs(3),
+        emergency_grace: secs(3),
+        fence_margin: ms(300),
+        heartbeat_interval: secs(2),
+        ..d()
+    });
+    v.push(Config {
+        identity_ttl: secs(5),
+        heartbeat_interval: secs(2),
+        heartbeat_ttl: secs(4),
+        ..d()
+    });
+    v.push(Config {
+        identity_ttl: secs(12),
+        heartbeat_interval: secs(2),
+        heartbeat_ttl: secs(13),
+        emergency_grace: secs(3),
+        fence_margin: ms(600),
+        ..d()
+    });
+    v.push(Config {
+        cold_start_window: secs(10),
+        planned_scale_window: secs(20),
+        ..d()
+    });
+    v.push(Config {
+        min_rebalance_interval: secs(11),
+        cold_start_window: secs(30),
+        planned_scale_window: secs(10),
+        ..d()
+    });
+    v.push(Config {
+        emergency_grace: secs(7),
+        ..d()
+    });
+    let mut c = d();
+    c.degraded.alerts.warn = Some(secs(10));
+    v.push(c);
+    v.push(Config {
+        lease_margin: secs(5),
+        ..d()
+    });
+    v.push(Config {
+        fence_margin: secs(6),
+        ..d()
+    });
+    v.push(Config {
+        fence_margin: secs(4),
+        ..d()
+    });
+    v.push(Config {
+        revoke_timeout: secs(29),
+        ..d()
+    });
+    v.push(Config {
+        min_imbalance: -0.1,
+        ..d()
+    });
+    let mut c = d();
+    c.retry.multiplier = 0.5;
+    v.push(c);
+    let mut c = d();
+    c.retry.jitter = 1.5;
+    v.push(c);
+    let mut c = d();
+    c.retry.max_backoff = ms(50);
+    v.push(c);
+    let mut c = d();
+    c.buckets.replicas = 7;
+    v.push(c);
+    v.push(Config { capacity: 0, ..d() });
+    v
+}
+
+#[test]
+fn every_variant_is_produced_by_a_config_breaking_only_its_rule() {
+    let mut seen = BTreeSet::new();
+    for c in one_per_variant() {
+        let e = only_error(c);
+        assert!(!e.to_string().is_empty());
+        seen.insert(variant_name(&e));
+    }
+    assert_eq!(seen.len(), 23, "each variant once: {seen:?}");
+}
+
+#[test]
+fn errors_name_fields_and_values() {
+    let e = only_error(Config {
+        heartbeat_ttl: secs(3),
+        heartbeat_interval: secs(2),
+        emergency_grace: secs(3),
+        fence_margin: ms(300),
+        ..Config::default()
+    });
+    assert_eq!(
+        e,
+        ConfigError::HeartbeatTtlTooShort {
+            ttl: secs(3),
+            interval: secs(2)
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "heartbeat_ttl (3s) must be at least 2 × heartbeat_interval (2s) so one late heartbeat is not a crash"
+    );
+    let e = only_error(Config {
+        worker_id_min: 10,
+        worker_id_max: 9,
+        ..Config::default()
+    });
+    assert_eq!(e, ConfigError::WorkerIdRangeInverted { min: 10, max: 9 });
+    let e = only_error(Config {
+        namespace: "my.ns".into(),
+        ..Config::default()
+    });
+    assert!(
+        matches!(e, ConfigError::InvalidNamespace { ref namespace, .. } if namespace == "my.ns")
+    );
+    let e = only_error(Config {
+        namespace: "n".repeat(33),
+        ..Config::default()
+    });
+    assert!(matches!(e, ConfigError::InvalidNamespace { .. }));
+}
+
+#[test]
+fn a_config_with_several_problems_reports_all_of_them() {
+    let mut c = Config {
+        worker_id_min: 5,
+        worker_id_max: 1,
+        heartbeat_interval: Duration::ZERO,
+        emergency_grace: secs(60),
+        capacity: 0,
+        ..Config::default()
+    };
+    c.retry.jitter = -1.0;
+    let errs = errors(c.clone());
+    let names: BTreeSet<_> = errs.iter().map(variant_name).collect();
+    let expected: BTreeSet<_> = [
+        "WorkerIdRangeInverted",
+        "NotPositive",
+        "EmergencyGraceTooLong",
+        "ZeroCapacity",
+        "InvalidRetryJitter",
+    ]
+    .into();
+    assert_eq!(names, expected, "{errs:#?}");
+    let text = c.validate().unwrap_err().to_string();
+    assert!(
+        text.starts_with("invalid configuration (5 problems)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn every_positive_field_is_named_when_zero() {
+    let mut c = Config::default();
+    c.identity_ttl = Duration::ZERO;
+    c.election_ttl = Duration::ZERO;
+    c.handler_timeout = Duration::ZERO;
+    c.revoke_timeout = Duration::ZERO;
+    c.startup_timeout = Duration::ZERO;
+    c.shutdown_timeout = Duration::ZERO;
+    c.degraded.alerts.interval = Duration::ZERO;
+    let fields: BTreeSet<&str> = errors(c)
+        .iter()
+        .filter_map(|e| match e {
+            ConfigError::NotPositive { field } => Some(*field),
+            _ => None,
+        })
+        .collect();
+    for f in [
+        "identity_ttl",
+        "election_ttl",
+        "handler_timeout",
+        "revoke_timeout",
+        "startup_timeout",
+        "shutdown_timeout",
+        "degraded.alerts.interval",
+    ] {
+        assert!(fields.contains(f), "{f} missing from {fields:?}");
+    }
+}
+
+#[test]
+fn zero_is_expressible_where_it_means_something() {
+    let mut c = Config {
+        emergency_grace: Duration::ZERO,
+        worker_id_min: 0,
+        worker_id_max: 0,
+        ..Config::default()
+    };
+    c.degraded.enter_after = Duration::ZERO;
+    c.degraded.exit_after = Duration::ZERO;
+    c.degraded.recovery_grace = Duration::ZERO;
+    c.degraded.kv_error_threshold = 0; // trigger off
+    c.degraded.kv_error_window = Duration::ZERO; // irrelevant when the trigger is off
+    c.min_imbalance = 0.0;
+    c.retry.jitter = 0.0;
+    let v = c.validate().expect("zeros that mean something are valid");
+    assert_eq!(v.emergency_grace, Duration::ZERO);
+    assert_eq!(v.dead_after(), secs(6));
+}
+
+#[test]
+fn alert_levels_that_are_off_are_skipped_in_the_order_check() {
+    let mut c = Config::default();
+    c.degraded.alerts.warn = None;
+    c.degraded.alerts.error = Some(secs(45)); // after info (30s): fine with warn off
+    c.validate().expect("valid");
+    let mut c = Config::default();
+    c.degraded.alerts.warn = None;
+    c.degraded.alerts.error = Some(secs(20)); // before info
+    assert_eq!(
+        only_error(c),
+        ConfigError::AlertLevelsOutOfOrder {
+            lower: "info",
+            lower_after: secs(30),
+            higher: "error",
+            higher_after: secs(20)
+        }
+    );
+}
+
+#[test]
+fn presets_are_valid_and_have_the_go_values() {
+    Config::default().validate().expect("default valid");
+    Config::fast().validate().expect("fast valid");
+    for (name, enter, exit, errors, window, grace) in [
+        ("conservative", 30, 10, 10, 30, 20),
+        ("balanced", 10, 5, 5, 30, 15),
+        ("aggressive", 5, 3, 3, 15, 10),
+    ] {
+        let preset: DegradedPreset = name.parse().unwrap();
+        let c = Config::default().with_degraded_preset(preset);
+        c.clone().validate().expect("preset valid");
+        assert_eq!(c.degraded.enter_after, secs(enter));
+        assert_eq!(c.degraded.exit_after, secs(exit));
+        assert_eq!(c.degraded.kv_error_threshold, errors);
+        assert_eq!(c.degraded.kv_error_window, secs(window));
+        assert_eq!(c.degraded.recovery_grace, secs(grace));
+    }
+    assert_eq!(
+        Config::default().degraded,
+        DegradedConfig::preset(DegradedPreset::Balanced)
+    );
+    assert_eq!(
+        "bogus".parse::<DegradedPreset>(),
+        Err(UnknownPreset {
+            name: "bogus".into()
+        })
+    );
+}
+
+#[test]
+fn defaults_are_the_documented_values() {
+    let c = Config::default();
+    assert_eq!(
+        (c.heartbeat_interval, c.heartbeat_ttl, c.emergency_grace),
+        (secs(2), secs(6), secs(3))
+    );
+    assert_eq!((c.identity_ttl, c.election_ttl), (secs(30), secs(5)));
+    assert_eq!((c.lease_margin, c.fence_margin), (ms(500), ms(600)));
+    assert_eq!(
+        (
+            c.cold_start_window,
+            c.planned_scale_window,
+            c.min_rebalance_interval
+        ),
+        (secs(30), secs(10), secs(10))
+    );
+    assert_eq!(
+        (
+            c.rejoin_window,
+            c.handler_timeout,
+            c.startup_timeout,
+            c.shutdown_timeout
+        ),
+        (secs(30), secs(30), secs(30), secs(30))
+    );
+    assert_eq!(
+        (
+            c.worker_id_min,
+            c.worker_id_max,
+            c.worker_id_prefix.as_str()
+        ),
+        (0, 99, "worker")
+    );
+    let a = &c.degraded.alerts;
+    assert_eq!(
+        (a.info, a.warn, a.error, a.critical, a.interval),
+        (
+            Some(secs(30)),
+            Some(secs(120)),
+            Some(secs(300)),
+            Some(secs(600)),
+            secs(60)
+        )
+    );
+}
+
+#[test]
+fn warnings_cover_go_validate_with_warnings_and_hold() {
+    assert!(Config::default().validate().unwrap().warnings().is_empty());
+    let mut c = Config {
+        on_disconnect: DisconnectPolicy::Hold,
+        identity_ttl: secs(10),
+        ..Config::default()
+    };
+    c.degraded.exit_after = secs(20);
+    c.degraded.recovery_grace = secs(1);
+    c.min_rebalance_interval = secs(1);
+    let w = c.validate().unwrap().warnings();
+    assert_eq!(
+        w,
+        vec![
+            ConfigWarning::IdentityTtlBelowTwiceHeartbeatTtl,
+            ConfigWarning::ShortCooldown,
+            ConfigWarning::ExitSlowerThanEnter,
+            ConfigWarning::ShortRecoveryGrace,
+            ConfigWarning::HoldPolicyAllowsDoubleOwnership,
+        ]
+    );
+}
+
+#[test]
+fn toml_and_json_round_trip_and_unknown_fields_are_refused() {
+    let c = Config::fast();
+    let text = toml::to_string(&c).unwrap();
+    assert!(text.contains("heartbeat_interval = \"200ms\""), "{text}");
+    assert_eq!(toml::from_str::<Config>(&text).unwrap(), c);
+    let json = serde_json::to_string(&c).unwrap();
+    assert_eq!(serde_json::from_str::<Config>(&json).unwrap(), c);
+    // An empty file is the defaults.
+    assert_eq!(toml::from_str::<Config>("").unwrap(), Config::default());
+    // A typo is an error, not a silently ignored setting.
+    let err = toml::from_str::<Config>("heartbeat_intervall = \"1s\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("heartbeat_intervall"), "{err}");
+    // A bad duration says how to write one.
+    let err = toml::from_str::<Config>("heartbeat_ttl = \"6\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("write it like"), "{err}");
+    // "off" switches an alert level off; JSON works the same.
+    let c: Config =
+        serde_json::from_str(r#"{"degraded":{"alerts":{"info":"off"}},"on_disconnect":"hold"}"#)
+            .unwrap();
+    assert_eq!(c.degraded.alerts.info, None);
+    assert_eq!(c.on_disconnect, DisconnectPolicy::Hold);
+}
+
+#[test]
+fn derived_durations() {
+    let v = Config::default().validate().unwrap();
+    assert_eq!(v.dead_after(), secs(9));
+    assert_eq!(v.fence_after(), ms(5_400));
+    assert_eq!(v.lease(), ms(4_500));
+    assert_eq!(
+        v.election_renew_interval(),
+        Duration::from_nanos(1_666_666_666)
+    );
+    assert_eq!(v.identity_renew_interval(), secs(10));
+    assert_eq!(v.names().ids_bucket(), "parti-ids");
+}

@@ -1,0 +1,387 @@
+//! Applying assignment records and delivering them to the application (PROTOCOL.md §4, §8).
+//!
+//! One ordered watch follows `term` and `w.<id>` in the assignments bucket. A record is accepted
+//! only if its term equals the highest term seen before it in that stream (a deposed leader's
+//! late write is ignored) and its version is higher than the last accepted. The accepted record
+//! becomes the *target*; the pipeline delivers `told → target` as one [`Action::Deliver`]
+//! (revoked, then assigned) at a time. Records arriving meanwhile only move the target, so they
+//! are coalesced to the newest, diffed against what the application was actually told. When a
+//! delivery finishes (or `handler_timeout` passes) its version counts as applied and the
+//! acknowledgement heartbeat goes out. A deleted or undecodable record means "revoke
+//! everything".
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use super::{Action, DeliveryId, Member, Notification, Phase, ReadPurpose, Timer};
+use crate::machine::{IoAction, KvReply, KvResult, WatchId};
+use crate::records::{AssignmentRecord, Intent, Names, OwnedPartition, TermCounter};
+use crate::store::{KvError, KvOperation, WatchEvent, WatchKeys};
+use crate::types::{PartitionId, Term, Version, WorkerId};
+
+/// A fence in force: everything was revoked locally; records are applied again only when newer
+/// than `floor`, a fresh read of our record made after a `Fenced` heartbeat was stored.
+#[derive(Clone, Debug, Default)]
+pub(super) struct FenceState {
+    pub(super) floor: Option<Version>,
+    pub(super) read_pending: bool,
+    /// Which fence round this is; a read answers only its own round.
+    pub(super) round: u64,
+    /// The newest acceptable record seen before `floor` was known.
+    pub(super) held: Option<AssignmentRecord>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) struct InFlight {
+    id: DeliveryId,
+    version: Option<Version>,
+}
+
+/// The apply side of a member.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Apply {
+    pub(super) watch: Option<WatchId>,
+    key: String,
+    /// The id `accepted` / `applied` refer to.
+    owner: Option<WorkerId>,
+    /// Highest term seen in the stream.
+    pub(super) stream_term: Option<Term>,
+    /// Version of the newest accepted record.
+    pub(super) accepted: Version,
+    /// Version of the newest record fully delivered and acknowledged.
+    pub(super) applied: Version,
+    /// What the application should own.
+    pub(super) target: BTreeMap<PartitionId, OwnedPartition>,
+    /// The version `target` comes from, until it is delivered.
+    pub(super) target_version: Option<Version>,
+    /// What the application was told (including a delivery still running).
+    pub(super) told: BTreeMap<PartitionId, OwnedPartition>,
+    pub(super) in_flight: Option<InFlight>,
+    next_delivery: u64,
+    pub(super) fence: Option<FenceState>,
+    /// Fences so far (each starts a new round number).
+    pub(super) fence_rounds: u64,
+    in_snapshot: bool,
+    seen_in_snapshot: bool,
+    /// The version the previous process of this id applied, when we took over its restarting
+    /// claim: the one record of an older term the first snapshot may give us.
+    pub(super) inherited: Option<Version>,
+    /// A record that came before the newest `term` in a snapshot (see `on_snapshot_candidate`).
+    snapshot_candidate: Option<AssignmentRecord>,
+    /// The newest acceptable record that arrived while the claim was unconfirmed.
+    pub(super) suspect_held: Option<AssignmentRecord>,
+    /// No record is accepted any more (leave timed out, restart).
+    pub(super) closed: bool,
+    /// Records refused (stale version or wrong term), for tests and metrics.
+    pub(super) refused: u64,
+}
+
+impl Apply {
+    pub(super) fn new() -> Self {
+        Apply::default()
+    }
+}
+
+impl Member {
+    pub(super) fn start_assignment_watch(&mut self, _now: Instant, id: &WorkerId) {
+        if self.apply.owner.as_ref() != Some(id) {
+            self.apply.accepted = Version::ZERO;
+            self.apply.applied = Version::ZERO;
+            self.apply.owner = Some(id.clone());
+        }
+        self.apply.stream_term = None;
+        self.apply.key = Names::assignment_key(id);
+        self.apply.in_snapshot = true;
+        self.apply.seen_in_snapshot = false;
+        let watch = self.ids.watch();
+        self.apply.watch = Some(watch);
+        self.actions.push_back(Action::Io(IoAction::Watch {
+            watch,
+            bucket: self.names.assignments_bucket(),
+            keys: WatchKeys::Keys(vec![Names::TERM_KEY.to_owned(), self.apply.key.clone()]),
+        }));
+    }
+
+    pub(super) fn stop_assignment_watch(&mut self, _lost: Option<WorkerId>) {
+        if let Some(watch) = self.apply.watch.take() {
+            self.actions
+                .push_back(Action::Io(IoAction::Unwatch { watch }));
+        }
+    }
+
+    pub(super) fn on_assignment_watch(&mut self, now: Instant, event: Result<WatchEvent, KvError>) {
+        match event {
+            Err(_) => self.on_kv_error(now),
+            Ok(WatchEvent::SnapshotComplete) => {
+                if self.apply.in_snapshot {
+                    self.apply.in_snapshot = false;
+                    self.apply.inherited = None;
+                    self.on_snapshot_candidate(now);
+                    if !self.apply.seen_in_snapshot {
+                        self.on_record_absent();
+                    }
+                }
+            }
+            Ok(WatchEvent::Resync) => {
+                self.apply.snapshot_candidate = None;
+                self.apply.in_snapshot = true;
+                self.apply.seen_in_snapshot = false;
+            }
+            Ok(WatchEvent::Change(change)) => {
+                let bucket = self.names.assignments_bucket();
+                if change.key == Names::TERM_KEY {
+                    if let KvOperation::Put(bytes) = &change.op
+                        && let Some(t) = self.decode::<TermCounter>(&bucket, &change.key, bytes)
+                        && self.apply.stream_term.is_none_or(|s| s < t.term)
+                    {
+                        self.apply.stream_term = Some(t.term);
+                    }
+                } else if change.key == self.apply.key {
+                    self.apply.seen_in_snapshot = true;
+                    match &change.op {
+                        KvOperation::Put(bytes) => {
+                            match self.decode::<AssignmentRecord>(&bucket, &change.key, bytes) {
+                                Some(record) => self.on_record(now, record),
+                                None => self.on_record_absent(),
+                            }
+                        }
+                        KvOperation::Delete | KvOperation::Purge => self.on_record_absent(),
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_record(&mut self, now: Instant, record: AssignmentRecord) {
+        if self.apply.closed {
+            return;
+        }
+        let inherited = self.apply.in_snapshot
+            && self.apply.inherited == Some(record.version)
+            && self.apply.stream_term.is_none_or(|t| record.term <= t);
+        let term_ok = Some(record.term) == self.apply.stream_term || inherited;
+        if record.version <= self.apply.accepted {
+            self.apply.refused += 1;
+            return;
+        }
+        if !term_ok {
+            if self.apply.in_snapshot && self.apply.stream_term.is_none() {
+                // The newest `term` comes later in this snapshot: decide at its end.
+                self.apply.snapshot_candidate = Some(record);
+            } else {
+                self.apply.refused += 1;
+            }
+            return;
+        }
+        self.term_checked(now, record);
+    }
+
+    /// The snapshot ended: a record that came before the newest `term` is applied if exactly
+    /// one bump separates them. Every leader takes `term + 1`, so that bump is the newest `term`
+    /// itself, which came after the record: the record was written under the term in force.
+    /// With two bumps or more, one of them may have preceded the record (a zombie): refused.
+    fn on_snapshot_candidate(&mut self, now: Instant) {
+        let Some(record) = self.apply.snapshot_candidate.take() else {
+            return;
+        };
+        if self.apply.stream_term == Some(record.term.next())
+            && record.version > self.apply.accepted
+        {
+            self.term_checked(now, record);
+        } else {
+            self.apply.refused += 1;
+        }
+    }
+
+    /// A record that passed the term and version checks.
+    fn term_checked(&mut self, now: Instant, record: AssignmentRecord) {
+        if !self.identity_trusted() {
+            // Maybe written for another holder of the id: wait for the renewal's verdict.
+            self.apply.suspect_held = Some(record);
+            return;
+        }
+        self.take_record(now, record);
+    }
+
+    /// The claim is confirmed ours again: the record that waited meanwhile is taken.
+    pub(super) fn on_identity_confirmed(&mut self, now: Instant) {
+        if let Some(record) = self.apply.suspect_held.take()
+            && record.version > self.apply.accepted
+        {
+            self.take_record(now, record);
+        }
+    }
+
+    /// A record that passed the term and version checks, under a trusted claim.
+    fn take_record(&mut self, now: Instant, record: AssignmentRecord) {
+        if let Some(f) = self.apply.fence.as_mut() {
+            match f.floor {
+                None => {
+                    f.held = Some(record);
+                    return;
+                }
+                Some(floor) if record.version <= floor => {
+                    self.apply.refused += 1;
+                    return;
+                }
+                Some(_) => self.unfence(now),
+            }
+        }
+        self.accept(record);
+    }
+
+    fn accept(&mut self, record: AssignmentRecord) {
+        self.apply.accepted = record.version;
+        self.apply.target = record
+            .partitions
+            .into_iter()
+            .map(|p| (p.partition.id().clone(), p))
+            .collect();
+        self.apply.target_version = Some(record.version);
+    }
+
+    fn unfence(&mut self, _now: Instant) {
+        self.apply.fence = None;
+        // The acknowledgement heartbeat that follows the delivery carries the new intent.
+        self.beat.intent = if self.phase == Phase::Leaving {
+            Intent::Leaving
+        } else {
+            Intent::Active
+        };
+    }
+
+    /// Our record is gone (deleted, purged, undecodable, or missing from a snapshot): revoke all.
+    fn on_record_absent(&mut self) {
+        self.apply.target.clear();
+        self.apply.target_version = None;
+    }
+
+    pub(super) fn on_own_record_read(
+        &mut self,
+        now: Instant,
+        purpose: ReadPurpose,
+        result: KvResult,
+    ) {
+        match purpose {
+            ReadPurpose::DegradedExit => {
+                self.on_degraded_read(now, matches!(result, Ok(KvReply::Entry(_))));
+            }
+            ReadPurpose::Unfence(round) => {
+                let Some(f) = self.apply.fence.as_mut() else {
+                    return;
+                };
+                if f.round != round || !f.read_pending {
+                    return; // the answer of an earlier round
+                }
+                f.read_pending = false;
+                let Ok(KvReply::Entry(entry)) = result else {
+                    // The next stored heartbeat triggers another read.
+                    return;
+                };
+                let read = match entry {
+                    Some(e) => {
+                        let bucket = self.names.assignments_bucket();
+                        self.decode::<AssignmentRecord>(&bucket, &e.key, &e.value)
+                            .map_or(Version::ZERO, |r| r.version)
+                    }
+                    None => Version::ZERO,
+                };
+                let floor = read.max(self.apply.accepted);
+                let Some(f) = self.apply.fence.as_mut() else {
+                    return;
+                };
+                f.floor = Some(floor);
+                if let Some(held) = f.held.take()
+                    && held.version > floor
+                {
+                    self.unfence(now);
+                    self.accept(held);
+                } else if floor > self.apply.applied {
+                    // Acknowledge the floor while fenced: holding nothing is a subset of any
+                    // record, and it tells the leader our newest record is "applied", which is
+                    // when it re-grants a fenced member with a new version.
+                    self.apply.accepted = self.apply.accepted.max(floor);
+                    self.apply.applied = floor;
+                    self.send_heartbeat(now);
+                }
+            }
+        }
+    }
+
+    /// Moves the delivery pipeline: if nothing runs and the application's view differs from the
+    /// target, emit one delivery; if it does not differ, the target's version is applied at once.
+    pub(super) fn pump(&mut self, now: Instant) {
+        if self.apply.in_flight.is_some() {
+            return;
+        }
+        let a = &self.apply;
+        let revoked: Vec<OwnedPartition> = a
+            .told
+            .iter()
+            .filter(|(k, _)| !a.target.contains_key(*k))
+            .map(|(_, v)| v.clone())
+            .collect();
+        let assigned: Vec<OwnedPartition> = a
+            .target
+            .iter()
+            .filter(|(k, v)| a.told.get(*k).is_none_or(|t| t.fence != v.fence))
+            .map(|(_, v)| v.clone())
+            .collect();
+        self.apply.told = self.apply.target.clone();
+        if revoked.is_empty() && assigned.is_empty() {
+            if let Some(v) = self.apply.target_version.take() {
+                self.applied(now, v);
+            }
+            return;
+        }
+        self.apply.next_delivery += 1;
+        let delivery = DeliveryId(self.apply.next_delivery);
+        let parts = u32::from(!revoked.is_empty()) + u32::from(!assigned.is_empty());
+        self.apply.in_flight = Some(InFlight {
+            id: delivery,
+            version: self.apply.target_version.take(),
+        });
+        self.timers
+            .set(Timer::Handler, now + self.config.handler_timeout * parts);
+        self.actions.push_back(Action::Deliver {
+            delivery,
+            revoked,
+            assigned,
+        });
+    }
+
+    pub(super) fn on_delivered(&mut self, now: Instant, delivery: DeliveryId, timed_out: bool) {
+        let Some(f) = self.apply.in_flight else {
+            return;
+        };
+        if f.id != delivery {
+            return;
+        }
+        self.apply.in_flight = None;
+        self.timers.stop(Timer::Handler);
+        if timed_out {
+            self.notify(Notification::HandlerTimedOut { delivery });
+        }
+        match f.version {
+            Some(v) => self.applied(now, v),
+            None => self.send_heartbeat(now),
+        }
+    }
+
+    pub(super) fn on_handler_timeout(&mut self, now: Instant) {
+        if let Some(f) = self.apply.in_flight {
+            self.on_delivered(now, f.id, true);
+        }
+    }
+
+    /// `version` is applied: acknowledge it.
+    fn applied(&mut self, now: Instant, version: Version) {
+        self.apply.applied = self.apply.applied.max(version);
+        if !self.ready && self.phase == Phase::Member {
+            self.ready = true;
+            self.timers.stop(Timer::StartupDeadline);
+            self.notify(Notification::Ready);
+        }
+        self.send_heartbeat(now);
+    }
+}

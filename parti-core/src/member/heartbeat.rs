@@ -1,0 +1,173 @@
+//! Heartbeats, acknowledgements and the `Fence` disconnect policy (PROTOCOL.md §5, §8).
+//!
+//! A heartbeat is put every `heartbeat_interval`, and at once after a record was applied (that
+//! put is the acknowledgement) or the intent changed. Under [`DisconnectPolicy::Fence`] the
+//! member revokes everything locally once its last *stored* heartbeat was sent
+//! `heartbeat_ttl - fence_margin` ago — before the leader can declare it dead — and heartbeats
+//! with intent `Fenced`; once such a heartbeat is stored it reads its own record afresh and
+//! applies only newer records (the leader's re-grant).
+
+use std::time::Instant;
+
+use super::{Member, Notification, Op, Phase, ReadPurpose, Timer};
+use crate::config::{DisconnectPolicy, ValidConfig};
+use crate::machine::{KvReply, KvRequest, KvResult};
+use crate::records::{Heartbeat, Intent, Record};
+
+/// Heartbeat bookkeeping.
+#[derive(Clone, Debug)]
+pub(super) struct Beat {
+    pub(super) seq: u64,
+    pub(super) intent: Intent,
+    /// Send time of the newest heartbeat the store acknowledged.
+    pub(super) last_acked: Option<Instant>,
+    /// Whether heartbeats go out at all (from the claim until the release).
+    pub(super) running: bool,
+}
+
+impl Beat {
+    pub(super) fn new(_config: &ValidConfig) -> Self {
+        Beat {
+            seq: 0,
+            intent: Intent::Active,
+            last_acked: None,
+            running: false,
+        }
+    }
+}
+
+impl Member {
+    /// Puts a heartbeat now and schedules the next one.
+    pub(super) fn send_heartbeat(&mut self, now: Instant) {
+        let Some(id) = self.identity.as_ref().map(|c| c.id.clone()) else {
+            return;
+        };
+        if !matches!(
+            self.phase,
+            Phase::Member | Phase::Leaving | Phase::Restarting
+        ) {
+            return;
+        }
+        if !self.identity_trusted() {
+            // The id may be someone else's: no heartbeat under it until a renewal confirms it.
+            self.timers
+                .set(Timer::Heartbeat, now + self.config.heartbeat_interval);
+            return;
+        }
+        self.beat.running = true;
+        self.beat.seq += 1;
+        let value = Heartbeat {
+            instance: self.instance,
+            seq: self.beat.seq,
+            state: self.derive_state(),
+            applied: self.apply.applied,
+            intent: self.beat.intent,
+            capacity: self.config.capacity,
+        }
+        .encode();
+        let request = KvRequest::Put {
+            bucket: self.names.heartbeats_bucket(),
+            key: id.to_string(),
+            value,
+        };
+        self.kv(Op::Heartbeat { sent_at: now }, request);
+        if self.phase == Phase::Restarting {
+            self.timers.stop(Timer::Heartbeat);
+        } else {
+            self.timers
+                .set(Timer::Heartbeat, now + self.config.heartbeat_interval);
+        }
+    }
+
+    /// Changes the intent and announces it at once.
+    pub(super) fn set_intent(&mut self, now: Instant, intent: Intent) {
+        if self.beat.intent != intent {
+            self.beat.intent = intent;
+            self.send_heartbeat(now);
+        }
+    }
+
+    pub(super) fn on_heartbeat_done(&mut self, now: Instant, sent_at: Instant, result: KvResult) {
+        if !matches!(result, Ok(KvReply::Written(_))) {
+            return;
+        }
+        if self.beat.last_acked.is_none_or(|t| t < sent_at) {
+            self.beat.last_acked = Some(sent_at);
+        }
+        // Armed while fenced too: if the condition recurs before the leader re-granted, the
+        // fence round starts over (the leader may have declared us dead again meanwhile).
+        if self.config.on_disconnect == DisconnectPolicy::Fence
+            && matches!(self.phase, Phase::Member | Phase::Leaving)
+            && let Some(t) = self.beat.last_acked
+        {
+            self.timers.set(Timer::Fence, t + self.config.fence_after());
+        }
+        // A stored `Fenced` heartbeat: the leader can now see us; read our record afresh.
+        if let Some(f) = self.apply.fence.as_mut()
+            && f.floor.is_none()
+            && !f.read_pending
+        {
+            f.read_pending = true;
+            let round = f.round;
+            self.read_own_record(now, ReadPurpose::Unfence(round));
+        }
+    }
+
+    pub(super) fn read_own_record(&mut self, _now: Instant, purpose: ReadPurpose) {
+        let Some(id) = self.identity.as_ref().map(|c| c.id.clone()) else {
+            return;
+        };
+        let request = KvRequest::Entry {
+            bucket: self.names.assignments_bucket(),
+            key: crate::records::Names::assignment_key(&id),
+        };
+        self.kv(Op::ReadOwnRecord { purpose }, request);
+    }
+
+    pub(super) fn on_fence_deadline(&mut self, now: Instant) {
+        if self.config.on_disconnect != DisconnectPolicy::Fence
+            || !matches!(self.phase, Phase::Member | Phase::Leaving)
+        {
+            return;
+        }
+        match self.apply.fence.as_mut() {
+            None => self.fence(now),
+            // Still fenced and cut off again: a floor read before may predate a revocation the
+            // leader writes when it declares us dead; read again after the next stored
+            // heartbeat.
+            Some(_) => self.new_fence_round(),
+        }
+    }
+
+    /// Starts a new round of the fence in force: no floor, nothing held, a fresh read after the
+    /// next stored heartbeat; answers of earlier rounds are ignored.
+    pub(super) fn new_fence_round(&mut self) {
+        let round = self.apply.fence_rounds;
+        self.apply.fence_rounds += 1;
+        if let Some(f) = self.apply.fence.as_mut() {
+            *f = super::apply::FenceState {
+                round,
+                ..super::apply::FenceState::default()
+            };
+        }
+    }
+
+    /// Revokes everything locally (`OwnershipLost` when something was owned) and heartbeats with
+    /// intent `Fenced`.
+    pub(super) fn fence(&mut self, now: Instant) {
+        if self.apply.fence.is_some() {
+            return;
+        }
+        self.timers.stop(Timer::Fence);
+        let partitions = self.owned();
+        self.apply.fence = Some(super::apply::FenceState::default());
+        self.new_fence_round();
+        self.apply.target.clear();
+        self.apply.target_version = None;
+        if !partitions.is_empty() {
+            self.notify(Notification::OwnershipLost { partitions });
+        }
+        self.pump(now);
+        self.set_intent(now, Intent::Fenced);
+    }
+}

@@ -1,0 +1,446 @@
+#![doc = include_str!("README.md")]
+
+mod apply;
+mod degraded;
+mod election;
+mod heartbeat;
+mod identity;
+mod internals;
+mod leave;
+mod relay;
+mod renewal;
+mod types;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::ValidConfig;
+use crate::machine::{IdGen, IoEvent, OpId, TimerTable};
+use crate::planner::Planner;
+use crate::records::Names;
+use crate::rng::SplitMix64;
+use crate::strategy::AssignmentStrategy;
+use crate::types::{InstanceId, Partition, Term, Version, WorkerId, WorkerState};
+
+pub use types::{
+    Action, AlertLevel, DegradedReason, DeliveryId, Event, MemberError, MemberInit, Notification,
+};
+
+use apply::Apply;
+use degraded::Degraded;
+use election::Election;
+use heartbeat::Beat;
+use identity::{Claim, Claimed};
+use relay::Relay;
+
+/// Every deadline of a member (one table, STYLE.md §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Timer {
+    StartupDeadline,
+    ClaimRetry,
+    RenewId,
+    IdentityLapse,
+    Heartbeat,
+    Fence,
+    Candidate,
+    RenewLeader,
+    LeaseEnd,
+    TermRetry,
+    Handler,
+    DegradedEnter,
+    DegradedExit,
+    Alert,
+    LeaveDeadline,
+}
+
+/// What a member's own operation was for; the answer is routed by it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Op {
+    ListIds,
+    ReadPreferred {
+        number: u32,
+    },
+    ReadInheritedHeartbeat {
+        number: u32,
+        revision: crate::types::Revision,
+    },
+    CreateId {
+        number: u32,
+        claimed_at_ms: u64,
+        sent_at: Instant,
+    },
+    ReadIdAfterCreate {
+        number: u32,
+        sent_at: Instant,
+    },
+    TakeoverId {
+        number: u32,
+        claimed_at_ms: u64,
+        sent_at: Instant,
+    },
+    RenewId {
+        sent_at: Instant,
+    },
+    ReadIdAfterRenew,
+    Heartbeat {
+        sent_at: Instant,
+    },
+    CreateLeader {
+        sent_at: Instant,
+    },
+    ReadLeader {
+        sent_at: Instant,
+    },
+    WriteLeader {
+        sent_at: Instant,
+        term: Term,
+    },
+    ReadTerm,
+    WriteTerm {
+        term: Term,
+    },
+    ReadOwnRecord {
+        purpose: ReadPurpose,
+    },
+    RestartClaim,
+    ReleaseHeartbeat,
+    ReleaseLeader,
+    ReleaseId,
+    DropLeader,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadPurpose {
+    /// The fresh read of a fence round (rounds restart when the fence condition recurs).
+    Unfence(u64),
+    DegradedExit,
+}
+
+/// Where the member is in its life; the reported [`WorkerState`] is derived from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Init,
+    Claiming,
+    Member,
+    Leaving,
+    Releasing,
+    Restarting,
+    Stopped,
+}
+
+/// The member state machine. See the [module documentation](self) for the state table and the
+/// choices made where the protocol is silent.
+///
+/// **Call order.** Feed one input (`handle_event`, `handle_timeout` or a command), then drain
+/// [`Member::poll_action`] until `None` (executing each action in order), then
+/// [`Member::poll_notification`] until `None`, then wait for the next input or
+/// [`Member::poll_timeout`]. `now` never goes backwards.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Instant;
+/// use parti_core::member::{Action, Member, MemberInit, Notification};
+/// use parti_core::strategy::AssignmentStrategy;
+/// use parti_core::{Config, InstanceId};
+///
+/// fn begin(strategy: Arc<dyn AssignmentStrategy>, now: Instant) -> Member {
+///     let config = Config::default().validate().expect("the defaults are valid");
+///     let init = MemberInit {
+///         instance: InstanceId(0x5eed),
+///         seed: 1,
+///         wall_epoch_ms: 1_700_000_000_000,
+///         partitions: Vec::new(),
+///     };
+///     let mut member = Member::new(config, strategy, init, now);
+///     member.start(now);
+///     while let Some(action) = member.poll_action() {
+///         match action {
+///             Action::Io(io) => { /* run it, feed the result back with handle_event */ }
+///             Action::Deliver { .. } => { /* run the handlers, report Event::Delivered */ }
+///             _ => {}
+///         }
+///     }
+///     while let Some(note) = member.poll_notification() {
+///         let _: Notification = note;
+///     }
+///     member
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Member {
+    config: ValidConfig,
+    names: Names,
+    instance: InstanceId,
+    epoch: Instant,
+    wall_epoch_ms: u64,
+    strategy: Arc<dyn AssignmentStrategy>,
+    partitions: Vec<Partition>,
+    rng: SplitMix64,
+    ids: IdGen,
+    timers: TimerTable<Timer>,
+    ops: BTreeMap<OpId, Op>,
+    actions: VecDeque<Action>,
+    notifications: VecDeque<Notification>,
+    phase: Phase,
+    reported: WorkerState,
+    ready: bool,
+    claim: Claim,
+    identity: Option<Claimed>,
+    beat: Beat,
+    election: Election,
+    planner: Option<Planner>,
+    relay: Relay,
+    apply: Apply,
+    degraded: Degraded,
+    release_leader: Option<crate::types::Revision>,
+    decode_errors: u64,
+    undecodable_notified: BTreeSet<(String, String)>,
+}
+
+impl Member {
+    /// A member in state `Init`. Nothing happens until [`Member::start`].
+    #[must_use]
+    pub fn new(
+        config: ValidConfig,
+        strategy: Arc<dyn AssignmentStrategy>,
+        init: MemberInit,
+        now: Instant,
+    ) -> Self {
+        let mut rng = SplitMix64::new(init.seed);
+        let names = config.names();
+        let claim = Claim::new(&config, rng.next_u64(), now);
+        let beat = Beat::new(&config);
+        let election = Election::new(&config, rng.next_u64());
+        let degraded = Degraded::new(now);
+        Member {
+            names,
+            instance: init.instance,
+            epoch: now,
+            wall_epoch_ms: init.wall_epoch_ms,
+            strategy,
+            partitions: init.partitions,
+            rng,
+            ids: IdGen::member(),
+            timers: TimerTable::new(),
+            ops: BTreeMap::new(),
+            actions: VecDeque::new(),
+            notifications: VecDeque::new(),
+            phase: Phase::Init,
+            reported: WorkerState::Init,
+            ready: false,
+            claim,
+            identity: None,
+            beat,
+            election,
+            planner: None,
+            relay: Relay::default(),
+            apply: Apply::new(),
+            degraded,
+            release_leader: None,
+            decode_errors: 0,
+            undecodable_notified: BTreeSet::new(),
+            config,
+        }
+    }
+
+    // ----- getters -------------------------------------------------------------------------
+
+    /// The lifecycle state (see the state table in the [module documentation](self)).
+    #[must_use]
+    pub fn state(&self) -> WorkerState {
+        self.reported
+    }
+
+    /// The claimed worker id, if one is held.
+    #[must_use]
+    pub fn worker_id(&self) -> Option<&WorkerId> {
+        self.identity.as_ref().map(|c| &c.id)
+    }
+
+    /// This process's instance id.
+    #[must_use]
+    pub fn instance(&self) -> InstanceId {
+        self.instance
+    }
+
+    /// Whether this member leads now: it holds the leader key within its local lease, has taken
+    /// a term and runs a planner.
+    #[must_use]
+    pub fn is_leader(&self) -> bool {
+        self.planner.is_some()
+    }
+
+    /// The term this member leads, when it leads.
+    #[must_use]
+    pub fn term(&self) -> Option<Term> {
+        self.planner.as_ref().map(Planner::term)
+    }
+
+    /// The highest term seen in the assignments stream (the term records must carry).
+    #[must_use]
+    pub fn known_term(&self) -> Option<Term> {
+        self.apply.stream_term
+    }
+
+    /// What the application has been told it owns (including a delivery still running), with
+    /// fences, in partition order.
+    #[must_use]
+    pub fn owned(&self) -> Vec<crate::records::OwnedPartition> {
+        self.apply.told.values().cloned().collect()
+    }
+
+    /// The highest assignment version applied and acknowledged.
+    #[must_use]
+    pub fn applied_version(&self) -> Version {
+        self.apply.applied
+    }
+
+    /// Whether the member is in degraded mode.
+    #[must_use]
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.since.is_some()
+    }
+
+    /// Whether the member has revoked everything locally and waits to be granted again.
+    #[must_use]
+    pub fn is_fenced(&self) -> bool {
+        self.apply.fence.is_some()
+    }
+
+    /// Values that did not decode so far (each treated as absent).
+    #[must_use]
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors
+    }
+
+    /// Whether the member has stopped for good (nothing more will happen).
+    #[must_use]
+    pub fn is_stopped(&self) -> bool {
+        self.phase == Phase::Stopped
+    }
+
+    // ----- inputs --------------------------------------------------------------------------
+
+    /// Starts the member (`Init` → `ClaimingID`); call once, after the buckets are provisioned.
+    pub fn start(&mut self, now: Instant) {
+        if self.phase != Phase::Init {
+            return;
+        }
+        self.timers
+            .set(Timer::StartupDeadline, now + self.config.startup_timeout);
+        self.begin_claim(now);
+        self.settle(now);
+    }
+
+    /// Feeds one input stamped with its receive time.
+    pub fn handle_event(&mut self, now: Instant, event: Event) {
+        self.check_lease(now);
+        match event {
+            Event::Io(IoEvent::KvDone { op, result }) => {
+                if op.is_planner() {
+                    self.count_kv_result(now, &result);
+                    if let Some(op) = self.relay.op_in(op)
+                        && let Some(p) = self.planner.as_mut()
+                    {
+                        p.handle_event(now, IoEvent::KvDone { op, result });
+                    }
+                } else if let Some(kind) = self.ops.remove(&op) {
+                    self.count_kv_result(now, &result);
+                    self.on_kv_done(now, kind, result);
+                }
+            }
+            Event::Io(IoEvent::Watch { watch, event }) => {
+                if watch.is_planner() {
+                    if let Some(watch) = self.relay.watch_in(watch)
+                        && let Some(p) = self.planner.as_mut()
+                    {
+                        p.handle_event(now, IoEvent::Watch { watch, event });
+                    }
+                } else if Some(watch) == self.apply.watch {
+                    self.on_assignment_watch(now, event);
+                } else if Some(watch) == self.election.watch {
+                    self.on_leader_watch(now, event);
+                }
+            }
+            Event::Delivered { delivery } => self.on_delivered(now, delivery, false),
+            Event::Connection(state) => self.on_connection(now, state),
+        }
+        self.settle(now);
+    }
+
+    /// Acts on every deadline due at `now`; a call with nothing due does nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.check_lease(now);
+        for timer in self.timers.expired(now) {
+            self.on_timer(now, timer);
+        }
+        if let Some(p) = self.planner.as_mut()
+            && p.poll_timeout().is_some_and(|t| t <= now)
+        {
+            p.handle_timeout(now);
+        }
+        self.settle(now);
+    }
+
+    /// Replaces the partition catalog; forwarded to the planner when leading.
+    pub fn set_partitions(&mut self, now: Instant, partitions: Vec<Partition>) {
+        self.check_lease(now);
+        self.partitions = partitions.clone();
+        if let Some(p) = self.planner.as_mut() {
+            p.set_partitions(now, partitions);
+        }
+        self.settle(now);
+    }
+
+    /// Asks the planner to replan now (ignored unless leading).
+    pub fn trigger_rebalance(&mut self, now: Instant) {
+        self.check_lease(now);
+        if let Some(p) = self.planner.as_mut() {
+            p.trigger_rebalance(now);
+        }
+        self.settle(now);
+    }
+
+    // ----- outputs -------------------------------------------------------------------------
+
+    /// The next action to execute.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next notification for the application.
+    #[must_use]
+    pub fn poll_notification(&mut self) -> Option<Notification> {
+        self.notifications.pop_front()
+    }
+
+    /// When to call [`Member::handle_timeout`] next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mine = self.timers.next();
+        let planner = self.planner.as_ref().and_then(Planner::poll_timeout);
+        match (mine, planner) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Lets every planner share the member's strategy (a planner takes a `Box`).
+#[derive(Debug)]
+struct SharedStrategy(Arc<dyn AssignmentStrategy>);
+
+impl AssignmentStrategy for SharedStrategy {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn assign(
+        &self,
+        input: &crate::strategy::AssignInput<'_>,
+    ) -> Result<crate::strategy::Plan, crate::strategy::StrategyError> {
+        self.0.assign(input)
+    }
+}

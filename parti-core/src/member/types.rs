@@ -1,0 +1,187 @@
+//! The member's inputs, outputs and errors.
+
+use std::time::Duration;
+
+use crate::machine::{IoAction, IoEvent};
+use crate::planner::PlannerNotification;
+use crate::records::{DecodeError, OwnedPartition};
+use crate::store::ConnectionState;
+use crate::types::{InstanceId, Partition, Term, WorkerId, WorkerState};
+
+/// What the driver gives a new member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInit {
+    /// This process's random 128-bit id (drawn once per process start by the driver).
+    pub instance: InstanceId,
+    /// Seed for every random choice of the member and its planners (jitter).
+    pub seed: u64,
+    /// Wall-clock Unix milliseconds at the `now` given to [`Member::new`](super::Member::new);
+    /// wall-clock values written to records are this plus elapsed monotonic time.
+    pub wall_epoch_ms: u64,
+    /// The partition catalog (used when this member leads).
+    pub partitions: Vec<Partition>,
+}
+
+/// Identifies one [`Action::Deliver`]; its completion comes back as [`Event::Delivered`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DeliveryId(pub u64);
+
+/// An input to the member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The result of an [`Action::Io`] (a KV answer or a watch item), the member's or its
+    /// planner's.
+    Io(IoEvent),
+    /// The application's handlers finished the delivery with this id.
+    Delivered {
+        /// The delivery.
+        delivery: DeliveryId,
+    },
+    /// The store connection changed.
+    Connection(ConnectionState),
+}
+
+/// An output of the member for the driver to execute.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Store I/O (the member's own or its planner's).
+    Io(IoAction),
+    /// Run the application's handlers: `on_revoked(revoked)` if non-empty, then
+    /// `on_assigned(assigned)` if non-empty, then report [`Event::Delivered`]. One delivery runs
+    /// at a time, in emission order. The member waits `handler_timeout` per non-empty list;
+    /// after that the delivery counts as done ([`Notification::HandlerTimedOut`]) and the
+    /// member moves on (the driver queues the next delivery behind the running handler).
+    Deliver {
+        /// Id to report completion with.
+        delivery: DeliveryId,
+        /// Partitions the application must stop working on (with the fences they were granted
+        /// with), in partition order.
+        revoked: Vec<OwnedPartition>,
+        /// Partitions the application now owns, with their fences, in partition order. A
+        /// partition already owned appears again when its fence changed.
+        assigned: Vec<OwnedPartition>,
+    },
+}
+
+/// Degraded-mode alert levels, in escalating order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AlertLevel {
+    /// Degraded for `alerts.info`.
+    Info,
+    /// Degraded for `alerts.warn`.
+    Warn,
+    /// Degraded for `alerts.error`.
+    Error,
+    /// Degraded for `alerts.critical`.
+    Critical,
+}
+
+/// Why degraded mode was entered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DegradedReason {
+    /// The connection was down for `degraded.enter_after`.
+    ConnectionDown,
+    /// `degraded.kv_error_threshold` operations failed within `degraded.kv_error_window`.
+    KvErrors,
+}
+
+/// Why a member stopped without being asked to.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MemberError {
+    /// Every id of the pool stayed taken until the startup timeout.
+    #[error("no free worker id in [{min}, {max}] before the startup timeout")]
+    IdentityPoolExhausted {
+        /// Lowest id number.
+        min: u32,
+        /// Highest id number.
+        max: u32,
+    },
+    /// No id could be claimed before the startup timeout (the store did not answer).
+    #[error("no worker id could be claimed before the startup timeout ({timeout:?})")]
+    StartupTimedOut {
+        /// The startup timeout.
+        timeout: Duration,
+    },
+}
+
+/// Something the application should know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Notification {
+    /// The lifecycle state changed.
+    StateChanged {
+        /// The old state.
+        from: WorkerState,
+        /// The new state.
+        to: WorkerState,
+    },
+    /// A worker id was claimed.
+    IdentityClaimed {
+        /// The id.
+        worker: WorkerId,
+    },
+    /// The id now belongs to someone else (renewal conflict or key gone): everything was revoked
+    /// locally and the member claims again.
+    IdentityLost {
+        /// The lost id.
+        worker: WorkerId,
+    },
+    /// Everything was revoked locally because ownership can no longer be guaranteed (fence).
+    OwnershipLost {
+        /// What was revoked.
+        partitions: Vec<OwnedPartition>,
+    },
+    /// Start finished: the first assignment was applied, or `startup_timeout` passed without one.
+    Ready,
+    /// This member became leader for `term`.
+    LeadershipAcquired {
+        /// The term.
+        term: Term,
+    },
+    /// This member stopped leading (lease lapsed, key lost, leave, identity loss).
+    LeadershipLost {
+        /// The term it led, if it had taken one.
+        term: Option<Term>,
+    },
+    /// A delivery did not finish within `handler_timeout`; it counts as done.
+    HandlerTimedOut {
+        /// The delivery.
+        delivery: DeliveryId,
+    },
+    /// Degraded mode entered.
+    DegradedEntered {
+        /// Why.
+        reason: DegradedReason,
+    },
+    /// Degraded mode left.
+    DegradedExited {
+        /// How long it lasted.
+        duration: Duration,
+    },
+    /// Degraded for `degraded_for`: an alert of `level` (repeated every `alerts.interval`).
+    DegradedAlert {
+        /// The level.
+        level: AlertLevel,
+        /// Time since degraded mode was entered.
+        degraded_for: Duration,
+    },
+    /// A stored value did not decode and was treated as absent (reported once per key).
+    UndecodableValue {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// Why.
+        error: DecodeError,
+    },
+    /// The member failed and stopped.
+    Failed(MemberError),
+    /// The member has stopped (after a leave, a restart request or a failure).
+    Stopped,
+    /// A notification of the embedded planner.
+    Planner(PlannerNotification),
+}

@@ -1,0 +1,336 @@
+//! Liveness (PROTOCOL.md §5): receive-time stamps, observation-channel gating, restart
+//! reservations and the degraded quiet period.
+//!
+//! Every heartbeat the planner's watch delivers is stamped when it is received. The leader's
+//! own heartbeat echo is watched too, and time as far as liveness is concerned only advances
+//! while the leader can see itself: `observed_now = min(now, own_echo + heartbeat_interval)`.
+//! A worker is dead iff `observed_now - seen[w] >= heartbeat_ttl + emergency_grace`, never
+//! while the leader is degraded nor during `degraded.recovery_grace` after. A heartbeat
+//! received in between simply moves the stamp: nothing about an earlier absence is remembered
+//! (Go keeps a stale first-missing time and later skips the grace, §17 row 9).
+//!
+//! **Frozen time does not count, also after it ends** (a choice where PROTOCOL.md is silent):
+//! stamps and `observed_now` are kept on an *observed clock* that stops while the echo is stale
+//! and resumes where it stopped when the echo comes back, instead of jumping to `now`. When a
+//! stalled watch delivers its backlog, the leader's own echo may arrive a moment before the
+//! others' heartbeats; with the literal formula everyone silent for the stall would be dead in
+//! that moment (a mass emergency after a broker hiccup). On the observed clock nobody is
+//! declared dead earlier than by the literal formula, and with a healthy channel both agree.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::later;
+use crate::records::{Heartbeat, Intent};
+use crate::types::{InstanceId, Version, WorkerId};
+
+/// The last heartbeat of a worker, as far as planning cares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Beat {
+    pub instance: InstanceId,
+    pub applied: Version,
+    pub intent: Intent,
+    pub capacity: u32,
+}
+
+impl From<&Heartbeat> for Beat {
+    fn from(h: &Heartbeat) -> Self {
+        Beat {
+            instance: h.instance,
+            applied: h.applied,
+            intent: h.intent,
+            capacity: h.capacity.max(1),
+        }
+    }
+}
+
+/// What the planner knows about one worker's liveness.
+#[derive(Clone, Debug)]
+pub(super) struct WorkerInfo {
+    /// Observed-clock stamp of the last heartbeat (or of the takeover, for members expected
+    /// from `meta`).
+    pub seen: Instant,
+    /// The last heartbeat; `None` for a member expected from `meta` that has not appeared yet.
+    pub beat: Option<Beat>,
+    /// Declared dead (until a heartbeat is seen again).
+    pub dead: bool,
+    /// `intent = Restarting` was seen: its partitions stay reserved until this instant.
+    pub reserved_until: Option<Instant>,
+    /// The reservation ran out without the worker coming back: handled as a crash.
+    pub reservation_expired: bool,
+}
+
+/// What observing one heartbeat changed.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Observed {
+    /// The worker had been declared dead and is back.
+    pub revived: bool,
+    /// The heartbeat comes from another process than the previous one (a restart).
+    pub new_instance: bool,
+    /// Anything planning cares about changed (first heartbeat, instance, intent,
+    /// acknowledged version, capacity, revival); a plain "still here" is not a change.
+    pub changed: bool,
+}
+
+/// The liveness table.
+#[derive(Clone, Debug)]
+pub(super) struct Liveness {
+    workers: BTreeMap<WorkerId, WorkerInfo>,
+    /// `(seen, worker)` of every worker not declared dead: the first entry dies first.
+    by_seen: BTreeSet<(Instant, WorkerId)>,
+    /// `(reserved_until, worker)` of every running restart reservation.
+    reserved: BTreeSet<(Instant, WorkerId)>,
+    me: WorkerId,
+    my_instance: InstanceId,
+    own_echo: Instant,
+    /// Time during which the echo was stale, summed: the observed clock is behind `now` by it.
+    frozen: Duration,
+    interval: Duration,
+    dead_after: Duration,
+    rejoin_window: Duration,
+    degraded: bool,
+    quiet_until: Option<Instant>,
+}
+
+impl Liveness {
+    pub(super) fn new(
+        me: WorkerId,
+        my_instance: InstanceId,
+        now: Instant,
+        interval: Duration,
+        dead_after: Duration,
+        rejoin_window: Duration,
+    ) -> Self {
+        Liveness {
+            workers: BTreeMap::new(),
+            by_seen: BTreeSet::new(),
+            reserved: BTreeSet::new(),
+            me,
+            my_instance,
+            // The member heartbeated before it won the election; until the first echo arrives,
+            // liveness time may run one interval past the planner's creation, no further.
+            own_echo: now,
+            frozen: Duration::ZERO,
+            interval,
+            dead_after,
+            rejoin_window,
+            degraded: false,
+            quiet_until: None,
+        }
+    }
+
+    /// The observed clock: `min(now, own_echo + heartbeat_interval)`, minus the time the echo
+    /// was stale before.
+    pub(super) fn observed_now(&self, now: Instant) -> Instant {
+        let o = now.min(later(self.own_echo, self.interval));
+        o.checked_sub(self.frozen).unwrap_or(o)
+    }
+
+    /// Stamps a heartbeat of `worker` received at `now`.
+    pub(super) fn observe(&mut self, now: Instant, worker: &WorkerId, hb: &Heartbeat) -> Observed {
+        if *worker == self.me && hb.instance == self.my_instance {
+            let fresh_until = later(self.own_echo, self.interval);
+            if now > fresh_until {
+                self.frozen += now - fresh_until;
+            }
+            self.own_echo = self.own_echo.max(now);
+        }
+        let stamp = self.observed_now(now);
+        let beat = Beat::from(hb);
+        let mut out = Observed::default();
+        let info = self.workers.entry(worker.clone()).or_insert(WorkerInfo {
+            seen: stamp,
+            beat: None,
+            dead: false,
+            reserved_until: None,
+            reservation_expired: false,
+        });
+        if info.dead {
+            out.revived = true;
+        } else {
+            self.by_seen.remove(&(info.seen, worker.clone()));
+        }
+        if let Some(prev) = &info.beat {
+            out.new_instance = prev.instance != beat.instance;
+        }
+        out.changed = out.revived || info.beat.as_ref() != Some(&beat);
+        info.dead = false;
+        info.seen = info.seen.max(stamp);
+        let reserved_before = info.reserved_until;
+        match beat.intent {
+            Intent::Restarting => {
+                if info.reserved_until.is_none() && !info.reservation_expired {
+                    info.reserved_until = Some(later(now, self.rejoin_window));
+                }
+            }
+            _ => {
+                // Back (new instance) or the restart was called off: the reservation ends and
+                // the worker is an ordinary member again.
+                info.reserved_until = None;
+                info.reservation_expired = false;
+            }
+        }
+        if out.new_instance && beat.intent == Intent::Restarting {
+            // A new process that immediately restarts again gets a fresh reservation.
+            info.reserved_until = Some(later(now, self.rejoin_window));
+            info.reservation_expired = false;
+        }
+        if info.reserved_until != reserved_before {
+            if let Some(t) = reserved_before {
+                self.reserved.remove(&(t, worker.clone()));
+            }
+            if let Some(t) = info.reserved_until {
+                self.reserved.insert((t, worker.clone()));
+            }
+        }
+        info.beat = Some(beat);
+        self.by_seen.insert((info.seen, worker.clone()));
+        out
+    }
+
+    /// A member named by `meta` (or owning partitions in a record) that has no heartbeat at
+    /// takeover: it must appear within `heartbeat_ttl + emergency_grace` of `now`.
+    pub(super) fn expect(&mut self, now: Instant, worker: &WorkerId) {
+        if self.workers.contains_key(worker) {
+            return;
+        }
+        let stamp = self.observed_now(now);
+        self.workers.insert(
+            worker.clone(),
+            WorkerInfo {
+                seen: stamp,
+                beat: None,
+                dead: false,
+                reserved_until: None,
+                reservation_expired: false,
+            },
+        );
+        self.by_seen.insert((stamp, worker.clone()));
+    }
+
+    /// A member `meta` says was restarting: reserve its partitions for `rejoin_window` from
+    /// `now` unless its heartbeat already says where it is (restarting, or back).
+    pub(super) fn reserve_from_meta(&mut self, now: Instant, worker: &WorkerId) {
+        self.expect(now, worker);
+        let until = later(now, self.rejoin_window);
+        if let Some(info) = self.workers.get_mut(worker)
+            && info.beat.is_none()
+            && info.reserved_until.is_none()
+        {
+            info.reserved_until = Some(until);
+            self.reserved.insert((until, worker.clone()));
+        }
+    }
+
+    /// Workers whose reservation is running at `now`, sorted.
+    pub(super) fn reserved_workers(&self, now: Instant) -> Vec<WorkerId> {
+        let mut v: Vec<WorkerId> = self
+            .reserved
+            .iter()
+            .filter(|(t, _)| *t > now)
+            .map(|(_, w)| w.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Whether deaths may be declared at `now` (not degraded, not in the recovery grace).
+    fn may_declare(&self, now: Instant) -> bool {
+        !self.degraded && self.quiet_until.is_none_or(|q| now >= q)
+    }
+
+    /// Declares dead every worker silent for `dead_after` of observed time; returns them.
+    pub(super) fn declare_deaths(&mut self, now: Instant) -> Vec<WorkerId> {
+        if !self.may_declare(now) {
+            return Vec::new();
+        }
+        let observed = self.observed_now(now);
+        let mut dead = Vec::new();
+        while let Some((seen, w)) = self.by_seen.first().cloned() {
+            if observed.saturating_duration_since(seen) < self.dead_after {
+                break;
+            }
+            self.by_seen.pop_first();
+            if let Some(info) = self.workers.get_mut(&w) {
+                info.dead = true;
+            }
+            dead.push(w);
+        }
+        dead
+    }
+
+    /// Ends every reservation due at `now`; returns the workers whose reservation expired.
+    pub(super) fn expire_reservations(&mut self, now: Instant) -> Vec<WorkerId> {
+        let mut out = Vec::new();
+        while let Some((t, w)) = self.reserved.first().cloned() {
+            if t > now {
+                break;
+            }
+            self.reserved.pop_first();
+            if let Some(info) = self.workers.get_mut(&w) {
+                info.reserved_until = None;
+                info.reservation_expired = true;
+            }
+            out.push(w);
+        }
+        out
+    }
+
+    /// When liveness needs a look again: the next possible death, the end of the recovery
+    /// grace, the next reservation end. `None` while nothing can happen without an event (for
+    /// instance while the leader's own echo is stale: only a new echo moves observed time).
+    pub(super) fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| {
+            if t > now {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        if let Some(q) = self.quiet_until {
+            consider(q);
+        }
+        if !self.degraded
+            && let Some((seen, _)) = self.by_seen.first()
+        {
+            // In real time, assuming the channel stays healthy; if it freezes, this wake-up
+            // finds nobody dead and sets the next one.
+            let left =
+                later(*seen, self.dead_after).saturating_duration_since(self.observed_now(now));
+            if !left.is_zero() {
+                consider(later(now, left));
+            }
+        }
+        if let Some((t, _)) = self.reserved.first() {
+            consider(*t);
+        }
+        next
+    }
+
+    pub(super) fn set_degraded(&mut self, now: Instant, degraded: bool, grace: Duration) {
+        if self.degraded && !degraded {
+            self.quiet_until = Some(later(now, grace));
+        }
+        self.degraded = degraded;
+    }
+
+    pub(super) fn get(&self, w: &WorkerId) -> Option<&WorkerInfo> {
+        self.workers.get(w)
+    }
+
+    /// Known and not declared dead.
+    pub(super) fn is_alive(&self, w: &WorkerId) -> bool {
+        self.workers.get(w).is_some_and(|i| !i.dead)
+    }
+
+    /// Reserved for a restart at `now`.
+    pub(super) fn is_reserved(&self, w: &WorkerId, now: Instant) -> bool {
+        self.workers
+            .get(w)
+            .and_then(|i| i.reserved_until)
+            .is_some_and(|t| t > now)
+    }
+
+    pub(super) fn workers(&self) -> impl Iterator<Item = (&WorkerId, &WorkerInfo)> {
+        self.workers.iter()
+    }
+}

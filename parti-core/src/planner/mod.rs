@@ -1,0 +1,526 @@
+//! The `Planner`: what the leader runs (PROTOCOL.md §4 leader side, §5–7).
+//!
+//! The member that wins the election takes the next term (compare-and-set on the `term` key),
+//! then builds a `Planner` for that term. The planner owns everything about the assignments
+//! bucket and the liveness of workers: it watches heartbeats, reads `meta` and the `w.<id>`
+//! records on takeover, classifies changes, calls the strategy, and publishes with revoke →
+//! acknowledge → grant. When the member's lease lapses (or it leaves), the member calls
+//! [`Planner::stop`]; from then on the planner emits nothing but the `Unwatch` of its watches.
+//!
+//! # Event → machine → action
+//!
+//! ```text
+//!  heartbeats watch ──Watch(hb put)──▶ liveness: seen[w] (observed clock), own echo,
+//!                                      intents, capacities, acknowledgements (`applied`)
+//!  `term` watch ─────Watch(term)─────▶ higher term? ──▶ stop + SteppedDown
+//!  KvDone(read/write) ───────────────▶ slots: record, revision, in flight, unknown outcome
+//!  handle_timeout(now) ──────────────▶ deaths · window end · retry · stall · rejoin end
+//!  commands (set_partitions, trigger_rebalance, set_degraded, stop)
+//!                                      │
+//!                              classify (§6): cold start · joins → window · crash/leave →
+//!                              urgent replan · catalog → coverage · weights → imbalance?
+//!                                      │ target (desired plan)
+//!                              reconcile (§7): per worker keep ∪ grantable additions;
+//!                              one wave = one version, every write in flight together
+//!                                      │
+//!  poll_action ◀── Kv{Update/Create w.<id>, meta, Entry re-reads} · Watch · Unwatch
+//!  poll_notification ◀── TakeoverComplete · StateChanged · PlanStarted · Published ·
+//!                         WorkerDead · HandoffStalled · SteppedDown · Undecodable · …
+//!  poll_timeout ◀── earliest deadline of the timer table
+//! ```
+//!
+//! # Call order
+//!
+//! As every parti machine: feed inputs with `handle_*` and commands, then drain
+//! [`Planner::poll_action`] until `None`, [`Planner::poll_notification`] until `None`, and sleep
+//! until [`Planner::poll_timeout`]. `now` never goes backwards across calls. Every id it issues
+//! has the planner bit set ([`OpId::is_planner`](crate::machine::OpId::is_planner)); the member
+//! forwards events carrying such ids here. Results of actions issued before [`Planner::stop`]
+//! are ignored after it.
+//!
+//! # For the member that embeds it
+//!
+//! Forward every [`IoEvent`] whose op or watch id has the planner bit; call
+//! [`Planner::handle_timeout`] at [`Planner::poll_timeout`]; call [`Planner::stop`] at the local
+//! lease end or before leaving, [`Planner::set_degraded`] on entering and leaving degraded
+//! mode, [`Planner::set_partitions`] when the catalog changes. The planner opens its own two
+//! watches (`{ns}-heartbeats` prefix `""`, `{ns}-assignments` key `term`); the member's own
+//! heartbeat must reach it through that watch (it is the echo that gates liveness). Getters for
+//! state and metrics: [`Planner::state`], [`Planner::lifecycle`], [`Planner::version`],
+//! [`Planner::current`], [`Planner::live_members`], [`Planner::planned_members`],
+//! [`Planner::partition_count`], [`Planner::unowned_partitions`], [`Planner::decode_errors`],
+//! [`Planner::watch_errors`]. A leader that leaves can delete the leader key once the state is
+//! `Idle` after its own `intent = Leaving` was published (its record is empty).
+//!
+//! # States
+//!
+//! | state | meaning | left when |
+//! |---|---|---|
+//! | `Loading` | takeover: watches opened, `meta` and every `w.*` being read | all read (→ `Idle` / `Scaling` / `Rebalancing`) |
+//! | `Idle` | published plan = desired plan; nothing pending | a change is classified |
+//! | `Scaling` | a window (cold start or planned scale) is collecting joins | window end (→ `Rebalancing`), crash/leave (→ `Emergency` / `Rebalancing`) |
+//! | `Rebalancing` | a plan is being published (waves, acknowledgements, retries) | every record and `meta` written (→ `Idle`, `Published`) |
+//! | `Emergency` | a crash (or an expired restart reservation) is being repaired | published (→ `Idle`) |
+//! | `Stopped` | lease lapsed, stepped down or told to stop; terminal | never |
+//!
+//! A change of state is one [`PlannerNotification::StateChanged`]; "changing" to the current
+//! state emits nothing.
+//!
+//! # Choices where PROTOCOL.md is silent
+//!
+//! - **One version per wave.** A wave is every write that can be made now; its records share one
+//!   new version. A record that only takes partitions away is `Revoke`, one that gives any is
+//!   `Grant`. Partitions that are free (new, or held by nobody who may still hold them) are
+//!   granted in the first wave together with the revocations; moved partitions in the wave
+//!   after the acknowledgements.
+//! - **Dead workers' records are reduced before their partitions go elsewhere** (write
+//!   completion, no acknowledgement): a worker that comes back applies the newest record, and
+//!   the old one must not be it. This costs one round trip on a crash and closes a window where
+//!   a returning worker could apply its stale record.
+//! - **Unknown holdings after takeover.** A worker whose record is not acknowledged at takeover
+//!   (or is undecodable, or was written by an older leader after the term bump — the member
+//!   ignores such a record) may hold anything: nothing is granted to others until it
+//!   acknowledges a record of ours or dies. Such records are rewritten under our term.
+//! - **Timeouts are unknown outcomes**: a timed-out or conflicting write is re-read (after the
+//!   backoff) before anything else is written to that key; a record of our term found there is
+//!   adopted, one of a higher term makes the planner step down.
+//! - **Timed-out writes** are remembered until the key moves past the revision they were based
+//!   on (they can only land on it), and count as held meanwhile.
+//! - **Frozen observation time stays frozen**: liveness runs on an observed clock that stops
+//!   while the leader's own echo is stale and resumes where it stopped (see `liveness`), so
+//!   the backlog of a stalled watch never declares everyone dead in the moment the leader's
+//!   echo arrives before the others' heartbeats.
+//! - **Heartbeat deletes** carry no liveness information (a leaver deletes its heartbeat after
+//!   its record is empty; expiry is silent or a marker): only stamps decide.
+//! - **Cooldown** is measured from the last full replan (planned, urgent or manual); coverage of
+//!   new partitions and re-grants move nothing and do not count.
+//! - **Graceful leave and manual rebalance** replan at once with the current eligible set and
+//!   cut a running window short, as an emergency does; an urgent plan during the cold-start
+//!   window is the final plan (`Settled`).
+//! - **Members without partitions get an empty record at once**, also a joiner during a window
+//!   (one version each): a member waits for its first record before it counts as started, and
+//!   a cold-start window may last up to 2 × 30 s, longer than the default `startup_timeout`.
+//! - **Restart reservation = pinning.** A worker heartbeating `intent = Restarting` keeps its
+//!   record, and its partitions are left out of every plan until `rejoin_window` ends (also
+//!   after it is dead by liveness). If it is not back (a new process, or another intent) by
+//!   then, it leaves the plan as a crash (`Emergency`); if it is still heartbeating, its
+//!   partitions are revoked with acknowledgement like any live owner's. Running reservations
+//!   are listed in `meta.restarting`, and a new leader reserves those members again for
+//!   `rejoin_window` from its takeover (at most one extra window; monotonic clocks of two
+//!   hosts cannot be compared).
+//! - **Re-grant after `intent = Fenced`**: when a live member says `Fenced` and has applied its
+//!   newest record, that record is rewritten with a new version and new fences for every
+//!   partition; again at most once per `heartbeat_interval` if it stays fenced.
+//! - **Owners outside the planned members**: a worker that got partitions by coverage (a
+//!   joiner during a window) and disappears is handled like a member (urgent replan), so its
+//!   partitions are never orphaned until a window ends.
+//! - **Two records naming one partition** (inherited at takeover: a handoff cut short, a
+//!   deposed leader's grant that landed late): the plan gives it to the acknowledged, newer
+//!   `(term, version)` record's worker, but no record keeps it while another names it — it is
+//!   taken away from both and granted again once free. An older-term record its member has
+//!   not acknowledged is rewritten under our term (members refuse an older term that follows
+//!   a newer one, and would otherwise never acknowledge).
+//! - **Records are never deleted**: a departed worker keeps an empty record (the id pool is
+//!   bounded), so a returning process learns it owns nothing.
+//! - **`trigger_rebalance` during the takeover** is remembered and honoured when it ends.
+//! - **Restart return** (same id, new process) publishes nothing: the record still gives it its
+//!   partitions with their fences, and the new process applies it.
+//! - **`meta`** is written when a plan is fully published, when a handoff stalls, and when a
+//!   restart reservation starts or ends — only if something other than the term differs.
+//! - **Weights**: imbalance = heaviest `load / capacity` over the mean − 1.
+
+mod events;
+mod liveness;
+mod notify;
+mod plan;
+mod publish;
+mod results;
+mod slots;
+mod takeover;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::assignment::Assignment;
+use crate::config::ValidConfig;
+use crate::machine::{Backoff, IdGen, IoAction, IoEvent, TimerTable, WatchId};
+use crate::records::Lifecycle;
+use crate::strategy::AssignmentStrategy;
+use crate::types::{Partition, PartitionId, Term, Version, WorkerId};
+
+use liveness::Liveness;
+use plan::Window;
+use publish::Batch;
+use slots::Slot;
+use takeover::Loading;
+
+pub use notify::{PlanReason, PlannerInit, PlannerNotification, PlannerState};
+
+/// `t + d`, never panicking: a duration too large for the clock (a config value of centuries)
+/// gives a deadline ~136 years away instead of an overflow.
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .or_else(|| t.checked_add(Duration::from_secs(1 << 32)))
+        .unwrap_or(t)
+}
+
+/// Deadlines of the planner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Timer {
+    /// A worker may die, the recovery grace ends, or a restart reservation ends.
+    Liveness,
+    /// The window (or the cooldown after it) ends.
+    Window,
+    /// Backoff before retrying failed operations.
+    Retry,
+    /// A revocation reaches `revoke_timeout`.
+    Stall,
+    /// A rate-limited re-grant of a member that stays fenced is due.
+    Regrant,
+}
+
+enum Stage {
+    Loading(Box<Loading>),
+    Running,
+    Stopped,
+}
+
+/// The leader's planning machine. See the [module documentation](self).
+pub struct Planner {
+    config: ValidConfig,
+    strategy: Box<dyn AssignmentStrategy>,
+    me: WorkerId,
+    term: Term,
+    hb_bucket: String,
+    as_bucket: String,
+    catalog: BTreeMap<PartitionId, Partition>,
+    ids: IdGen,
+    stage: Stage,
+    hb_watch: WatchId,
+    term_watch: WatchId,
+    live: Liveness,
+    slots: BTreeMap<WorkerId, Slot>,
+    /// The desired plan.
+    target: Assignment,
+    /// The members the desired plan was made for (`meta.members`).
+    planned: BTreeSet<WorkerId>,
+    lifecycle: Lifecycle,
+    /// The highest version seen or issued.
+    version: Version,
+    window: Option<Window>,
+    last_replan: Option<Instant>,
+    /// The plan being published, if any.
+    current: Option<PlanReason>,
+    batch: Option<Batch>,
+    backoff: Backoff,
+    timers: TimerTable<Timer>,
+    meta: publish::MetaSlot,
+    /// Digest of the catalog the plan was made for.
+    planned_digest: u64,
+    actions: VecDeque<IoAction>,
+    notes: VecDeque<PlannerNotification>,
+    state: PlannerState,
+    decode_errors: u64,
+    watch_errors: u64,
+    /// Something may have changed since the last classification.
+    dirty: bool,
+    /// `trigger_rebalance` arrived during the takeover: honoured once it is done.
+    manual_pending: bool,
+    reported: BTreeSet<(String, String)>,
+}
+
+impl std::fmt::Debug for Planner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Planner")
+            .field("me", &self.me)
+            .field("term", &self.term)
+            .field("state", &self.state)
+            .field("version", &self.version)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Planner {
+    /// A planner for `init.term`. Opens its watches and starts the takeover reads at once (see
+    /// [`Planner::poll_action`]).
+    #[must_use]
+    pub fn new(
+        config: ValidConfig,
+        strategy: Box<dyn AssignmentStrategy>,
+        init: PlannerInit,
+        now: Instant,
+    ) -> Self {
+        let names = config.names();
+        let mut ids = IdGen::planner();
+        let hb_watch = ids.watch();
+        let term_watch = ids.watch();
+        let live = Liveness::new(
+            init.me.clone(),
+            init.instance,
+            now,
+            config.heartbeat_interval,
+            config.dead_after(),
+            config.rejoin_window,
+        );
+        let catalog: BTreeMap<PartitionId, Partition> = init
+            .partitions
+            .into_iter()
+            .map(|p| (p.id().clone(), p))
+            .collect();
+        let backoff = Backoff::new(config.retry.clone(), init.seed);
+        let mut p = Planner {
+            strategy,
+            me: init.me,
+            term: init.term,
+            hb_bucket: names.heartbeats_bucket(),
+            as_bucket: names.assignments_bucket(),
+            catalog,
+            ids,
+            stage: Stage::Running,
+            hb_watch,
+            term_watch,
+            live,
+            slots: BTreeMap::new(),
+            target: Assignment::new(),
+            planned: BTreeSet::new(),
+            lifecycle: Lifecycle::ColdStart,
+            version: Version::ZERO,
+            window: None,
+            last_replan: None,
+            current: None,
+            batch: None,
+            backoff,
+            timers: TimerTable::new(),
+            meta: publish::MetaSlot::default(),
+            planned_digest: 0,
+            actions: VecDeque::new(),
+            notes: VecDeque::new(),
+            state: PlannerState::Loading,
+            decode_errors: 0,
+            watch_errors: 0,
+            dirty: true,
+            manual_pending: false,
+            reported: BTreeSet::new(),
+            config,
+        };
+        p.start_takeover();
+        p
+    }
+
+    /// The term this planner acts for.
+    #[must_use]
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// Whether the planner has stopped (lease lapsed, stepped down, or told to stop).
+    #[must_use]
+    pub fn is_stopped(&self) -> bool {
+        matches!(self.stage, Stage::Stopped)
+    }
+
+    /// The planner's state.
+    #[must_use]
+    pub fn state(&self) -> PlannerState {
+        self.state
+    }
+
+    /// Cold start or settled.
+    #[must_use]
+    pub fn lifecycle(&self) -> Lifecycle {
+        self.lifecycle
+    }
+
+    /// The highest version seen or issued.
+    #[must_use]
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The desired plan (what is being, or has been, published).
+    #[must_use]
+    pub fn current(&self) -> &Assignment {
+        &self.target
+    }
+
+    /// Workers not declared dead, sorted.
+    #[must_use]
+    pub fn live_members(&self) -> Vec<WorkerId> {
+        self.live
+            .workers()
+            .filter(|(_, i)| !i.dead)
+            .map(|(w, _)| w.clone())
+            .collect()
+    }
+
+    /// The members the desired plan was made for (what `meta.members` says), sorted.
+    #[must_use]
+    pub fn planned_members(&self) -> Vec<WorkerId> {
+        self.planned.iter().cloned().collect()
+    }
+
+    /// Partitions of the catalog (`parti_partitions`).
+    #[must_use]
+    pub fn partition_count(&self) -> usize {
+        self.catalog.len()
+    }
+
+    /// Partitions of the catalog that no record in the store gives to a live worker
+    /// (`parti_unowned_partitions`).
+    #[must_use]
+    pub fn unowned_partitions(&self) -> usize {
+        let owned: BTreeSet<&PartitionId> = self
+            .slots
+            .iter()
+            .filter(|(w, _)| self.live.is_alive(w))
+            .filter_map(|(_, s)| s.rec.as_ref())
+            .flat_map(|r| r.partitions.iter().map(|o| o.partition.id()))
+            .collect();
+        self.catalog.keys().filter(|p| !owned.contains(p)).count()
+    }
+
+    /// Values that did not decode so far (`parti_decode_errors_total`).
+    #[must_use]
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors
+    }
+
+    /// Watch errors so far.
+    #[must_use]
+    pub fn watch_errors(&self) -> u64 {
+        self.watch_errors
+    }
+
+    /// Feeds the result of one of the planner's actions, stamped with its receive time `now`.
+    pub fn handle_event(&mut self, now: Instant, event: IoEvent) {
+        if self.is_stopped() {
+            return;
+        }
+        if !matches!(&event, IoEvent::Watch { watch, event: Ok(_) } if *watch == self.hb_watch) {
+            self.dirty = true;
+        }
+        match event {
+            IoEvent::KvDone { op, result } => {
+                if matches!(self.stage, Stage::Loading(_)) {
+                    self.loading_kv_done(now, op, result);
+                } else {
+                    self.batch_done(now, op, result);
+                }
+            }
+            IoEvent::Watch { watch, event } => match event {
+                Ok(ev) => {
+                    if watch == self.hb_watch {
+                        self.on_heartbeat_event(now, ev);
+                    } else if watch == self.term_watch {
+                        self.on_term_event(now, ev);
+                    }
+                }
+                Err(error) => {
+                    self.watch_errors += 1;
+                    let bucket = if watch == self.hb_watch {
+                        self.hb_bucket.clone()
+                    } else {
+                        self.as_bucket.clone()
+                    };
+                    self.notes
+                        .push_back(PlannerNotification::WatchFailed { bucket, error });
+                }
+            },
+        }
+        self.step(now);
+    }
+
+    /// Acts on every deadline due at `now`. A spurious call does nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.is_stopped() {
+            return;
+        }
+        if !self.timers.expired(now).is_empty() {
+            self.dirty = true;
+        }
+        self.step(now);
+    }
+
+    /// Replaces the partition catalog: new partitions are placed at once (nothing moves),
+    /// removed ones revoked at once, a weight-only change replans only above `min_imbalance`.
+    pub fn set_partitions(&mut self, now: Instant, partitions: Vec<Partition>) {
+        if self.is_stopped() {
+            return;
+        }
+        let catalog: BTreeMap<PartitionId, Partition> = partitions
+            .into_iter()
+            .map(|p| (p.id().clone(), p))
+            .collect();
+        let old = std::mem::replace(&mut self.catalog, catalog);
+        if matches!(self.stage, Stage::Running) {
+            self.apply_catalog_change(now, &old);
+        }
+        self.dirty = true;
+        self.step(now);
+    }
+
+    /// Replans now with the current members, ignoring the cooldown and any window (an
+    /// operator's request).
+    pub fn trigger_rebalance(&mut self, now: Instant) {
+        match self.stage {
+            Stage::Running => self.replan(now, PlanReason::Manual),
+            Stage::Loading(_) => self.manual_pending = true,
+            Stage::Stopped => return,
+        }
+        self.dirty = true;
+        self.step(now);
+    }
+
+    /// Tells the planner whether its member is degraded: while it is, and for
+    /// `degraded.recovery_grace` after, no worker is declared dead.
+    pub fn set_degraded(&mut self, now: Instant, degraded: bool) {
+        if self.is_stopped() {
+            return;
+        }
+        self.live
+            .set_degraded(now, degraded, self.config.degraded.recovery_grace);
+        self.dirty = true;
+        self.step(now);
+    }
+
+    /// Stops for good: the lease lapsed or the member leaves. Abandons every in-flight
+    /// publication; from now on only the `Unwatch` of the planner's watches is emitted.
+    pub fn stop(&mut self, _now: Instant) {
+        if self.is_stopped() {
+            return;
+        }
+        self.stage = Stage::Stopped;
+        self.actions.clear();
+        self.batch = None;
+        self.timers.clear();
+        self.actions.push_back(IoAction::Unwatch {
+            watch: self.hb_watch,
+        });
+        self.actions.push_back(IoAction::Unwatch {
+            watch: self.term_watch,
+        });
+        self.set_state(PlannerState::Stopped);
+    }
+
+    /// The next I/O to perform.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<IoAction> {
+        self.actions.pop_front()
+    }
+
+    /// When to call [`Planner::handle_timeout`] next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// The next notification.
+    #[must_use]
+    pub fn poll_notification(&mut self) -> Option<PlannerNotification> {
+        self.notes.pop_front()
+    }
+}

@@ -1,0 +1,361 @@
+//! Planning (PROTOCOL.md §6): classify what changed and decide the desired plan.
+//!
+//! | change | here |
+//! |---|---|
+//! | empty cluster (`meta` absent or `ColdStart`) | [`Planner::coverage`] with whoever is live at once, then a cold-start [`Window`], final plan at its end (`Settled`) |
+//! | joins | a planned-scale [`Window`]; each new joiner extends it to `join + window`, never past `start + 2 × window`; not before `min_rebalance_interval` after the last replan |
+//! | crash (dead, or a restart reservation ran out) | urgent [`Planner::replan`] (`Emergency`): no cooldown, cuts any window |
+//! | graceful leave | urgent replan (`Leave`) |
+//! | restart | the worker stays a member with its partitions pinned (excluded from the strategy) until `rejoin_window` ends |
+//! | catalog | removed partitions leave the plan at once; new ones are placed by [`Planner::coverage`] (nothing moves) |
+//! | weights only | a zero-length window (cooldown applies) if the imbalance exceeds `min_imbalance` |
+//! | nothing | nothing |
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::later;
+use super::{PlanReason, Planner, PlannerNotification};
+use crate::assignment::Assignment;
+use crate::records::{Intent, Lifecycle, catalog_digest};
+use crate::strategy::{AssignInput, StrategyError, WorkerSpec};
+use crate::types::{Partition, PartitionId, WorkerId};
+
+/// Which window is running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum WindowKind {
+    ColdStart,
+    Scale,
+    Weights,
+}
+
+/// A stabilisation window: a deadline extended by joins, capped.
+#[derive(Clone, Debug)]
+pub(super) struct Window {
+    pub kind: WindowKind,
+    pub deadline: Instant,
+    pub cap: Instant,
+    pub length: Duration,
+    pub joiners: BTreeSet<WorkerId>,
+}
+
+impl Window {
+    fn new(kind: WindowKind, now: Instant, length: Duration) -> Self {
+        Window {
+            kind,
+            deadline: later(now, length),
+            cap: later(now, length.saturating_mul(2)),
+            length,
+            joiners: BTreeSet::new(),
+        }
+    }
+
+    fn extend(&mut self, now: Instant) {
+        self.deadline = later(now, self.length).max(self.deadline).min(self.cap);
+    }
+}
+
+impl Planner {
+    /// Workers the plan is made for: live with intent active / fenced / not yet known, plus
+    /// restarting workers inside their reservation (pinned, dead or not).
+    pub(super) fn eligible(&self, now: Instant) -> BTreeSet<WorkerId> {
+        self.live
+            .workers()
+            .filter(|(w, i)| {
+                if self.live.is_reserved(w, now) {
+                    return true;
+                }
+                if i.dead || i.reservation_expired {
+                    return false;
+                }
+                match i.beat.as_ref().map(|b| b.intent) {
+                    None | Some(Intent::Active | Intent::Fenced) => true,
+                    Some(_) => false,
+                }
+            })
+            .map(|(w, _)| w.clone())
+            .collect()
+    }
+
+    /// When the window's plan is due (its deadline, or the cooldown end if later).
+    pub(super) fn window_due(&self) -> Option<Instant> {
+        let w = self.window.as_ref()?;
+        let cooldown_end = self
+            .last_replan
+            .map(|t| later(t, self.config.min_rebalance_interval));
+        Some(cooldown_end.map_or(w.deadline, |c| c.max(w.deadline)))
+    }
+
+    pub(super) fn classify(&mut self, now: Instant) {
+        let eligible = self.eligible(now);
+        let free: Vec<WorkerId> = eligible
+            .iter()
+            .filter(|w| !self.live.is_reserved(w, now))
+            .cloned()
+            .collect();
+        // Cold start: immediate coverage by whoever is live, then the window.
+        if self.lifecycle == Lifecycle::ColdStart && self.window.is_none() && !free.is_empty() {
+            self.coverage(now, PlanReason::ColdStart);
+            self.planned = eligible.clone();
+            self.window = Some(Window::new(
+                WindowKind::ColdStart,
+                now,
+                self.config.cold_start_window,
+            ));
+        }
+        // Members lost: crash, restart not back in time, leave.
+        let mut interest = self.planned.clone();
+        interest.extend(
+            self.target
+                .iter()
+                .filter(|(_, ps)| !ps.is_empty())
+                .map(|(w, _)| w.clone()),
+        );
+        let lost: Vec<WorkerId> = interest.difference(&eligible).cloned().collect();
+        if !lost.is_empty() {
+            let crash = lost.iter().any(|w| {
+                self.live
+                    .get(w)
+                    .is_none_or(|i| i.dead || i.reservation_expired)
+            });
+            let reason = if crash {
+                PlanReason::Emergency
+            } else {
+                PlanReason::Leave
+            };
+            self.replan(now, reason);
+            return;
+        }
+        // Joins.
+        let joined: Vec<WorkerId> = eligible.difference(&self.planned).cloned().collect();
+        if !joined.is_empty() {
+            let w = self.window.get_or_insert_with(|| {
+                Window::new(WindowKind::Scale, now, self.config.planned_scale_window)
+            });
+            for j in joined {
+                if w.joiners.insert(j) {
+                    w.extend(now);
+                }
+            }
+        }
+        if let Some(due) = self.window_due()
+            && now >= due
+        {
+            let reason = match self.window.as_ref().map(|w| w.kind) {
+                Some(WindowKind::ColdStart) => PlanReason::ColdStartFinal,
+                Some(WindowKind::Weights) => PlanReason::Weights,
+                _ => PlanReason::PlannedScale,
+            };
+            self.replan(now, reason);
+            return;
+        }
+        // New partitions (or partitions nobody got yet): placed at once.
+        self.coverage(now, PlanReason::Catalog);
+    }
+
+    /// Worker specs for the strategy: the eligible, non-pinned workers.
+    fn specs(&self, now: Instant) -> Vec<WorkerSpec> {
+        self.eligible(now)
+            .into_iter()
+            .filter(|w| !self.live.is_reserved(w, now))
+            .map(|w| {
+                let cap = self
+                    .live
+                    .get(&w)
+                    .and_then(|i| i.beat.as_ref())
+                    .map_or(1, |b| b.capacity);
+                WorkerSpec::with_capacity(w, cap)
+            })
+            .collect()
+    }
+
+    /// Partitions pinned to reserved (restarting) workers.
+    fn pinned(&self, now: Instant) -> BTreeMap<WorkerId, BTreeSet<PartitionId>> {
+        self.target
+            .iter()
+            .filter(|(w, _)| self.live.is_reserved(w, now))
+            .map(|(w, ps)| (w.clone(), ps.clone()))
+            .collect()
+    }
+
+    fn run_strategy(
+        &mut self,
+        workers: &[WorkerSpec],
+        partitions: &[Partition],
+    ) -> Option<Assignment> {
+        if workers.is_empty() {
+            return Some(Assignment::new());
+        }
+        let input = AssignInput {
+            workers,
+            partitions,
+            previous: &self.target,
+        };
+        let result = input
+            .validate()
+            .and_then(|()| self.strategy.assign(&input))
+            .and_then(|plan| plan.validate(&input).map(|()| plan));
+        match result {
+            Ok(plan) => Some(plan.to_assignment(&input)),
+            Err(error) => {
+                self.strategy_failed(error);
+                None
+            }
+        }
+    }
+
+    fn strategy_failed(&mut self, error: StrategyError) {
+        self.notes
+            .push_back(PlannerNotification::StrategyFailed { error });
+    }
+
+    fn unpinned_catalog(
+        &self,
+        pinned: &BTreeMap<WorkerId, BTreeSet<PartitionId>>,
+    ) -> Vec<Partition> {
+        let held: BTreeSet<&PartitionId> = pinned.values().flatten().collect();
+        self.catalog
+            .values()
+            .filter(|p| !held.contains(p.id()))
+            .cloned()
+            .collect()
+    }
+
+    /// A full replan with the current eligible workers (pinned partitions stay put).
+    pub(super) fn replan(&mut self, now: Instant, reason: PlanReason) {
+        let pinned = self.pinned(now);
+        let specs = self.specs(now);
+        let parts = self.unpinned_catalog(&pinned);
+        let Some(mut next) = self.run_strategy(&specs, &parts) else {
+            return;
+        };
+        for (w, ps) in pinned {
+            next.add_worker(w.clone());
+            for p in ps {
+                if self.catalog.contains_key(&p) {
+                    let _ = next.insert(w.clone(), p);
+                }
+            }
+        }
+        let moved = self.target.diff(&next).moved.len();
+        self.target = next;
+        self.planned = self.eligible(now);
+        self.last_replan = Some(now);
+        self.window = None;
+        if self.lifecycle == Lifecycle::ColdStart {
+            self.lifecycle = Lifecycle::Settled;
+        }
+        self.planned_digest = self.digest();
+        self.current = Some(reason);
+        self.notes.push_back(PlannerNotification::PlanStarted {
+            reason,
+            moved,
+            members: self.planned.iter().cloned().collect(),
+        });
+    }
+
+    /// Places every partition that has no owner in the plan, moving nothing.
+    pub(super) fn coverage(&mut self, now: Instant, reason: PlanReason) {
+        let uncovered: Vec<PartitionId> = self
+            .catalog
+            .keys()
+            .filter(|p| self.target.owner(p).is_none())
+            .cloned()
+            .collect();
+        if uncovered.is_empty() {
+            return;
+        }
+        let specs = self.specs(now);
+        if specs.is_empty() {
+            return;
+        }
+        let pinned = self.pinned(now);
+        let parts = self.unpinned_catalog(&pinned);
+        let Some(plan) = self.run_strategy(&specs, &parts) else {
+            return;
+        };
+        for p in &uncovered {
+            if let Some(owner) = plan.owner(p) {
+                let _ = self.target.insert(owner.clone(), p.clone());
+            }
+        }
+        self.planned_digest = self.digest();
+        if self.current.is_none() {
+            self.current = Some(reason);
+            self.notes.push_back(PlannerNotification::PlanStarted {
+                reason,
+                moved: 0,
+                members: self.planned.iter().cloned().collect(),
+            });
+        }
+    }
+
+    pub(super) fn digest(&self) -> u64 {
+        catalog_digest(&self.catalog.values().cloned().collect::<Vec<_>>())
+    }
+
+    /// The catalog changed from `old` to `self.catalog`.
+    pub(super) fn apply_catalog_change(
+        &mut self,
+        now: Instant,
+        old: &BTreeMap<PartitionId, Partition>,
+    ) {
+        let gone: Vec<PartitionId> = old
+            .keys()
+            .filter(|p| !self.catalog.contains_key(*p))
+            .cloned()
+            .collect();
+        let added = self.catalog.keys().any(|p| !old.contains_key(p));
+        for p in &gone {
+            self.target.remove_partition(p);
+        }
+        if !gone.is_empty() || added {
+            // Placed / revoked at once by `classify` and `reconcile`.
+            self.planned_digest = self.digest();
+            if !gone.is_empty() && self.current.is_none() {
+                self.current = Some(PlanReason::Catalog);
+                self.notes.push_back(PlannerNotification::PlanStarted {
+                    reason: PlanReason::Catalog,
+                    moved: 0,
+                    members: self.planned.iter().cloned().collect(),
+                });
+            }
+            return;
+        }
+        if old != &self.catalog {
+            self.check_imbalance(now);
+        }
+    }
+
+    /// Weights changed: replan (as a planned change) only above `min_imbalance`.
+    pub(super) fn check_imbalance(&mut self, now: Instant) {
+        let mut load: BTreeMap<&WorkerId, f64> = BTreeMap::new();
+        let mut total_cap = 0.0;
+        let mut total = 0.0;
+        for (w, ps) in self.target.iter() {
+            let cap = f64::from(
+                self.live
+                    .get(w)
+                    .and_then(|i| i.beat.as_ref())
+                    .map_or(1, |b| b.capacity),
+            );
+            let l: f64 = ps
+                .iter()
+                .filter_map(|p| self.catalog.get(p))
+                .map(|p| p.weight() as f64)
+                .sum();
+            total += l;
+            total_cap += cap;
+            load.insert(w, l / cap);
+        }
+        if total_cap == 0.0 || total == 0.0 {
+            return;
+        }
+        let mean = total / total_cap;
+        let max = load.values().copied().fold(0.0, f64::max);
+        // Below the threshold nothing happens, not even a `meta` write: the plan stands.
+        if max / mean - 1.0 > self.config.min_imbalance && self.window.is_none() {
+            self.window = Some(Window::new(WindowKind::Weights, now, Duration::ZERO));
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Per-worker bookkeeping of the `w.<id>` records: what the store holds, what is in flight, and
+//! an upper bound of what the member may hold right now.
+//!
+//! The upper bound ([`Holds`]) is what makes revoke → acknowledge → grant safe (PROTOCOL.md §7):
+//! a partition may be put in the grant of worker `w` only if no other worker may still hold it.
+//! A live worker may hold everything of its acknowledged record plus everything written to it
+//! since (a revoke is only effective once acknowledged); a dead worker (it has fenced itself)
+//! may hold only what its record in the store still gives it — a worker coming back applies the
+//! newest record, so the record of a dead worker is reduced *before* its partitions are granted
+//! elsewhere (write completion, no acknowledgement).
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use crate::records::AssignmentRecord;
+use crate::types::{PartitionId, Revision, Version};
+
+/// An upper bound of what a member may hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Holds {
+    /// Unknown (takeover of an unacknowledged record, an undecodable record, a record written
+    /// by an older leader after the term bump): it may hold anything until it acknowledges a
+    /// record of ours, or dies.
+    Any,
+    /// At most these.
+    Set(BTreeSet<PartitionId>),
+}
+
+impl Holds {
+    pub(super) fn extend(&mut self, more: &BTreeSet<PartitionId>) {
+        if let Holds::Set(s) = self {
+            s.extend(more.iter().cloned());
+        }
+    }
+}
+
+/// A write of ours whose outcome is unknown (it timed out): it may still land, but only on top
+/// of `base` (compare-and-set), so it is harmless once the key has moved past `base`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Ghost {
+    pub base: Option<Revision>,
+    pub parts: BTreeSet<PartitionId>,
+}
+
+/// A live worker that has not acknowledged a record taking partitions away.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Awaiting {
+    pub version: Version,
+    pub since: Instant,
+    pub reported: bool,
+}
+
+/// The planner's view of one `w.<id>` key and its member.
+#[derive(Clone, Debug)]
+pub(super) struct Slot {
+    /// The record in the store as far as we know (`None`: no key, or an undecodable value).
+    pub rec: Option<AssignmentRecord>,
+    /// Revision of the key (compare-and-set); `None` = no live value (write with `create`).
+    pub rev: Option<Revision>,
+    /// What the member may hold.
+    pub holds: Holds,
+    /// A write in flight.
+    pub inflight: Option<AssignmentRecord>,
+    /// A timed-out write that may still land.
+    pub ghost: Option<Ghost>,
+    /// The key must be re-read before the next write (conflict or unknown outcome).
+    pub needs_read: bool,
+    /// The record must be rewritten under our term even if its content is right (it is not one
+    /// the member will act on: undecodable, or written by an older leader after the term bump).
+    pub must_rewrite: bool,
+    /// An unacknowledged revocation.
+    pub awaiting: Option<Awaiting>,
+    /// Version and time of the last re-grant after `intent = Fenced`. A member still (or again)
+    /// fenced after applying it is re-granted again, at most once per heartbeat interval (no
+    /// tight loop with a member that never leaves `Fenced`); a failed re-grant write leaves the
+    /// record older, so it is retried at once.
+    pub regranted: Option<(Version, Instant)>,
+}
+
+pub(super) fn ids(rec: &AssignmentRecord) -> BTreeSet<PartitionId> {
+    rec.partitions
+        .iter()
+        .map(|o| o.partition.id().clone())
+        .collect()
+}
+
+impl Slot {
+    pub(super) fn empty() -> Self {
+        Slot {
+            rec: None,
+            rev: None,
+            holds: Holds::Set(BTreeSet::new()),
+            inflight: None,
+            ghost: None,
+            needs_read: false,
+            must_rewrite: false,
+            awaiting: None,
+            regranted: None,
+        }
+    }
+
+    /// Partitions of the record in the store.
+    pub(super) fn rec_ids(&self) -> BTreeSet<PartitionId> {
+        self.rec.as_ref().map(ids).unwrap_or_default()
+    }
+
+    /// Version of the record in the store.
+    pub(super) fn version(&self) -> Version {
+        self.rec.as_ref().map_or(Version::ZERO, |r| r.version)
+    }
+
+    /// Everything the store gives (or may soon give) this worker: the record, a write in
+    /// flight, a timed-out write.
+    pub(super) fn kv_ids(&self) -> BTreeSet<PartitionId> {
+        let mut s = self.rec_ids();
+        if let Some(r) = &self.inflight {
+            s.extend(ids(r));
+        }
+        if let Some(g) = &self.ghost {
+            s.extend(g.parts.iter().cloned());
+        }
+        s
+    }
+
+    /// Whether the bound may be narrowed to the record (nothing of ours can still land).
+    fn settled(&self) -> bool {
+        self.inflight.is_none() && self.ghost.is_none() && !self.needs_read && !self.must_rewrite
+    }
+
+    /// The member reports `applied`: if that covers the record, it holds at most the record.
+    pub(super) fn on_applied(&mut self, applied: Version) {
+        if self.rec.is_some() && self.settled() && applied >= self.version() {
+            self.holds = Holds::Set(self.rec_ids());
+            self.awaiting = None;
+        }
+    }
+
+    /// The member holds nothing of its own now (it fenced itself, came back from the dead, or
+    /// is a new process): it may hold only what the store gives it.
+    pub(super) fn on_fresh_member(&mut self) {
+        self.holds = Holds::Set(self.kv_ids());
+        self.awaiting = None;
+    }
+}

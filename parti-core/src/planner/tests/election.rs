@@ -1,0 +1,229 @@
+//! The planner's part of election and terms (PROTOCOL.md §4), and retries.
+
+use super::fixtures::*;
+use super::harness::*;
+use crate::machine::IoAction;
+use crate::planner::{PlannerNotification, PlannerState};
+use crate::records::{AssignmentRecord, Names, OwnedPartition, Phase, Record, TermCounter};
+use crate::store::KvError;
+use crate::types::{Fence, Term, Version};
+
+fn only_unwatches(actions: &[IoAction]) -> bool {
+    actions
+        .iter()
+        .all(|a| matches!(a, IoAction::Unwatch { .. }))
+}
+
+#[test]
+fn after_stop_the_planner_emits_nothing_but_the_unwatch_of_its_watches() {
+    let mut s = Sim::settled(3, 6);
+    s.crash(2);
+    s.run_to(secs(8));
+    let now = s.now;
+    s.p.stop(now);
+    let mut after = Vec::new();
+    while let Some(a) = s.p.poll_action() {
+        after.push(a);
+    }
+    assert_eq!(after.len(), 2);
+    assert!(only_unwatches(&after));
+    assert_eq!(s.p.poll_timeout(), None);
+    assert!(s.p.is_stopped());
+    assert_eq!(s.p.state(), PlannerState::Stopped);
+    // Time passes, the crash would be due: nothing.
+    let from = s.actions.len();
+    s.run_to(secs(60));
+    assert_eq!(s.kv_writes(from), 0);
+    assert!(s.actions[from..].is_empty());
+}
+
+#[test]
+fn stop_in_the_middle_of_a_publication_abandons_it() {
+    let mut s = Sim::settled(3, 6);
+    s.crash(2);
+    s.run_to(ms(8_999));
+    s.now = s.epoch + secs(9);
+    let now = s.now;
+    s.p.handle_timeout(now); // the emergency wave is queued, not yet executed
+    s.p.stop(now);
+    let mut after = Vec::new();
+    while let Some(a) = s.p.poll_action() {
+        after.push(a);
+    }
+    assert!(only_unwatches(&after), "{after:?}");
+}
+
+#[test]
+fn a_higher_term_on_the_term_watch_stops_the_planner() {
+    let mut s = Sim::settled(3, 6);
+    let from = s.actions.len();
+    let b = s.names.assignments_bucket();
+    s.external_put(&b, Names::TERM_KEY, TermCounter { term: Term(3) }.encode());
+    assert!(s.p.is_stopped());
+    assert!(
+        s.notes
+            .contains(&PlannerNotification::SteppedDown { term: Term(3) })
+    );
+    assert!(only_unwatches(&s.actions[from..]));
+}
+
+#[test]
+fn a_conflicting_record_of_a_higher_term_makes_the_planner_step_down() {
+    let mut s = Sim::settled(3, 6);
+    // A newer leader (term 3) wrote worker-1's record; we do not watch records.
+    let rec = AssignmentRecord {
+        term: Term(3),
+        version: Version(6),
+        phase: Phase::Grant,
+        partitions: vec![OwnedPartition {
+            partition: p(1),
+            fence: Fence::new(Term(3), Version(6)),
+        }],
+    };
+    let b = s.names.assignments_bucket();
+    s.put_raw(&b, "w.worker-1", rec.encode());
+    s.crash(2);
+    s.run_to(secs(10));
+    assert!(s.p.is_stopped());
+    assert!(
+        s.notes
+            .contains(&PlannerNotification::SteppedDown { term: Term(3) })
+    );
+    assert_eq!(s.record(1).unwrap().term, Term(3), "never overwritten");
+}
+
+#[test]
+fn a_late_record_of_a_lower_term_is_refused_and_rewritten_under_our_term() {
+    // The old leader's write lands after our term bump: members ignore it, so do we, and
+    // we overwrite it so no later leader mistakes it for the truth.
+    let cat = parts(4);
+    let c2 = cat.clone();
+    let mut s = Sim::build_after_bump(
+        config(),
+        &[0, 1],
+        cat,
+        move |s| s.seed_settled(&[(0, &[0, 2]), (1, &[1, 3])], &c2, 5),
+        |s| {
+            let zombie = AssignmentRecord {
+                term: Term(1),
+                version: Version(6),
+                phase: Phase::Grant,
+                partitions: [0, 1, 3]
+                    .iter()
+                    .map(|n| OwnedPartition {
+                        partition: p(*n),
+                        fence: Fence::new(Term(1), Version(6)),
+                    })
+                    .collect(),
+            };
+            let b = s.names.assignments_bucket();
+            s.put_raw(&b, "w.worker-1", zombie.encode());
+        },
+    );
+    let rec = s.record(1).unwrap();
+    assert_eq!(rec.term, Term(2));
+    assert_eq!(rec.version, Version(7));
+    assert_eq!(
+        rec.partitions
+            .iter()
+            .map(|o| o.partition.id().clone())
+            .collect::<Vec<_>>(),
+        vec![pid(1), pid(3)],
+        "p00 stays with worker-0 (first owner in the store wins); the rest is rewritten under term 2"
+    );
+    assert_eq!(s.holds_of(0), [pid(0), pid(2)].into());
+    s.run_to(secs(30));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
+
+#[test]
+fn failed_writes_are_retried_with_capped_jittered_backoff() {
+    let mut s = Sim::settled(3, 6);
+    s.crash(2);
+    for _ in 0..3 {
+        s.faults.push_back(Fault::Fail(KvError::Unavailable {
+            reason: "down".into(),
+        }));
+    }
+    s.run_to(secs(9));
+    assert!(!s.fully_covered(&parts(6)));
+    // 100 ms, 200 ms, 400 ms (± 20 %) later it is through.
+    s.run_to(ms(10_000));
+    assert!(s.fully_covered(&parts(6)));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
+
+#[test]
+fn a_timed_out_write_is_re_read_before_it_is_retried() {
+    let mut s = Sim::settled(3, 6);
+    s.crash(2);
+    s.faults.push_back(Fault::TimeoutApplied);
+    let from = s.actions.len();
+    s.run_to(secs(11));
+    assert!(s.fully_covered(&parts(6)));
+    let reads = s.actions[from..]
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                IoAction::Kv {
+                    request: crate::machine::KvRequest::Entry { .. },
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(reads, 1, "the key of the timed-out write is read once");
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
+
+/// Found by the property test: a re-grant whose write failed must be retried.
+#[test]
+fn a_failed_re_grant_is_retried() {
+    let mut s = Sim::settled(2, 4);
+    s.run_to(secs(1));
+    s.faults.push_back(Fault::Fail(KvError::Unavailable {
+        reason: "down".into(),
+    }));
+    s.members.get_mut(&w(1)).unwrap().holds.clear();
+    s.intent(1, crate::records::Intent::Fenced);
+    assert!(s.holds_of(1).is_empty());
+    s.run_to(secs(2));
+    assert_eq!(s.holds_of(1), [pid(1), pid(3)].into());
+}
+
+/// Found by the property test: a timed-out write that never landed still blocks its
+/// partitions (it could land); it is defused by writing the key past its base revision.
+#[test]
+fn a_timed_out_write_that_never_landed_is_defused_by_rewriting_the_key() {
+    let mut s = Sim::settled(2, 4);
+    s.run_to(secs(1));
+    s.faults.push_back(Fault::Fail(KvError::Timeout));
+    let now = s.now;
+    s.p.set_partitions(now, parts(6)); // p4 → worker-0? p4, p5 placed; one write times out
+    s.pump();
+    s.run_to(secs(10));
+    assert!(s.fully_covered(&parts(6)));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
+
+/// Found by the property test: a grant whose write failed outright never reached the member,
+/// so it must not block those partitions once they are planned elsewhere.
+#[test]
+fn a_grant_that_failed_outright_does_not_count_as_held() {
+    let mut s = Sim::settled(2, 4);
+    s.run_to(secs(1));
+    s.join(2); // empty record
+    s.faults.push_back(Fault::Fail(KvError::Unavailable {
+        reason: "down".into(),
+    }));
+    let now = s.now;
+    s.p.set_partitions(now, parts(6)); // p04, p05 → worker-2: that write fails
+    s.pump();
+    assert!(s.holds_of(2).is_empty());
+    s.intent(2, crate::records::Intent::Leaving); // replanned to worker-0 / worker-1
+    s.run_to(secs(3));
+    assert!(s.fully_covered(&parts(6)));
+    assert!(s.holds_of(2).is_empty());
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}

@@ -1,0 +1,233 @@
+//! Liveness (PROTOCOL.md §5) and takeover.
+
+use super::fixtures::*;
+use super::harness::*;
+use crate::planner::PlannerNotification;
+use crate::records::{ClusterMeta, Names, Record};
+use crate::types::Version;
+
+fn dead(s: &Sim) -> Vec<crate::types::WorkerId> {
+    s.notes
+        .iter()
+        .filter_map(|n| match n {
+            PlannerNotification::WorkerDead { worker } => Some(worker.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_worker_is_dead_exactly_after_heartbeat_ttl_plus_emergency_grace() {
+    let mut s = Sim::settled(3, 6);
+    s.crash(2); // last heartbeat stamped at 0 s (takeover snapshot)
+    s.run_to(ms(8_999));
+    assert!(s.p.live_members().contains(&w(2)));
+    assert!(dead(&s).is_empty());
+    s.run_to(secs(9));
+    assert!(!s.p.live_members().contains(&w(2)));
+    assert_eq!(dead(&s), vec![w(2)]);
+}
+
+#[test]
+fn reappearance_inside_the_grace_forgets_the_absence_and_a_new_absence_gets_a_full_grace() {
+    // Go keeps the first-missing time and declares the second absence at once (§17 row 9).
+    let mut s = Sim::settled(3, 6);
+    s.crash(2);
+    s.run_to(secs(8));
+    s.beat(&w(2)); // one heartbeat inside the grace, then silent again
+    s.run_to(ms(16_999));
+    assert!(dead(&s).is_empty());
+    s.run_to(secs(17));
+    assert_eq!(dead(&s), vec![w(2)]);
+}
+
+#[test]
+fn nobody_is_declared_dead_while_the_leaders_own_heartbeat_echo_is_stale() {
+    let mut s = Sim::settled(3, 6);
+    s.crash(2);
+    s.run_to(secs(1));
+    // The leader's own heartbeats stop arriving (a stream stall): last echo at 0 s, so
+    // observed time freezes at 2 s while worker-1 keeps heartbeating.
+    s.members.get_mut(&w(0)).unwrap().up = false;
+    s.run_to(secs(30));
+    assert!(
+        dead(&s).is_empty(),
+        "a broker hiccup is not a mass emergency"
+    );
+    assert!(s.published().is_empty());
+    // The echo comes back at 30 s: observed time resumes where it froze (2 s), so the real
+    // crash (silent since 0 s) is handled once 7 more observed seconds have passed.
+    let m = s.members.get_mut(&w(0)).unwrap();
+    m.up = true;
+    m.next_beat = s.now;
+    s.run_to(ms(36_999));
+    assert!(dead(&s).is_empty());
+    s.run_to(secs(37));
+    assert_eq!(dead(&s), vec![w(2)]);
+}
+
+#[test]
+fn nobody_is_declared_dead_while_degraded_nor_during_the_recovery_grace() {
+    let mut s = Sim::settled(3, 6);
+    s.crash(2);
+    s.run_to(secs(1));
+    let now = s.now;
+    s.p.set_degraded(now, true);
+    s.run_to(secs(20));
+    assert!(dead(&s).is_empty());
+    let now = s.now;
+    s.p.set_degraded(now, false); // recovery grace 15 s
+    s.run_to(ms(34_999));
+    assert!(dead(&s).is_empty());
+    s.run_to(secs(35));
+    assert_eq!(dead(&s), vec![w(2)]);
+}
+
+#[test]
+fn takeover_with_unchanged_membership_publishes_nothing() {
+    let mut s = Sim::settled(3, 6);
+    assert!(matches!(
+        s.notes.first(),
+        Some(PlannerNotification::TakeoverComplete {
+            version: Version(5),
+            ..
+        })
+    ));
+    s.run_to(secs(120));
+    assert_eq!(s.kv_writes(0), 0);
+    assert_eq!(s.p.version(), Version(5));
+    assert_eq!(s.p.lifecycle(), crate::records::Lifecycle::Settled);
+}
+
+#[test]
+fn takeover_expects_absent_members_and_handles_them_as_crashed_after_ttl_plus_grace() {
+    let cat = parts(6);
+    let c2 = cat.clone();
+    let mut s = Sim::build(config(), &[0, 1, 2], cat, move |s| {
+        s.seed_settled(&[(0, &[0, 3]), (1, &[1, 4]), (2, &[2, 5])], &c2, 5);
+        // worker-2 crashed before the takeover and its heartbeat expired (silently).
+        let b = s.names.heartbeats_bucket();
+        s.kv.remove(&(b, w(2).to_string()));
+        s.crash(2);
+    });
+    s.run_to(ms(8_999));
+    assert!(s.published().is_empty());
+    s.run_to(secs(9));
+    assert_eq!(dead(&s), vec![w(2)]);
+    assert!(s.fully_covered(&parts(6)));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
+
+#[test]
+fn takeover_continues_the_version_from_the_highest_record_not_only_meta() {
+    let cat = parts(4);
+    let c2 = cat.clone();
+    let mut s = Sim::build(config(), &[0, 1], cat, move |s| {
+        s.seed_settled(&[(0, &[0, 2]), (1, &[1, 3])], &c2, 9);
+        // meta lags behind the records (the old leader died between the two).
+        let b = s.names.assignments_bucket();
+        let mut m = ClusterMeta::decode(&s.kv[&(b.clone(), Names::META_KEY.to_owned())].0).unwrap();
+        m.version = Version(7);
+        s.put_raw(&b, Names::META_KEY, m.encode());
+    });
+    assert_eq!(s.p.version(), Version(9));
+    let from = s.writes.len();
+    s.join(2);
+    let recs = s.records_since(from);
+    assert_eq!(recs[0].1.version, Version(10));
+}
+
+#[test]
+fn takeover_in_the_middle_of_a_handoff_waits_for_the_unacknowledged_revoke() {
+    // The old leader revoked p03 from worker-1 (version 6, not yet applied) and died before
+    // granting it. worker-1 may still hold p03: nobody else gets it until worker-1 acknowledges.
+    let cat = parts(4);
+    let c2 = cat.clone();
+    let mut s = Sim::build(config(), &[0, 1], cat, move |s| {
+        s.seed_settled(&[(0, &[0]), (1, &[1, 2, 3])], &c2, 5);
+        let rec = crate::records::AssignmentRecord {
+            term: crate::types::Term(1),
+            version: Version(6),
+            phase: crate::records::Phase::Revoke,
+            partitions: [1, 2]
+                .iter()
+                .map(|n| crate::records::OwnedPartition {
+                    partition: p(*n),
+                    fence: crate::types::Fence::new(crate::types::Term(1), Version(5)),
+                })
+                .collect(),
+        };
+        let b = s.names.assignments_bucket();
+        s.put_raw(&b, "w.worker-1", rec.encode());
+        s.members.get_mut(&w(1)).unwrap().acks = false; // busy: applies nothing for now
+    });
+    s.run_to(secs(3));
+    assert!(!s.holds_of(0).contains(&pid(3)));
+    assert!(s.holds_of(1).contains(&pid(3)));
+    s.set_acks(1, true); // worker-1 applies the newest record (our rewrite) and acknowledges
+    assert!(s.holds_of(0).contains(&pid(3)));
+    assert!(s.fully_covered(&parts(4)));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
+
+#[test]
+fn a_stalled_heartbeat_watch_declares_nobody_dead_and_publishes_nothing() {
+    // A stream leader election stalls the leader's consumer for 20 s; members keep writing.
+    let mut s = Sim::settled(3, 6);
+    s.run_to(secs(1));
+    s.stall_heartbeats(secs(20));
+    s.run_to(secs(40));
+    assert!(dead(&s).is_empty());
+    assert_eq!(s.kv_writes(0), 0);
+}
+
+#[test]
+fn takeover_opens_two_watches_and_reads_meta_and_every_record_exactly() {
+    use crate::machine::{IoAction, KvRequest};
+    use crate::store::WatchKeys;
+    let s = Sim::settled(2, 4);
+    let shapes: Vec<String> = s
+        .actions
+        .iter()
+        .map(|a| match a {
+            IoAction::Watch { bucket, keys, .. } => format!("watch {bucket} {keys:?}"),
+            IoAction::Kv { op, request } => {
+                assert!(op.is_planner());
+                match request {
+                    KvRequest::Entry { key, .. } => format!("entry {key}"),
+                    KvRequest::Keys { prefix, .. } => format!("keys {prefix}"),
+                    other => other.name().to_owned(),
+                }
+            }
+            IoAction::Unwatch { .. } => "unwatch".into(),
+        })
+        .collect();
+    assert_eq!(
+        shapes,
+        vec![
+            format!(
+                "watch parti-heartbeats {:?}",
+                WatchKeys::Prefix(String::new())
+            ),
+            format!(
+                "watch parti-assignments {:?}",
+                WatchKeys::Key("term".into())
+            ),
+            "entry meta".to_owned(),
+            "keys w.".to_owned(),
+            "entry w.worker-0".to_owned(),
+            "entry w.worker-1".to_owned(),
+        ]
+    );
+    assert_eq!(s.p.unowned_partitions(), 0);
+    assert_eq!(s.p.partition_count(), 4);
+}
+
+#[test]
+fn the_steady_state_costs_no_store_operation_at_all() {
+    // Go lists every heartbeat key up to ten times a second (§17 row 14).
+    let mut s = Sim::settled(5, 10);
+    let from = s.actions.len();
+    s.run_to(secs(300));
+    assert!(s.actions[from..].is_empty());
+}

@@ -1,0 +1,142 @@
+//! PROTOCOL.md §8: the disconnect policies `Fence` and `Hold`.
+
+use parti_core::config::DisconnectPolicy;
+use parti_core::member::{Action, Notification};
+use parti_core::records::Intent;
+use parti_core::{Version, WorkerState};
+
+use crate::harness::*;
+
+#[test]
+fn fence_revokes_everything_once_the_last_stored_heartbeat_is_ttl_minus_margin_old() {
+    // (Error-burst degraded mode off, so the state shows the fence rather than `Degraded`.)
+    let mut h = H::follower(config(|c| c.degraded.kv_error_threshold = 0));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]); // acknowledged by a heartbeat sent at t = 0
+    h.advance(secs(1));
+    h.connection(disconnected());
+    h.advance_to(ms(5_400) - ms(1));
+    assert_eq!(h.m.owned(), vec![owned("a", 1, 1)]);
+    let from = h.log.len();
+    h.advance(ms(1));
+    assert!(h.m.owned().is_empty());
+    assert_eq!(h.m.state(), WorkerState::Fenced);
+    assert!(h.notes.contains(&Notification::OwnershipLost {
+        partitions: vec![owned("a", 1, 1)]
+    }));
+    assert!(h.log[from..].iter().any(
+        |a| matches!(a, Action::Deliver { revoked, assigned, .. } if *revoked == vec![owned("a", 1, 1)] && assigned.is_empty())
+    ));
+    let intents: Vec<Intent> = h
+        .heartbeats_since(from)
+        .iter()
+        .map(|hb| hb.intent)
+        .collect();
+    // Announced at once, and again after the local revocation was delivered.
+    assert_eq!(intents, vec![Intent::Fenced, Intent::Fenced]);
+}
+
+#[test]
+fn a_fenced_member_is_granted_again_after_reconnecting() {
+    let mut h = H::follower(config(|_| {}));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    h.connection(disconnected());
+    h.advance(secs(6));
+    assert!(h.m.is_fenced());
+    let from = h.log.len();
+    h.connection(connected());
+    let hb = h.heartbeats_since(from);
+    assert_eq!(hb[0].intent, Intent::Fenced, "announced as soon as it can");
+    assert!(
+        h.heartbeat_of(0)
+            .is_some_and(|hb| hb.intent == Intent::Fenced)
+    );
+    assert!(
+        h.m.is_fenced(),
+        "still fenced until the leader grants again"
+    );
+    // The leader sees the fenced member alive and grants its partitions back, new version.
+    let from = h.log.len();
+    h.grant(0, 1, 2, &[owned("a", 1, 2)]);
+    assert_eq!(h.m.owned(), vec![owned("a", 1, 2)]);
+    assert!(!h.m.is_fenced());
+    let hb = h.heartbeats_since(from);
+    assert_eq!((hb[0].intent, hb[0].applied), (Intent::Active, Version(2)));
+    // The failed operations while cut off made it degraded; it leaves after `exit_after`.
+    assert_eq!(h.m.state(), WorkerState::Degraded);
+    h.advance(secs(5));
+    assert_eq!(h.m.state(), WorkerState::Stable);
+}
+
+#[test]
+fn a_fenced_member_does_not_apply_a_grant_written_before_the_leader_saw_the_fence() {
+    let mut h = H::follower(config(|_| {}));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    h.connection(disconnected());
+    h.advance(secs(6));
+    // Written while we were cut off (the leader still thought us alive); the watch is behind.
+    h.grant(0, 1, 2, &[owned("a", 1, 1), owned("b", 1, 2)]);
+    h.connection(connected());
+    assert!(h.m.owned().is_empty(), "the stale grant is not applied");
+    assert!(h.m.is_fenced());
+    h.grant(0, 1, 3, &[owned("a", 1, 3), owned("b", 1, 3)]);
+    assert_eq!(h.m.owned(), vec![owned("a", 1, 3), owned("b", 1, 3)]);
+}
+
+#[test]
+fn hold_keeps_the_cached_assignment_while_cut_off() {
+    let mut h = H::follower(config(|c| c.on_disconnect = DisconnectPolicy::Hold));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    h.connection(disconnected());
+    h.advance(secs(120));
+    assert_eq!(h.m.owned(), vec![owned("a", 1, 1)]);
+    assert!(!h.m.is_fenced());
+    assert_eq!(h.m.state(), WorkerState::Degraded);
+    assert_eq!(h.deliveries.len(), 1);
+    h.connection(connected());
+    h.advance(secs(5));
+    assert_eq!(h.m.state(), WorkerState::Stable);
+    assert_eq!(h.m.owned(), vec![owned("a", 1, 1)]);
+}
+
+#[test]
+fn a_fenced_member_acknowledges_the_record_it_will_not_apply() {
+    let mut h = H::follower(config(|_| {}));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    h.connection(disconnected());
+    h.advance(secs(6));
+    // Written while we were cut off; our fresh read will find it.
+    h.grant(0, 1, 2, &[owned("a", 1, 1), owned("b", 1, 2)]);
+    let from = h.log.len();
+    h.connection(connected());
+    assert!(h.m.owned().is_empty());
+    let last = h.heartbeats_since(from).last().cloned().unwrap();
+    assert_eq!(
+        (last.intent, last.applied),
+        (Intent::Fenced, Version(2)),
+        "the leader re-grants once the newest record is acknowledged"
+    );
+}
+
+#[test]
+fn a_fence_round_starts_over_when_the_member_is_cut_off_again_before_a_regrant() {
+    let mut h = H::follower(config(|c| c.degraded.kv_error_threshold = 0));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    h.connection(disconnected());
+    h.advance(secs(6));
+    h.connection(connected()); // Fenced heartbeat stored, floor read: version 1
+    h.connection(disconnected());
+    h.advance(secs(6)); // cut off again past the fence age
+    // Meanwhile the leader re-granted (it saw the Fenced heartbeat), then declared us dead and
+    // took everything back to give it elsewhere.
+    h.grant(0, 1, 2, &[owned("a", 1, 2)]);
+    h.record(0, 1, 3, parti_core::records::Phase::Revoke, &[]);
+    let from = h.deliveries.len();
+    h.connection(connected());
+    assert!(
+        h.deliveries[from..].is_empty(),
+        "the late re-grant is never delivered: {:?}",
+        &h.deliveries[from..]
+    );
+    assert!(h.m.is_fenced());
+    assert_eq!(h.heartbeat_of(0).unwrap().applied, Version(3));
+}

@@ -1,0 +1,672 @@
+//! A pure harness: an in-memory KV that answers the member's actions, virtual time, a log.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parti_core::config::Config;
+use parti_core::machine::{IoAction, IoEvent, KvReply, KvRequest, KvResult, OpId, WatchId};
+use parti_core::member::{Action, DeliveryId, Event, Member, MemberInit, Notification};
+use parti_core::records::{
+    AssignmentRecord, Heartbeat, IdClaim, Leadership, Names, OwnedPartition, Phase, Record,
+    TermCounter,
+};
+use parti_core::store::{
+    ConnectionState, KvEntry, KvError, KvEvent, KvOperation, WatchEvent, WatchKeys,
+};
+use parti_core::strategy::{AssignInput, AssignmentStrategy, Plan, StrategyError};
+use parti_core::{Fence, InstanceId, Partition, Revision, Term, ValidConfig, Version, WorkerId};
+
+pub const ME: InstanceId = InstanceId(0xAAAA);
+pub const OTHER: InstanceId = InstanceId(0xBBBB);
+/// Wall clock at the epoch (Unix ms).
+pub const WALL0: u64 = 1_700_000_000_000;
+
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Everything to the first worker.
+#[derive(Debug)]
+pub struct First;
+impl AssignmentStrategy for First {
+    fn name(&self) -> &'static str {
+        "first"
+    }
+    fn assign(&self, input: &AssignInput<'_>) -> Result<Plan, StrategyError> {
+        input.require_workers()?;
+        Ok(Plan::from_owners(vec![0; input.partitions.len()]))
+    }
+}
+
+/// Partitions in id order dealt round-robin to workers in id order.
+#[derive(Debug)]
+pub struct RoundRobin;
+impl AssignmentStrategy for RoundRobin {
+    fn name(&self) -> &'static str {
+        "round-robin"
+    }
+    fn assign(&self, input: &AssignInput<'_>) -> Result<Plan, StrategyError> {
+        input.require_workers()?;
+        let mut workers: Vec<usize> = (0..input.workers.len()).collect();
+        workers.sort_by(|a, b| input.workers[*a].id.cmp(&input.workers[*b].id));
+        let mut parts: Vec<usize> = (0..input.partitions.len()).collect();
+        parts.sort_by(|a, b| input.partitions[*a].id().cmp(input.partitions[*b].id()));
+        let mut owners = vec![0; input.partitions.len()];
+        for (j, p) in parts.into_iter().enumerate() {
+            owners[p] = workers[j % workers.len()];
+        }
+        Ok(Plan::from_owners(owners))
+    }
+}
+
+pub fn part(name: &str) -> Partition {
+    Partition::with_default_weight([name]).unwrap()
+}
+
+pub fn owned(name: &str, term: u64, version: u64) -> OwnedPartition {
+    OwnedPartition {
+        partition: part(name),
+        fence: Fence::new(Term(term), Version(version)),
+    }
+}
+
+pub fn wid(n: u32) -> WorkerId {
+    WorkerId::from_parts("worker", n).unwrap()
+}
+
+#[derive(Default, Debug)]
+pub struct Bucket {
+    rev: u64,
+    pub entries: BTreeMap<String, (Vec<u8>, Revision)>,
+    /// Write time of each entry (for max-age expiry).
+    written: BTreeMap<String, Instant>,
+    max_age: Option<Duration>,
+}
+
+/// A minimal in-memory KV with the store contract's semantics. Max-age expiry is silent (no
+/// watch event), as on servers without delete markers.
+#[derive(Default, Debug)]
+pub struct Kv {
+    pub buckets: BTreeMap<String, Bucket>,
+    /// Open watches: (owner node, id, bucket, keys).
+    pub watches: Vec<(usize, WatchId, String, WatchKeys)>,
+    /// Watch items produced by writes, not yet delivered: (owner node, id, item).
+    pub pending: VecDeque<(usize, WatchId, WatchEvent)>,
+    /// The time writes are stamped with.
+    pub now: Option<Instant>,
+}
+
+impl Kv {
+    fn bucket(&mut self, b: &str) -> &mut Bucket {
+        self.buckets.entry(b.to_owned()).or_default()
+    }
+
+    pub fn get(&self, b: &str, key: &str) -> Option<(Vec<u8>, Revision)> {
+        self.buckets.get(b)?.entries.get(key).cloned()
+    }
+
+    /// Gives `bucket` a max age.
+    pub fn set_max_age(&mut self, b: &str, age: Duration) {
+        self.bucket(b).max_age = Some(age);
+    }
+
+    /// Removes, silently, every value older than its bucket's max age.
+    pub fn expire_due(&mut self, now: Instant) {
+        for bucket in self.buckets.values_mut() {
+            let Some(age) = bucket.max_age else { continue };
+            let old: Vec<String> = bucket
+                .written
+                .iter()
+                .filter(|(_, t)| now.saturating_duration_since(**t) >= age)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in old {
+                bucket.entries.remove(&k);
+                bucket.written.remove(&k);
+            }
+        }
+    }
+
+    fn emit(&mut self, b: &str, key: &str, revision: Revision, op: KvOperation) {
+        for (owner, w, wb, keys) in &self.watches {
+            if wb == b && keys.matches(key) {
+                self.pending.push_back((
+                    *owner,
+                    *w,
+                    WatchEvent::Change(KvEvent {
+                        key: key.to_owned(),
+                        revision,
+                        op: op.clone(),
+                    }),
+                ));
+            }
+        }
+    }
+
+    pub fn write(&mut self, b: &str, key: &str, value: Vec<u8>) -> Revision {
+        let stamp = self.now;
+        let bucket = self.bucket(b);
+        bucket.rev += 1;
+        let r = Revision(bucket.rev);
+        bucket.entries.insert(key.to_owned(), (value.clone(), r));
+        if let Some(now) = stamp {
+            bucket.written.insert(key.to_owned(), now);
+        }
+        self.emit(b, key, r, KvOperation::Put(value));
+        r
+    }
+
+    pub fn remove(&mut self, b: &str, key: &str) {
+        let bucket = self.bucket(b);
+        bucket.rev += 1;
+        let r = Revision(bucket.rev);
+        bucket.entries.remove(key);
+        self.emit(b, key, r, KvOperation::Delete);
+    }
+
+    /// Silent expiry: gone, no watch event.
+    pub fn expire(&mut self, b: &str, key: &str) {
+        self.bucket(b).entries.remove(key);
+    }
+
+    pub fn exec(&mut self, req: &KvRequest) -> KvResult {
+        match req.clone() {
+            KvRequest::Entry { bucket, key } => Ok(KvReply::Entry(self.get(&bucket, &key).map(
+                |(value, revision)| KvEntry {
+                    key,
+                    value,
+                    revision,
+                },
+            ))),
+            KvRequest::Create { bucket, key, value } => {
+                if self.get(&bucket, &key).is_some() {
+                    return Err(KvError::AlreadyExists);
+                }
+                Ok(KvReply::Written(self.write(&bucket, &key, value)))
+            }
+            KvRequest::Update {
+                bucket,
+                key,
+                value,
+                expected,
+            } => {
+                let current = self.get(&bucket, &key).map(|(_, r)| r);
+                if current != Some(expected) {
+                    return Err(KvError::RevisionMismatch { current });
+                }
+                Ok(KvReply::Written(self.write(&bucket, &key, value)))
+            }
+            KvRequest::Put { bucket, key, value } => {
+                Ok(KvReply::Written(self.write(&bucket, &key, value)))
+            }
+            KvRequest::Delete {
+                bucket,
+                key,
+                expected,
+            } => {
+                let current = self.get(&bucket, &key).map(|(_, r)| r);
+                if let Some(e) = expected
+                    && current != Some(e)
+                {
+                    return Err(KvError::RevisionMismatch { current });
+                }
+                if current.is_some() {
+                    self.remove(&bucket, &key);
+                }
+                Ok(KvReply::Deleted)
+            }
+            KvRequest::Keys { bucket, prefix } => Ok(KvReply::Keys(
+                self.buckets
+                    .get(&bucket)
+                    .map(|b| {
+                        b.entries
+                            .keys()
+                            .filter(|k| k.starts_with(&prefix))
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            )),
+        }
+    }
+
+    pub fn open(&mut self, owner: usize, watch: WatchId, bucket: &str, keys: WatchKeys) {
+        let mut snap: Vec<(String, Vec<u8>, Revision)> = self
+            .buckets
+            .get(bucket)
+            .map(|b| {
+                b.entries
+                    .iter()
+                    .filter(|(k, _)| keys.matches(k))
+                    .map(|(k, (v, r))| (k.clone(), v.clone(), *r))
+                    .collect()
+            })
+            .unwrap_or_default();
+        snap.sort_by_key(|(_, _, r)| *r);
+        for (key, value, revision) in snap {
+            self.pending.push_back((
+                owner,
+                watch,
+                WatchEvent::Change(KvEvent {
+                    key,
+                    revision,
+                    op: KvOperation::Put(value),
+                }),
+            ));
+        }
+        self.pending
+            .push_back((owner, watch, WatchEvent::SnapshotComplete));
+        self.watches.push((owner, watch, bucket.to_owned(), keys));
+    }
+}
+
+type Pred = Box<dyn Fn(&KvRequest) -> bool>;
+
+pub struct Fault {
+    pred: Pred,
+    error: KvError,
+    /// How many more times it fires (`usize::MAX` = always).
+    times: usize,
+    /// Whether the write is applied anyway (a timeout whose write landed).
+    apply: bool,
+}
+
+/// The member, its store, time, and a log of everything that left the member.
+pub struct H {
+    pub m: Member,
+    pub kv: Kv,
+    pub names: Names,
+    pub epoch: Instant,
+    pub now: Instant,
+    pub cfg: ValidConfig,
+    /// Every action the member emitted, in order.
+    pub log: Vec<Action>,
+    pub notes: Vec<Notification>,
+    /// Deliveries emitted, in order.
+    pub deliveries: Vec<(DeliveryId, Vec<OwnedPartition>, Vec<OwnedPartition>)>,
+    /// Complete deliveries at once.
+    pub auto_deliver: bool,
+    /// Store unreachable: every op fails `Unavailable`, watch items wait.
+    pub offline: bool,
+    pub faults: Vec<Fault>,
+    /// Ops held back unanswered (by `hold_when`).
+    pub held: Vec<(OpId, KvRequest)>,
+    hold: Vec<Pred>,
+    to_deliver: VecDeque<DeliveryId>,
+}
+
+pub fn config(f: impl FnOnce(&mut Config)) -> ValidConfig {
+    let mut c = Config::default();
+    f(&mut c);
+    c.validate().unwrap()
+}
+
+impl H {
+    pub fn new(cfg: ValidConfig) -> H {
+        #[allow(clippy::disallowed_methods)] // the test's one epoch
+        let epoch = Instant::now();
+        H::at(cfg, epoch, ME)
+    }
+
+    pub fn at(cfg: ValidConfig, epoch: Instant, instance: InstanceId) -> H {
+        let m = Member::new(
+            cfg.clone(),
+            Arc::new(First),
+            MemberInit {
+                instance,
+                seed: 7,
+                wall_epoch_ms: WALL0,
+                partitions: vec![part("a"), part("b"), part("c")],
+            },
+            epoch,
+        );
+        H {
+            m,
+            kv: Kv::default(),
+            names: cfg.names(),
+            epoch,
+            now: epoch,
+            cfg,
+            log: Vec::new(),
+            notes: Vec::new(),
+            deliveries: Vec::new(),
+            auto_deliver: true,
+            offline: false,
+            faults: Vec::new(),
+            held: Vec::new(),
+            hold: Vec::new(),
+            to_deliver: VecDeque::new(),
+        }
+    }
+
+    /// Seconds since the epoch, for messages.
+    pub fn t(&self) -> Duration {
+        self.now - self.epoch
+    }
+
+    pub fn start(&mut self) {
+        self.m.start(self.now);
+        self.run();
+    }
+
+    pub fn fail_when(
+        &mut self,
+        error: KvError,
+        times: usize,
+        pred: impl Fn(&KvRequest) -> bool + 'static,
+    ) {
+        self.faults.push(Fault {
+            pred: Box::new(pred),
+            error,
+            times,
+            apply: false,
+        });
+    }
+
+    /// A timeout whose write lands anyway (unknown outcome).
+    pub fn timeout_but_apply_when(
+        &mut self,
+        times: usize,
+        pred: impl Fn(&KvRequest) -> bool + 'static,
+    ) {
+        self.faults.push(Fault {
+            pred: Box::new(pred),
+            error: KvError::Timeout,
+            times,
+            apply: true,
+        });
+    }
+
+    pub fn clear_faults(&mut self) {
+        self.faults.clear();
+    }
+
+    pub fn hold_when(&mut self, pred: impl Fn(&KvRequest) -> bool + 'static) {
+        self.hold.push(Box::new(pred));
+    }
+
+    pub fn release_holds(&mut self) {
+        self.hold.clear();
+    }
+
+    fn answer_of(&mut self, req: &KvRequest) -> KvResult {
+        if self.offline {
+            return Err(KvError::Unavailable {
+                reason: "offline".into(),
+            });
+        }
+        for f in &mut self.faults {
+            if f.times > 0 && (f.pred)(req) {
+                if f.times != usize::MAX {
+                    f.times -= 1;
+                }
+                let (error, apply) = (f.error.clone(), f.apply);
+                if apply {
+                    let _ = self.kv.exec(req);
+                }
+                return Err(error);
+            }
+        }
+        self.kv.exec(req)
+    }
+
+    /// Answers a held op now (executing it against the store).
+    pub fn answer_held(&mut self, index: usize) {
+        let (op, req) = self.held.remove(index);
+        let result = self.answer_of(&req);
+        self.m
+            .handle_event(self.now, Event::Io(IoEvent::KvDone { op, result }));
+        self.run();
+    }
+
+    /// Answers a held op with a given result (without executing it).
+    pub fn answer_held_with(&mut self, index: usize, result: KvResult) {
+        let (op, _) = self.held.remove(index);
+        self.m
+            .handle_event(self.now, Event::Io(IoEvent::KvDone { op, result }));
+        self.run();
+    }
+
+    /// Executes every action and feeds every answer until the member is quiet.
+    pub fn run(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(a) = self.m.poll_action() {
+                progressed = true;
+                self.log.push(a.clone());
+                match a {
+                    Action::Io(IoAction::Kv { op, request }) => {
+                        if self.hold.iter().any(|p| p(&request)) {
+                            self.held.push((op, request));
+                            continue;
+                        }
+                        let result = self.answer_of(&request);
+                        self.m
+                            .handle_event(self.now, Event::Io(IoEvent::KvDone { op, result }));
+                    }
+                    Action::Io(IoAction::Watch {
+                        watch,
+                        bucket,
+                        keys,
+                    }) => {
+                        self.kv.open(0, watch, &bucket, keys);
+                    }
+                    Action::Io(IoAction::Unwatch { watch }) => {
+                        self.kv.watches.retain(|(_, w, _, _)| *w != watch);
+                        self.kv.pending.retain(|(_, w, _)| *w != watch);
+                    }
+                    Action::Deliver {
+                        delivery,
+                        revoked,
+                        assigned,
+                    } => {
+                        self.deliveries.push((delivery, revoked, assigned));
+                        if self.auto_deliver {
+                            self.to_deliver.push_back(delivery);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if !self.offline
+                && let Some((_, watch, event)) = self.kv.pending.pop_front()
+            {
+                progressed = true;
+                self.m.handle_event(
+                    self.now,
+                    Event::Io(IoEvent::Watch {
+                        watch,
+                        event: Ok(event),
+                    }),
+                );
+            } else if let Some(d) = self.to_deliver.pop_front() {
+                progressed = true;
+                self.m
+                    .handle_event(self.now, Event::Delivered { delivery: d });
+            }
+            while let Some(n) = self.m.poll_notification() {
+                self.notes.push(n);
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    /// Moves virtual time forward by `d`, firing every timer due on the way.
+    pub fn advance(&mut self, d: Duration) {
+        let target = self.now + d;
+        while let Some(t) = self.m.poll_timeout() {
+            if t > target {
+                break;
+            }
+            self.now = self.now.max(t);
+            self.m.handle_timeout(self.now);
+            self.run();
+        }
+        self.now = target;
+        self.run();
+    }
+
+    pub fn advance_to(&mut self, since_epoch: Duration) {
+        let target = self.epoch + since_epoch;
+        assert!(target >= self.now);
+        self.advance(target - self.now);
+    }
+
+    pub fn complete(&mut self, delivery: DeliveryId) {
+        self.m.handle_event(self.now, Event::Delivered { delivery });
+        self.run();
+    }
+
+    pub fn connection(&mut self, state: ConnectionState) {
+        self.offline = state == ConnectionState::Disconnected;
+        self.m.handle_event(self.now, Event::Connection(state));
+        self.run();
+    }
+
+    // ----- what a leader would write -----
+
+    pub fn set_term(&mut self, term: u64) {
+        let b = self.names.assignments_bucket();
+        self.kv.write(
+            &b,
+            Names::TERM_KEY,
+            TermCounter { term: Term(term) }.encode(),
+        );
+        self.run();
+    }
+
+    pub fn grant(&mut self, worker: u32, term: u64, version: u64, parts: &[OwnedPartition]) {
+        self.record(worker, term, version, Phase::Grant, parts);
+    }
+
+    pub fn record(
+        &mut self,
+        worker: u32,
+        term: u64,
+        version: u64,
+        phase: Phase,
+        parts: &[OwnedPartition],
+    ) {
+        let b = self.names.assignments_bucket();
+        let rec = AssignmentRecord {
+            term: Term(term),
+            version: Version(version),
+            phase,
+            partitions: parts.to_vec(),
+        };
+        self.kv
+            .write(&b, &Names::assignment_key(&wid(worker)), rec.encode());
+        self.run();
+    }
+
+    pub fn claim_of(&self, n: u32) -> Option<IdClaim> {
+        let (v, _) = self.kv.get(&self.names.ids_bucket(), wid(n).as_str())?;
+        IdClaim::decode(&v).ok()
+    }
+
+    pub fn put_claim(&mut self, n: u32, claim: IdClaim) -> Revision {
+        let b = self.names.ids_bucket();
+        self.kv.write(&b, wid(n).as_str(), claim.encode())
+    }
+
+    pub fn leadership(&self) -> Option<Leadership> {
+        let (v, _) = self
+            .kv
+            .get(&self.names.leader_bucket(), Names::LEADER_KEY)?;
+        Leadership::decode(&v).ok()
+    }
+
+    pub fn heartbeat_of(&self, n: u32) -> Option<Heartbeat> {
+        let (v, _) = self
+            .kv
+            .get(&self.names.heartbeats_bucket(), wid(n).as_str())?;
+        Heartbeat::decode(&v).ok()
+    }
+
+    pub fn term_key(&self) -> Option<Term> {
+        let (v, _) = self
+            .kv
+            .get(&self.names.assignments_bucket(), Names::TERM_KEY)?;
+        TermCounter::decode(&v).ok().map(|t| t.term)
+    }
+
+    /// KV requests logged from index `from` on.
+    pub fn requests_since(&self, from: usize) -> Vec<KvRequest> {
+        self.log[from..]
+            .iter()
+            .filter_map(|a| match a {
+                Action::Io(IoAction::Kv { request, .. }) => Some(request.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Heartbeats put from log index `from` on, decoded.
+    pub fn heartbeats_since(&self, from: usize) -> Vec<Heartbeat> {
+        let hb = self.names.heartbeats_bucket();
+        self.requests_since(from)
+            .into_iter()
+            .filter_map(|r| match r {
+                KvRequest::Put { bucket, value, .. } if bucket == hb => {
+                    Heartbeat::decode(&value).ok()
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn notes_since(&self, from: usize) -> Vec<Notification> {
+        self.notes[from..].to_vec()
+    }
+
+    pub fn take_notes(&mut self) -> Vec<Notification> {
+        std::mem::take(&mut self.notes)
+    }
+
+    /// A started member holding worker-0 with the leader key held by someone else, term 1 set.
+    pub fn follower(cfg: ValidConfig) -> H {
+        let mut h = H::new(cfg);
+        let lb = h.names.leader_bucket();
+        h.kv.write(
+            &lb,
+            Names::LEADER_KEY,
+            Leadership {
+                worker: wid(9),
+                instance: OTHER,
+                term: Term(1),
+            }
+            .encode(),
+        );
+        let ab = h.names.assignments_bucket();
+        h.kv.write(&ab, Names::TERM_KEY, TermCounter { term: Term(1) }.encode());
+        h.start();
+        h
+    }
+}
+
+pub fn state_changes(
+    notes: &[Notification],
+) -> Vec<(parti_core::WorkerState, parti_core::WorkerState)> {
+    notes
+        .iter()
+        .filter_map(|n| match n {
+            Notification::StateChanged { from, to } => Some((*from, *to)),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn connected() -> ConnectionState {
+    ConnectionState::Connected
+}
+pub fn disconnected() -> ConnectionState {
+    ConnectionState::Disconnected
+}

@@ -1,0 +1,288 @@
+//! PROTOCOL.md §3 and §8: graceful leave, shutdown for restart, the state sequences.
+
+use parti_core::config::DisconnectPolicy;
+use parti_core::machine::KvRequest;
+use parti_core::member::{Action, Notification};
+use parti_core::records::{Intent, Phase};
+use parti_core::{Term, WorkerState};
+
+use crate::harness::*;
+
+fn deletes_since(h: &H, from: usize) -> Vec<(String, String, bool)> {
+    h.requests_since(from)
+        .into_iter()
+        .filter_map(|r| match r {
+            KvRequest::Delete {
+                bucket,
+                key,
+                expected,
+            } => Some((bucket, key, expected.is_some())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn d(bucket: &str, key: &str, cas: bool) -> (String, String, bool) {
+    (bucket.to_owned(), key.to_owned(), cas)
+}
+
+#[test]
+fn leave_waits_for_the_leader_to_revoke_everything_then_deletes_heartbeat_then_id() {
+    let mut h = H::follower(config(|_| {}));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    let from = h.log.len();
+    h.m.request_leave(h.now);
+    h.run();
+    assert_eq!(h.m.state(), WorkerState::Leaving);
+    assert_eq!(h.heartbeats_since(from)[0].intent, Intent::Leaving);
+    h.advance(secs(5));
+    assert!(deletes_since(&h, from).is_empty(), "still owns a partition");
+    assert_eq!(h.m.owned(), vec![owned("a", 1, 1)]);
+    // The leader hands the partition over: revoke record.
+    h.record(0, 1, 2, Phase::Revoke, &[]);
+    assert!(h.m.owned().is_empty());
+    assert_eq!(
+        deletes_since(&h, from),
+        vec![
+            d("parti-heartbeats", "worker-0", false),
+            d("parti-ids", "worker-0", true),
+        ]
+    );
+    // The acknowledgement went out before the heartbeat was deleted.
+    let hb = h.heartbeats_since(from);
+    assert_eq!(
+        hb.last().map(|b| (b.intent, b.applied.0)),
+        Some((Intent::Leaving, 2))
+    );
+    assert!(h.heartbeat_of(0).is_none());
+    assert!(h.claim_of(0).is_none());
+    assert_eq!(h.m.state(), WorkerState::Shutdown);
+    assert!(h.m.is_stopped());
+    assert!(h.notes.contains(&Notification::Stopped));
+    assert_eq!(
+        state_changes(&h.notes).last(),
+        Some(&(WorkerState::Leaving, WorkerState::Shutdown))
+    );
+}
+
+#[test]
+fn a_leaving_leader_hands_leadership_over_after_its_heartbeat() {
+    let mut h = H::new(config(|_| {}));
+    h.start();
+    assert!(h.m.is_leader());
+    let from = h.log.len();
+    h.m.request_leave(h.now);
+    h.run();
+    assert_eq!(
+        deletes_since(&h, from),
+        vec![
+            d("parti-heartbeats", "worker-0", false),
+            d("parti-leader", "leader", true),
+            d("parti-ids", "worker-0", true),
+        ]
+    );
+    assert!(h.leadership().is_none());
+    assert!(
+        !h.m.is_leader(),
+        "not leader after stop (Go: IsLeader stays true)"
+    );
+    assert!(h.notes.contains(&Notification::LeadershipLost {
+        term: Some(Term(1))
+    }));
+}
+
+#[test]
+fn leave_is_bounded_by_the_shutdown_timeout_and_revokes_locally() {
+    let mut h = H::follower(config(|_| {}));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    h.m.request_leave(h.now);
+    h.run();
+    h.advance(secs(30) - ms(1));
+    assert_eq!(h.m.state(), WorkerState::Leaving);
+    let from = h.log.len();
+    h.advance(ms(1));
+    assert!(h.log[from..].iter().any(|a| matches!(
+        a,
+        Action::Deliver { revoked, assigned, .. } if *revoked == vec![owned("a", 1, 1)] && assigned.is_empty()
+    )));
+    assert_eq!(h.m.state(), WorkerState::Shutdown);
+    assert!(h.claim_of(0).is_none());
+}
+
+#[test]
+fn leave_before_an_id_is_held_stops_at_once() {
+    let mut h = H::new(config(|_| {}));
+    h.hold_when(|r| r.name() == "keys");
+    h.start();
+    h.m.request_leave(h.now);
+    h.run();
+    assert_eq!(h.m.state(), WorkerState::Shutdown);
+    assert!(h.notes.contains(&Notification::Stopped));
+    assert_eq!(h.m.poll_timeout(), None);
+}
+
+#[test]
+fn leave_from_degraded_reaches_shutdown() {
+    let mut h = H::follower(config(|c| {
+        c.on_disconnect = DisconnectPolicy::Hold;
+        c.degraded.kv_error_threshold = 0;
+    }));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    h.connection(disconnected());
+    h.advance(secs(10));
+    assert_eq!(h.m.state(), WorkerState::Degraded);
+    h.m.request_leave(h.now);
+    h.run();
+    assert_eq!(h.m.state(), WorkerState::Leaving);
+    h.connection(connected());
+    h.advance(secs(2)); // the Leaving heartbeat gets through
+    h.record(0, 1, 2, Phase::Revoke, &[]);
+    assert_eq!(h.m.state(), WorkerState::Shutdown);
+}
+
+#[test]
+fn restart_reserves_the_id_and_announces_the_restart() {
+    let mut h = H::follower(config(|c| c.preferred_id = Some(0)));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    h.advance(secs(3));
+    let from = h.log.len();
+    h.m.request_restart(h.now);
+    h.run();
+    let claim = h.claim_of(0).unwrap();
+    assert_eq!(claim.instance, ME);
+    assert_eq!(claim.restarting_until_ms, Some(WALL0 + 3_000 + 30_000));
+    assert_eq!(h.heartbeat_of(0).unwrap().intent, Intent::Restarting);
+    assert!(
+        h.log[from..].iter().any(
+            |a| matches!(a, Action::Deliver { revoked, .. } if *revoked == vec![owned("a", 1, 1)])
+        ),
+        "the application stops working on its partitions"
+    );
+    assert!(deletes_since(&h, from).is_empty(), "heartbeat and id stay");
+    assert_eq!(h.m.state(), WorkerState::Shutdown);
+    assert!(h.m.is_stopped());
+    // Nothing renews the claim afterwards (that would clear `restarting_until`).
+    let from = h.log.len();
+    h.advance(secs(60));
+    assert!(h.requests_since(from).is_empty());
+}
+
+#[test]
+fn a_restarted_process_takes_its_id_back_and_its_partitions_unchanged() {
+    let cfg = config(|c| c.preferred_id = Some(3));
+    let mut old = H::follower(cfg.clone());
+    assert_eq!(old.m.worker_id(), Some(&wid(3)));
+    old.grant(3, 1, 1, &[owned("a", 1, 1)]);
+    old.m.request_restart(old.now);
+    old.run();
+    // A new process (new instance) with the same preferred id, on the same store.
+    let mut kv = std::mem::take(&mut old.kv);
+    kv.watches.clear();
+    kv.pending.clear();
+    let mut new = H::at(cfg, old.now, parti_core::InstanceId(0xCCCC));
+    new.kv = kv;
+    new.start();
+    assert_eq!(new.m.worker_id(), Some(&wid(3)));
+    assert_eq!(
+        new.claim_of(3).unwrap().instance,
+        parti_core::InstanceId(0xCCCC)
+    );
+    assert_eq!(
+        new.m.owned(),
+        vec![owned("a", 1, 1)],
+        "same partitions, same fence"
+    );
+}
+
+#[test]
+fn degraded_returns_to_the_state_underneath_not_always_to_stable() {
+    // Go: degraded exit always lands in Stable (and Degraded is missing from its table).
+    let mut h = H::follower(config(|c| {
+        c.on_disconnect = DisconnectPolicy::Hold;
+        c.degraded.kv_error_threshold = 0;
+    }));
+    assert_eq!(h.m.state(), WorkerState::WaitingAssignment);
+    h.take_notes();
+    h.connection(disconnected());
+    h.advance(secs(10));
+    h.connection(connected());
+    h.advance(secs(5));
+    assert_eq!(
+        state_changes(&h.notes),
+        vec![
+            (WorkerState::WaitingAssignment, WorkerState::Degraded),
+            (WorkerState::Degraded, WorkerState::WaitingAssignment),
+        ]
+    );
+}
+
+#[test]
+fn fenced_then_degraded_then_fenced_then_stable() {
+    let mut h = H::follower(config(|c| c.degraded.kv_error_threshold = 0));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    h.take_notes();
+    h.connection(disconnected());
+    h.advance(secs(10));
+    h.connection(connected());
+    h.advance(secs(5));
+    h.grant(0, 1, 2, &[owned("a", 1, 2)]);
+    assert_eq!(
+        state_changes(&h.notes),
+        vec![
+            (WorkerState::Stable, WorkerState::Fenced),
+            (WorkerState::Fenced, WorkerState::Degraded),
+            (WorkerState::Degraded, WorkerState::Fenced),
+            (WorkerState::Fenced, WorkerState::Stable),
+        ]
+    );
+}
+
+/// The old process of worker-3 applied version 1 (term 1) and restarted; new leaders then
+/// bumped the term (to `term`) without rewriting worker-3's record (a restart return publishes
+/// nothing).
+fn restarted_under_a_new_term(takeover: bool, term: u64) -> H {
+    let cfg = config(|c| c.preferred_id = Some(3));
+    let mut old = H::follower(cfg.clone());
+    old.grant(3, 1, 1, &[owned("a", 1, 1)]);
+    old.m.request_restart(old.now);
+    old.run();
+    let mut kv = std::mem::take(&mut old.kv);
+    kv.watches.clear();
+    kv.pending.clear();
+    if !takeover {
+        // Not a restart: the claim is gone (expired) and the heartbeat too.
+        kv.expire("parti-ids", "worker-3");
+        kv.expire("parti-heartbeats", "worker-3");
+    }
+    let mut new = H::at(cfg, old.now, parti_core::InstanceId(0xCCCC));
+    new.kv = kv;
+    for t in 2..=term {
+        new.set_term(t);
+    }
+    new.start();
+    assert_eq!(new.m.worker_id(), Some(&wid(3)));
+    new
+}
+
+#[test]
+fn a_restarted_process_applies_the_record_its_predecessor_acknowledged_across_term_bumps() {
+    let new = restarted_under_a_new_term(true, 3);
+    assert_eq!(new.m.owned(), vec![owned("a", 1, 1)]);
+    assert_eq!(new.m.applied_version(), parti_core::Version(1));
+}
+
+#[test]
+fn a_fresh_claim_refuses_a_record_two_bumps_older_than_the_newest_term() {
+    let new = restarted_under_a_new_term(false, 3);
+    assert!(
+        new.m.owned().is_empty(),
+        "one of the bumps may have preceded it"
+    );
+}
+
+#[test]
+fn a_fresh_claim_applies_a_record_written_just_before_the_newest_bump() {
+    // One bump: the newest `term` itself, later in the stream than the record.
+    let new = restarted_under_a_new_term(false, 2);
+    assert_eq!(new.m.owned(), vec![owned("a", 1, 1)]);
+}

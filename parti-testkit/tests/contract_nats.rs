@@ -1,0 +1,87 @@
+//! The `KvStore` contract suite against `NatsStore`: every case on a single real server, and a
+//! subset on a 3-node JetStream cluster (replicas 3).
+//!
+//! The cases of one target run concurrently on one server (each provisions its own buckets);
+//! a failing case is reported by name, after all cases finished.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parti_core::store::StorageKind;
+use parti_nats::{NatsStore, NatsStoreConfig};
+use parti_testkit::contract::{self, CASES, Case, ContractOptions};
+use parti_testkit::nats::{NatsCluster, NatsServer};
+
+/// The cases run on the cluster: the CAS, delete, listing, watch and expiry semantics that
+/// replication could disturb.
+const CLUSTER_CASES: &[&str] = &[
+    "create_conflict",
+    "concurrent_creates_one_wins",
+    "cas_conflict_reports_current_revision",
+    "cas_counter_under_contention",
+    "delete_with_expected_revision",
+    "keys_by_prefix",
+    "watch_snapshot_then_live_changes",
+    "watch_empty_snapshot_marker",
+    "watch_several_keys",
+    "max_age_expiry",
+    "provision_mismatch_and_reconcile",
+    "connection_starts_connected",
+];
+
+fn options(replicas: usize) -> ContractOptions {
+    ContractOptions {
+        replicas,
+        storage: StorageKind::File,
+        ..ContractOptions::default()
+    }
+}
+
+async fn run_cases(store: NatsStore, opts: ContractOptions, cases: Vec<Case>) {
+    let store = Arc::new(store);
+    let mut tasks = Vec::new();
+    for case in cases {
+        let store = Arc::clone(&store);
+        let opts = opts.clone();
+        let task = tokio::spawn(async move {
+            let start = std::time::Instant::now();
+            (case.run)(&*store, &opts).await;
+            start.elapsed()
+        });
+        tasks.push((case.name, task));
+    }
+    let mut failed = Vec::new();
+    for (name, task) in tasks {
+        match task.await {
+            Ok(took) => println!("  ok   {name} ({took:?})"),
+            Err(err) => {
+                println!("  FAIL {name}: {err}");
+                failed.push(name);
+            }
+        }
+    }
+    assert!(failed.is_empty(), "contract cases failed: {failed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_case_on_a_single_server() {
+    let server = NatsServer::start().unwrap();
+    let config = NatsStoreConfig::default().with_op_timeout(Duration::from_secs(5));
+    let store = NatsStore::connect_url(&server.url(), config).await.unwrap();
+    run_cases(store, options(1), CASES.to_vec()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subset_on_a_three_node_cluster() {
+    let cluster = NatsCluster::start().unwrap();
+    let config = NatsStoreConfig::default().with_op_timeout(Duration::from_secs(5));
+    let store = NatsStore::connect_url(&cluster.urls(), config)
+        .await
+        .unwrap();
+    let cases: Vec<Case> = CLUSTER_CASES
+        .iter()
+        .map(|name| contract::case(name).unwrap_or_else(|| panic!("no contract case {name}")))
+        .collect();
+    run_cases(store, options(3), cases).await;
+    drop(cluster);
+}

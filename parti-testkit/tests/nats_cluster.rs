@@ -1,0 +1,162 @@
+//! NatsStore on a 3-node JetStream cluster: killing the node that leads the bucket's stream
+//! leaves the store usable once a new leader is elected. The observed write gap is printed.
+//!
+//! Bounded: the whole test gives up after 60 s.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use parti_core::store::{BucketSpec, KvStore, OnMismatch, StorageKind, WatchEvent, WatchKeys};
+use parti_nats::{NatsStore, NatsStoreConfig};
+use parti_testkit::nats::NatsCluster;
+
+const OP_TIMEOUT: Duration = Duration::from_millis(500);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_stream_leader_leaves_the_store_usable() {
+    let test_start = Instant::now();
+    let mut cluster = NatsCluster::start().unwrap();
+    println!("cluster ready in {:?}", test_start.elapsed());
+    let config = NatsStoreConfig::default().with_op_timeout(OP_TIMEOUT);
+    let store = NatsStore::connect_url(&cluster.urls(), config)
+        .await
+        .unwrap();
+    let spec = BucketSpec {
+        name: "failover".into(),
+        history: 1,
+        max_age: None,
+        replicas: 3,
+        storage: StorageKind::File,
+    };
+    // Right after the cluster forms, stream creation can be refused for a moment.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match store.provision(&spec, OnMismatch::Fail).await {
+            Ok(_) => break,
+            Err(err) => {
+                assert!(Instant::now() < deadline, "provision failed: {err}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let leader = loop {
+        match store.stream_leader("failover").await {
+            Ok(Some(leader)) => break leader,
+            other => {
+                assert!(Instant::now() < deadline, "no stream leader: {other:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let leader_index = cluster
+        .index_of(&leader)
+        .expect("leader is one of our nodes");
+    println!("stream leader: {leader}; client on {}", store.server_name());
+
+    let mut watch = store
+        .watch("failover", WatchKeys::Key("k".into()))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .unwrap();
+    assert_eq!(first.unwrap().unwrap(), WatchEvent::SnapshotComplete);
+
+    // Write continuously; kill the leader after 1 s; stop 2 s after writes resume.
+    let mut rev = store.create("failover", "k", b"0".to_vec()).await.unwrap();
+    let mut last_ok = Instant::now();
+    let mut longest_gap = Duration::ZERO;
+    let mut killed_at = None;
+    let mut resumed_at: Option<Instant> = None;
+    let mut writes = 0u64;
+    let mut failures = Vec::new();
+    let loop_start = Instant::now();
+    loop {
+        let elapsed = loop_start.elapsed();
+        if killed_at.is_none() && elapsed >= Duration::from_secs(1) {
+            cluster.node(leader_index).kill().unwrap();
+            killed_at = Some(Instant::now());
+            println!("killed {leader} at {elapsed:?}");
+        }
+        if let Some(resumed) = resumed_at
+            && resumed.elapsed() >= Duration::from_secs(2)
+        {
+            break;
+        }
+        assert!(
+            test_start.elapsed() < Duration::from_secs(55),
+            "writes did not resume: last failures {:?}",
+            &failures[failures.len().saturating_sub(3)..]
+        );
+        // Compare-and-set on our own last revision; after a timeout the outcome is unknown,
+        // so re-read the revision before writing again.
+        match store
+            .update("failover", "k", writes.to_string().into_bytes(), rev)
+            .await
+        {
+            Ok(new) => {
+                rev = new;
+                writes += 1;
+                let gap = last_ok.elapsed();
+                if gap > longest_gap {
+                    longest_gap = gap;
+                }
+                last_ok = Instant::now();
+                if killed_at.is_some() && resumed_at.is_none() {
+                    resumed_at = Some(Instant::now());
+                }
+            }
+            Err(err) => {
+                failures.push(err.to_string());
+                if let Ok(Some(entry)) = store.entry("failover", "k").await {
+                    rev = entry.revision;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let new_leader = store.stream_leader("failover").await.unwrap();
+    println!(
+        "{writes} CAS writes; longest write gap {longest_gap:?} around the leader kill; \
+         {} failed attempts; new leader {new_leader:?}",
+        failures.len()
+    );
+    let mut kinds: Vec<&str> = failures
+        .iter()
+        .map(|f| f.split(':').next().unwrap_or(""))
+        .collect();
+    kinds.dedup();
+    println!("failure kinds (in order): {kinds:?}");
+    println!("first failure: {:?}", failures.first());
+    println!("last failure: {:?}", failures.last());
+    assert_ne!(new_leader.as_deref(), Some(leader.as_str()));
+
+    // Still usable: read, write, and the watch still delivers.
+    let entry = store.entry("failover", "k").await.unwrap().unwrap();
+    assert_eq!(entry.revision, rev);
+    let last = store
+        .update("failover", "k", b"final".to_vec(), rev)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, watch.next()).await {
+            Ok(Some(Ok(WatchEvent::Change(ev)))) if ev.revision == last => break,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("watch did not deliver the final write: {other:?}"),
+        }
+    }
+
+    // The killed node comes back on its port and store and the cluster is whole again.
+    let back = Instant::now();
+    cluster.restart(leader_index).unwrap();
+    println!("{leader} back and healthy after {:?}", back.elapsed());
+    let entry = store.entry("failover", "k").await.unwrap().unwrap();
+    store
+        .update("failover", "k", b"after restart".to_vec(), entry.revision)
+        .await
+        .unwrap();
+    println!("test took {:?}", test_start.elapsed());
+}
