@@ -180,7 +180,7 @@ struct Row {
 }
 
 fn measure(s: &dyn AssignmentStrategy, w: u32, ps: &[Partition]) -> Row {
-    let reps = if ps.len() >= 100_000 { 5 } else { 9 };
+    let reps = if ps.len() >= 100_000 { 11 } else { 15 };
     let base = workers(0..w);
     let joined = workers(0..w + 1);
     let crashed = workers(1..w);
