@@ -9,7 +9,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use parti_core::hash::StableHashMap;
 use parti_core::strategy::{AssignInput, StrategyError};
-use parti_core::{Partition, WorkerId};
+use parti_core::{Partition, PartitionId, WorkerId};
 
 /// "No owner" in an owner vector.
 pub(crate) const NONE: usize = usize::MAX;
@@ -143,39 +143,87 @@ pub(crate) fn fmix64(mut x: u64) -> u64 {
 /// A map keyed by machine words, with [`WordHasher`].
 pub(crate) type WordMap<K, V> = HashMap<K, V, BuildHasherDefault<WordHasher>>;
 
-/// For each input partition, the input index of its previous owner when that owner is live,
-/// else [`NONE`].
+/// The previous assignment, seen from the input: each input partition's live previous owner,
+/// and a way back from an id of the previous assignment to an input position.
+pub(crate) struct PreviousIndex {
+    /// For each input partition, the input index of its previous owner when that owner is live,
+    /// else [`NONE`].
+    pub(crate) owners: Vec<usize>,
+    /// `(owner, input position or NONE)` of the live workers' partitions, by the address of the
+    /// id's shared key list.
+    by_address: WordMap<usize, (usize, usize)>,
+}
+
+impl PreviousIndex {
+    /// The input position of `id`, an id of the previous assignment held by a live worker, when
+    /// the input holds that very `Arc`. `None` says nothing: the id may be absent from the input,
+    /// or present as a separate `Arc`.
+    #[inline]
+    pub(crate) fn input_position(&self, id: &PartitionId) -> Option<usize> {
+        match self.by_address.get(&address(id)) {
+            Some(&(_, i)) if i != NONE => Some(i),
+            _ => None,
+        }
+    }
+}
+
+#[inline]
+fn address(id: &PartitionId) -> usize {
+    id.keys().as_ptr() as usize
+}
+
+/// Reads the previous assignment (see [`PreviousIndex`]).
 ///
 /// Fast path: a partition id is an `Arc`, and the previous assignment usually holds clones of
-/// the very ids of the catalog (the plan was made from it), so the live workers' partitions are
-/// first indexed by the address of their shared key list — a word-sized key. Two live ids with
-/// the same address are the same id, so a hit is exact; a miss (a new partition, an orphan, or an
-/// id that was decoded separately) falls back to [`Assignment::owner`](parti_core::Assignment::owner).
-pub(crate) fn previous_owners(input: &AssignInput<'_>, workers: &Workers<'_>) -> Vec<usize> {
+/// the very ids of the catalog (the plan was made from them), so the live workers' partitions are
+/// indexed by the address of their shared key list — a word-sized key — and the input partitions
+/// are looked up by address. Two live ids at one address are the same id, so a hit is exact. An
+/// input partition left without an owner (new, orphaned, or an id that was decoded separately)
+/// is then looked up by content through [`Assignment::owner`](parti_core::Assignment::owner).
+pub(crate) fn previous_index(input: &AssignInput<'_>, workers: &Workers<'_>) -> PreviousIndex {
+    let parts = input.partitions;
+    let mut by_address: WordMap<usize, (usize, usize)> = WordMap::default();
     if input.previous.is_empty() {
-        return vec![NONE; input.partitions.len()];
+        return PreviousIndex {
+            owners: vec![NONE; parts.len()],
+            by_address,
+        };
     }
-    let mut by_address: WordMap<usize, usize> = WordMap::default();
-    by_address.reserve(input.partitions.len());
+    by_address.reserve(parts.len());
     for (worker, set) in input.previous.iter() {
         if let Some(w) = workers.index_of(worker) {
             for p in set {
-                by_address.insert(p.keys().as_ptr() as usize, w);
+                by_address.insert(address(p), (w, NONE));
             }
         }
     }
-    input
-        .partitions
+    let mut owners: Vec<usize> = parts
         .iter()
-        .map(|p| match by_address.get(&(p.keys().as_ptr() as usize)) {
-            Some(&w) => w,
-            None => input
+        .enumerate()
+        .map(|(i, p)| match by_address.get_mut(&address(p.id())) {
+            Some(entry) => {
+                entry.1 = i;
+                entry.0
+            }
+            None => NONE,
+        })
+        .collect();
+    for (o, p) in owners.iter_mut().zip(parts) {
+        if *o == NONE {
+            *o = input
                 .previous
                 .owner(p.id())
                 .and_then(|w| workers.index_of(w))
-                .unwrap_or(NONE),
-        })
-        .collect()
+                .unwrap_or(NONE);
+        }
+    }
+    PreviousIndex { owners, by_address }
+}
+
+/// For each input partition, the input index of its previous owner when that owner is live,
+/// else [`NONE`].
+pub(crate) fn previous_owners(input: &AssignInput<'_>, workers: &Workers<'_>) -> Vec<usize> {
+    previous_index(input, workers).owners
 }
 
 /// Stable LSD radix sort of `(key, payload)` pairs by `key_of(key)`, which uses `bits` bits,

@@ -12,8 +12,8 @@ use crate::canon::{self, Keyed, NONE, Workers};
 /// 1. Every partition whose previous owner is still live stays there.
 /// 2. The `P mod W` workers that get ⌈P/W⌉ are those that already hold the most (ties: lowest
 ///    worker id), which minimises what must be taken away.
-/// 3. A worker above its quota gives up exactly its excess: the partitions with the highest
-///    `(hash, id)`.
+/// 3. A worker above its quota gives up exactly its excess: the partitions with the highest ids
+///    (found by walking its previous set backwards, without touching the others).
 /// 4. The partitions without a live owner (new, orphaned by a dead worker, or given up) are
 ///    sorted by `(hash, id)` and dealt round-robin, in worker-id order, to the workers below
 ///    their quota.
@@ -61,7 +61,8 @@ impl AssignmentStrategy for StickyBalanced {
         let workers = Workers::new(input)?;
         let parts = input.partitions;
         let n_workers = workers.len();
-        let mut owners = canon::previous_owners(input, &workers);
+        let mut previous = canon::previous_index(input, &workers);
+        let mut owners = std::mem::take(&mut previous.owners);
 
         let cold = owners.iter().all(|&o| o == NONE);
         if cold || self.check_partitions {
@@ -94,28 +95,64 @@ impl AssignmentStrategy for StickyBalanced {
             }
         }
 
-        // Give up the excess of over-quota workers: highest (hash, id) first.
+        // Give up the excess of over-quota workers: the partitions with the highest ids. Fast
+        // path: walk the worker's previous set backwards (it is in id order); a worker whose set
+        // names an id not found by address falls back to sorting its members by id.
+        let mut slow: Vec<usize> = Vec::new();
         let over: Vec<usize> = (0..n_workers).filter(|&w| held[w] > quota[w]).collect();
-        if !over.is_empty() {
+        for w in over {
+            let mut excess = held[w] - quota[w];
+            let set = input.previous.partitions_of(&input.workers[w].id);
+            let mut shed: Vec<usize> = Vec::with_capacity(excess);
+            let mut fast = true;
+            for id in set.into_iter().flatten().rev() {
+                if excess == 0 {
+                    break;
+                }
+                match previous.input_position(id) {
+                    Some(i) if owners[i] == w => {
+                        shed.push(i);
+                        excess -= 1;
+                    }
+                    // A duplicate entry of the input: its owner is decided elsewhere.
+                    Some(_) => {}
+                    None => {
+                        fast = false;
+                        break;
+                    }
+                }
+            }
+            if fast && excess == 0 {
+                for i in shed {
+                    owners[i] = NONE;
+                }
+                held[w] = quota[w];
+            } else {
+                slow.push(w);
+            }
+        }
+        if !slow.is_empty() {
             let mut slot = vec![NONE; n_workers];
-            let mut members: Vec<Vec<Keyed>> = Vec::with_capacity(over.len());
-            for (k, &w) in over.iter().enumerate() {
+            let mut members: Vec<Vec<usize>> = Vec::with_capacity(slow.len());
+            for (k, &w) in slow.iter().enumerate() {
                 slot[w] = k;
                 members.push(Vec::with_capacity(held[w]));
             }
             for (i, &o) in owners.iter().enumerate() {
                 if o != NONE && slot[o] != NONE {
-                    members[slot[o]].push(Keyed::new(parts, i));
+                    members[slot[o]].push(i);
                 }
             }
-            for (k, &w) in over.iter().enumerate() {
+            for (k, &w) in slow.iter().enumerate() {
                 let list = &mut members[k];
                 let keep = quota[w];
                 if keep > 0 {
-                    list.select_nth_unstable_by(keep - 1, |a, b| a.cmp(b, parts));
+                    list.select_nth_unstable_by(keep - 1, |&a, &b| {
+                        parts[a].id().cmp(parts[b].id())
+                    });
                 }
-                for gone in &list[keep..] {
-                    owners[gone.index] = NONE;
+                for &gone in &list[keep..] {
+                    owners[gone] = NONE;
                 }
                 held[w] = keep;
             }

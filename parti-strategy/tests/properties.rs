@@ -219,6 +219,23 @@ proptest! {
     }
 
     #[test]
+    fn shared_and_decoded_previous_give_the_same_plan(change in arb_change(true)) {
+        // The previous assignment holding the catalog's own ids (fast path) or separately built
+        // ids with the same content (as after decoding): same plan.
+        for s in [&StickyBalanced::new() as &dyn AssignmentStrategy, &WeightedSticky::new()] {
+            let (after, plan) = run_change(s, &change);
+            let decoded = Assignment::from_worker_lists(after.previous.iter().map(|(w, set)| {
+                (w.clone(), set.iter().map(|p| PartitionId::new(p.keys().to_vec()).unwrap()).collect::<Vec<_>>())
+            }))
+            .unwrap();
+            let input = after.input();
+            let input2 = AssignInput { previous: &decoded, ..input };
+            let plan2 = s.assign(&input2).unwrap();
+            prop_assert_eq!(named(&input, &plan), named(&input2, &plan2), "{}", s.name());
+        }
+    }
+
+    #[test]
     fn weighted_sticky_reaches_epsilon_when_feasible(change in arb_change(true)) {
         let strategy = WeightedSticky::new();
         let (after, _) = run_change(&strategy, &change);
