@@ -24,8 +24,8 @@ use crate::canon::{self, Keyed, NONE, Workers};
 /// capacities are ignored: use [`WeightedSticky`](crate::WeightedSticky) for them.
 ///
 /// Cost: one pass over the previous assignment and O(P) word-keyed lookups, plus
-/// O(moved · log moved); 3–6 ms for 1000 workers × 100k partitions with a previous assignment on
-/// a 2-core machine (see the crate README).
+/// O(moved · log moved); 2–5 ms for 1000 workers × 100k partitions with a previous assignment on
+/// a shared 2-core machine (see the crate README).
 ///
 /// Input checks: workers are always checked (no duplicate, capacity ≥ 1). Duplicate partitions are
 /// checked with a hash sort on a cold start, and on every call when
