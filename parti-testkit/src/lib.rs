@@ -7,9 +7,10 @@
 //! **What it is not.** Not part of a production build: applications depend on it only as a
 //! dev-dependency.
 //!
-//! Status: the [`contract`] suite, the [`nats`] server harness and the [`chaos`] proxy are here;
-//! the simulator arrives with its issue.
+//! Modules: the [`contract`] suite, the [`nats`] server harness, the
+//! [`chaos`] proxy and the deterministic simulator ([`sim`], with the `parti-sim` binary).
 
 pub mod chaos;
 pub mod contract;
 pub mod nats;
+pub mod sim;

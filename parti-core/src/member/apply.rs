@@ -291,8 +291,10 @@ impl Member {
                     return;
                 };
                 f.floor = Some(floor);
+                // A member that closed its pipeline (restart, leave timeout) accepts nothing.
                 if let Some(held) = f.held.take()
                     && held.version > floor
+                    && !self.apply.closed
                 {
                     self.unfence(now);
                     self.accept(held);

@@ -90,6 +90,8 @@ pub(super) struct Liveness {
     rejoin_window: Duration,
     degraded: bool,
     quiet_until: Option<Instant>,
+    /// Observation-channel gating on (only a test-only fault turns it off).
+    pub(super) gating: bool,
 }
 
 impl Liveness {
@@ -116,12 +118,16 @@ impl Liveness {
             rejoin_window,
             degraded: false,
             quiet_until: None,
+            gating: true,
         }
     }
 
     /// The observed clock: `min(now, own_echo + heartbeat_interval)`, minus the time the echo
     /// was stale before.
     pub(super) fn observed_now(&self, now: Instant) -> Instant {
+        if !self.gating {
+            return now;
+        }
         let o = now.min(later(self.own_echo, self.interval));
         o.checked_sub(self.frozen).unwrap_or(o)
     }

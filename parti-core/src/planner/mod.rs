@@ -167,6 +167,56 @@ fn later(t: Instant, d: Duration) -> Instant {
         .unwrap_or(t)
 }
 
+/// Test-only fault injection: deliberately broken planner behaviour, so that the simulator
+/// (parti-testkit) can prove it finds the bugs these switches re-introduce. Never set outside
+/// tests. Installed per thread with [`PlannerFaults::install`]; read once by [`Planner::new`].
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlannerFaults {
+    /// Grant a moved partition as soon as the old owner's reduced record is written, without
+    /// waiting for its acknowledgement (breaks PROTOCOL.md §7 step 2).
+    pub grant_before_ack: bool,
+    /// Judge liveness by `now` instead of `observed_now` (drops the observation-channel gating
+    /// of PROTOCOL.md §5).
+    pub no_observation_gating: bool,
+}
+
+thread_local! {
+    static FAULTS: std::cell::Cell<PlannerFaults> = const {
+        std::cell::Cell::new(PlannerFaults {
+            grant_before_ack: false,
+            no_observation_gating: false,
+        })
+    };
+}
+
+impl PlannerFaults {
+    /// Planners created on this thread get `faults` until the guard is dropped.
+    #[must_use]
+    pub fn install(faults: PlannerFaults) -> PlannerFaultsGuard {
+        PlannerFaultsGuard {
+            previous: FAULTS.with(|f| f.replace(faults)),
+        }
+    }
+
+    fn current() -> PlannerFaults {
+        FAULTS.with(std::cell::Cell::get)
+    }
+}
+
+/// Restores the previous [`PlannerFaults`] when dropped.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct PlannerFaultsGuard {
+    previous: PlannerFaults,
+}
+
+impl Drop for PlannerFaultsGuard {
+    fn drop(&mut self) {
+        FAULTS.with(|f| f.set(self.previous));
+    }
+}
+
 /// Deadlines of the planner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Timer {
@@ -230,6 +280,7 @@ pub struct Planner {
     /// `trigger_rebalance` arrived during the takeover: honoured once it is done.
     manual_pending: bool,
     reported: BTreeSet<(String, String)>,
+    faults: PlannerFaults,
 }
 
 impl std::fmt::Debug for Planner {
@@ -258,7 +309,8 @@ impl Planner {
         let mut ids = IdGen::planner();
         let hb_watch = ids.watch();
         let term_watch = ids.watch();
-        let live = Liveness::new(
+        let faults = PlannerFaults::current();
+        let mut live = Liveness::new(
             init.me.clone(),
             init.instance,
             now,
@@ -266,6 +318,7 @@ impl Planner {
             config.dead_after(),
             config.rejoin_window,
         );
+        live.gating = !faults.no_observation_gating;
         let catalog: BTreeMap<PartitionId, Partition> = init
             .partitions
             .into_iter()
@@ -305,6 +358,7 @@ impl Planner {
             dirty: true,
             manual_pending: false,
             reported: BTreeSet::new(),
+            faults,
             config,
         };
         p.start_takeover();

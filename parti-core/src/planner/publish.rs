@@ -156,6 +156,8 @@ impl Planner {
             }
             if self.live.is_alive(w) {
                 match &s.holds {
+                    // Test-only fault: forget what a live member may still hold.
+                    Holds::Set(_) if self.faults.grant_before_ack => {}
                     Holds::Any => {
                         any_holders.insert(w.clone());
                     }
