@@ -125,6 +125,12 @@
 //! - **`trigger_rebalance` during the takeover** is remembered and honoured when it ends.
 //! - **Restart return** (same id, new process) publishes nothing: the record still gives it its
 //!   partitions with their fences, and the new process applies it.
+//! - **What a member may hold narrows only by acknowledgement.** A worker may hold its
+//!   acknowledged record plus everything written to it since, until it acknowledges the newest
+//!   one. A new process, a fenced or a revived member holds nothing when it says so, but that
+//!   heartbeat is older than what we wrote meanwhile: the process may have applied the record
+//!   it found at start (a restart return) or may still apply one from its backlog. So its
+//!   partitions taken away meanwhile move only after it acknowledges the revoke (or dies).
 //! - **`meta`** is written when a plan is fully published, when a handoff stalls, and when a
 //!   restart reservation starts or ends — only if something other than the term differs.
 //! - **Weights**: imbalance = heaviest `load / capacity` over the mean − 1.
