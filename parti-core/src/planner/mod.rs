@@ -90,6 +90,13 @@
 //!   while the leader's own echo is stale and resumes where it stopped (see `liveness`), so
 //!   the backlog of a stalled watch never declares everyone dead in the moment the leader's
 //!   echo arrives before the others' heartbeats.
+//! - **Dead means fenced**: besides `observed_now - seen >= heartbeat_ttl + emergency_grace`,
+//!   a worker is declared dead only once the leader's own echo (observed clock) came at least
+//!   `heartbeat_ttl - fence_margin` after the worker's last delivered heartbeat. Gating lets
+//!   observed time run one interval past the last echo, while a heartbeat stored after it may
+//!   still be stuck in the watch; with `emergency_grace + fence_margin < heartbeat_interval`
+//!   (zero grace is allowed) the formula alone could declare dead a member that has not fenced
+//!   yet (see `liveness`). With the defaults the extra rule never binds.
 //! - **Heartbeat deletes** carry no liveness information (a leaver deletes its heartbeat after
 //!   its record is empty; expiry is silent or a marker): only stamps decide.
 //! - **Cooldown** is measured from the last full replan (planned, urgent or manual); coverage of
@@ -270,6 +277,7 @@ impl Planner {
             now,
             config.heartbeat_interval,
             config.dead_after(),
+            config.fence_after(),
             config.rejoin_window,
         );
         let catalog: BTreeMap<PartitionId, Partition> = init
