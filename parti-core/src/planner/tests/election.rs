@@ -227,3 +227,31 @@ fn a_grant_that_failed_outright_does_not_count_as_held() {
     assert!(s.holds_of(2).is_empty());
     assert!(s.violations.is_empty(), "{:?}", s.violations);
 }
+
+/// An older leader's write with a higher version lands on `w.worker-1` after the takeover;
+/// our next write to it conflicts, the re-read finds it. Versions only grow, across leaders
+/// too: the rewrite under our term carries a version above the late record's.
+#[test]
+fn a_rewrite_over_a_late_record_of_a_lower_term_gets_a_higher_version_than_it() {
+    let mut s = Sim::settled(2, 4); // term 2, version 5
+    let zombie = AssignmentRecord {
+        term: Term(1),
+        version: Version(9),
+        phase: Phase::Grant,
+        partitions: vec![OwnedPartition {
+            partition: p(1),
+            fence: Fence::new(Term(1), Version(9)),
+        }],
+    };
+    let b = s.names.assignments_bucket();
+    s.put_raw(&b, "w.worker-1", zombie.encode());
+    let now = s.now;
+    s.p.set_partitions(now, parts(6)); // p4, p5 are placed: both records are written
+    s.pump();
+    s.run_to(secs(5)); // after the retry backoff
+    let rec = s.record(1).unwrap();
+    assert_eq!(rec.term, Term(2));
+    assert!(rec.version > Version(9), "{rec:?}");
+    assert!(s.p.version() >= rec.version);
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
