@@ -81,6 +81,12 @@
 //!   (or is undecodable, or was written by an older leader after the term bump — the member
 //!   ignores such a record) may hold anything: nothing is granted to others until it
 //!   acknowledges a record of ours or dies. Such records are rewritten under our term.
+//! - **Late writes of an older leader** can land on a key we have not written since the
+//!   takeover (compare-and-set on the revision it was based on). A running member refuses
+//!   such a record and keeps what it has; a process that starts afresh (new instance,
+//!   revived, fenced) acts on what the store holds now, so its heartbeat makes us read its key
+//!   again, and a record of an older term that changed since we last knew the key is
+//!   rewritten under our term (with a version above it: versions only grow).
 //! - **Timeouts are unknown outcomes**: a timed-out or conflicting write is re-read (after the
 //!   backoff) before anything else is written to that key; a record of our term found there is
 //!   adopted, one of a higher term makes the planner step down.

@@ -173,6 +173,10 @@ impl Planner {
                 slot.rec = Some(r);
                 slot.rev = rev;
             }
+            Some(_) if rev == slot.rev => {
+                // Unchanged since we last knew it (a record from before our takeover, or
+                // garbage already known): nothing new.
+            }
             Some(_) => {
                 // An older leader's late write (members ignore it) or garbage: keep what we
                 // know, overwrite it under our term.

@@ -150,7 +150,13 @@ impl Slot {
     /// it finds at start; a backlog delivers older records first). Only an acknowledgement of
     /// the newest record ([`Slot::on_applied`]) narrows the bound. What is still unacknowledged
     /// is awaited from now on (a revived member's wait was dropped when it died).
+    ///
+    /// The key is also read again: such a member acts on what the store holds *now*, and a
+    /// key we have not written since the takeover may have received a late write of an older
+    /// leader meanwhile (members refuse it; unless we rewrite it under our term the member
+    /// never gets a record it accepts).
     pub(super) fn on_fresh_member(&mut self, now: Instant) {
+        self.needs_read = true;
         let kv = self.kv_ids();
         self.holds.extend(&kv);
         let beyond = match &self.holds {

@@ -255,3 +255,38 @@ fn a_rewrite_over_a_late_record_of_a_lower_term_gets_a_higher_version_than_it() 
     assert!(s.p.version() >= rec.version);
     assert!(s.violations.is_empty(), "{:?}", s.violations);
 }
+
+/// An older leader's write lands on `w.worker-1` after our takeover; the running process
+/// refuses it (it follows our term bump) and keeps its partitions, so nothing looks wrong.
+/// Then worker-1 restarts: the new process refuses the late record too and would wait for a
+/// record forever. A new process makes the planner read its key again, find the late write
+/// and rewrite the record under our term.
+#[test]
+fn a_new_process_finding_a_late_record_of_a_lower_term_gets_it_rewritten_under_our_term() {
+    let mut s = Sim::settled(2, 4); // w0: p0 p2, w1: p1 p3 at version 5 of term 1; we are term 2
+    let late = AssignmentRecord {
+        term: Term(1),
+        version: Version(6),
+        phase: Phase::Grant,
+        partitions: [1, 3]
+            .iter()
+            .map(|n| OwnedPartition {
+                partition: p(*n),
+                fence: Fence::new(Term(1), Version(6)),
+            })
+            .collect(),
+    };
+    let b = s.names.assignments_bucket();
+    s.put_raw(&b, "w.worker-1", late.encode());
+    s.run_to(secs(1));
+    assert_eq!(s.holds_of(1), [pid(1), pid(3)].into());
+    s.crash(1);
+    s.restart_back(1); // refuses the late record; its heartbeat makes us read the key
+    s.run_to(secs(5));
+    let rec = s.record(1).unwrap();
+    assert_eq!(rec.term, Term(2));
+    assert!(rec.version > Version(6), "{rec:?}");
+    assert_eq!(s.holds_of(1), [pid(1), pid(3)].into());
+    assert!(s.fully_covered(&parts(4)));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
