@@ -80,7 +80,10 @@
 //! - **Unknown holdings after takeover.** A worker whose record is not acknowledged at takeover
 //!   (or is undecodable, or was written by an older leader after the term bump — the member
 //!   ignores such a record) may hold anything: nothing is granted to others until it
-//!   acknowledges a record of ours or dies. Such records are rewritten under our term.
+//!   acknowledges a record of ours or dies. Such records are rewritten under our term, and
+//!   every partition they keep gets a new fence: the member may never have applied the
+//!   record, and its fences may be below those of an owner since (a deposed leader's grant
+//!   that landed late).
 //! - **Late writes of an older leader** can land on a key we have not written since the
 //!   takeover (compare-and-set on the revision it was based on). A running member refuses
 //!   such a record and keeps what it has; a process that starts afresh (new instance,

@@ -4,6 +4,7 @@ use super::fixtures::*;
 use super::harness::*;
 use crate::machine::IoAction;
 use crate::planner::{PlannerNotification, PlannerState};
+use crate::records::Intent;
 use crate::records::{AssignmentRecord, Names, OwnedPartition, Phase, Record, TermCounter};
 use crate::store::KvError;
 use crate::types::{Fence, Term, Version};
@@ -186,7 +187,7 @@ fn a_failed_re_grant_is_retried() {
         reason: "down".into(),
     }));
     s.members.get_mut(&w(1)).unwrap().holds.clear();
-    s.intent(1, crate::records::Intent::Fenced);
+    s.intent(1, Intent::Fenced);
     assert!(s.holds_of(1).is_empty());
     s.run_to(secs(2));
     assert_eq!(s.holds_of(1), [pid(1), pid(3)].into());
@@ -221,7 +222,7 @@ fn a_grant_that_failed_outright_does_not_count_as_held() {
     s.p.set_partitions(now, parts(6)); // p04, p05 → worker-2: that write fails
     s.pump();
     assert!(s.holds_of(2).is_empty());
-    s.intent(2, crate::records::Intent::Leaving); // replanned to worker-0 / worker-1
+    s.intent(2, Intent::Leaving); // replanned to worker-0 / worker-1
     s.run_to(secs(3));
     assert!(s.fully_covered(&parts(6)));
     assert!(s.holds_of(2).is_empty());
@@ -289,4 +290,34 @@ fn a_new_process_finding_a_late_record_of_a_lower_term_gets_it_rewritten_under_o
     assert_eq!(s.holds_of(1), [pid(1), pid(3)].into());
     assert!(s.fully_covered(&parts(4)));
     assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
+
+/// Term 1 grants p4 to worker-0 (fence 1.2), but the write times out and lands only after
+/// term 2's bump; term 2 gives p4 to worker-4 (fence 2.x), worker-4 then leaves. Term 3
+/// inherits worker-0's late record, which worker-0 never applied, and keeps p4 there: the
+/// rewrite must carry a new fence, not 1.2 — fences grow from owner to owner.
+#[test]
+fn a_rewritten_record_worker_never_applied_grants_its_partitions_with_new_fences() {
+    let mut s = Sim::build_full(config(), Strat::Sticky, &[0, 1], parts(3), |_| {}, |_| {});
+    s.run_for(ms(100));
+    s.faults.push_back(Fault::TimeoutLate(ms(50)));
+    let now = s.now;
+    s.p.set_partitions(now, parts(5));
+    s.pump();
+    s.join(4);
+    s.new_leader(parts(5)); // term 2
+    s.run_for(ms(100)); // term 1's write lands: worker-0 refuses it
+    s.intent(4, Intent::Leaving);
+    s.new_leader(parts(5)); // term 3
+    s.run_for(secs(60));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+    let fences: Vec<Fence> = s
+        .record(0)
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|o| o.fence)
+        .collect();
+    assert!(fences.iter().all(|f| f.term >= Term(2)), "{fences:?}");
+    assert!(s.fully_covered(&parts(5)));
 }
