@@ -16,6 +16,18 @@
 //! others' heartbeats; with the literal formula everyone silent for the stall would be dead in
 //! that moment (a mass emergency after a broker hiccup). On the observed clock nobody is
 //! declared dead earlier than by the literal formula, and with a healthy channel both agree.
+//!
+//! **Dead means fenced** (a choice where PROTOCOL.md is silent): a worker is declared dead only
+//! if, besides the formula, the leader's own echo came at least `heartbeat_ttl - fence_margin`
+//! (`fence_after`) after the worker's last delivered heartbeat, on the observed clock. Gating
+//! lets observed time run up to one `heartbeat_interval` past the last echo, and a heartbeat
+//! stored after that echo may not be delivered yet (a stalled watch): a worker cut off for a
+//! while that got one heartbeat through just then does not fence before `fence_after` after
+//! it. Everything stored before the echo has been delivered, so a worker silent for
+//! `fence_after` up to the echo has fenced itself (under `Fence`). With `emergency_grace +
+//! fence_margin >= heartbeat_interval` (the defaults: 3 s + 0.6 s ≥ 2 s) the formula implies
+//! this; with a shorter grace (zero is allowed) it holds the death back until an echo shows
+//! the silence, so a partition is never granted away from a member that may still hold it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -83,6 +95,11 @@ pub(super) struct Liveness {
     me: WorkerId,
     my_instance: InstanceId,
     own_echo: Instant,
+    /// Observed-clock stamp of the last echo of the leader's own heartbeat: every heartbeat
+    /// stored before it has been delivered (one ordered watch).
+    echo_seen: Instant,
+    /// `heartbeat_ttl - fence_margin`: a member silent that long has fenced itself.
+    fence_after: Duration,
     /// Time during which the echo was stale, summed: the observed clock is behind `now` by it.
     frozen: Duration,
     interval: Duration,
@@ -101,6 +118,7 @@ impl Liveness {
         now: Instant,
         interval: Duration,
         dead_after: Duration,
+        fence_after: Duration,
         rejoin_window: Duration,
     ) -> Self {
         Liveness {
@@ -112,6 +130,8 @@ impl Liveness {
             // The member heartbeated before it won the election; until the first echo arrives,
             // liveness time may run one interval past the planner's creation, no further.
             own_echo: now,
+            echo_seen: now,
+            fence_after,
             frozen: Duration::ZERO,
             interval,
             dead_after,
@@ -142,6 +162,9 @@ impl Liveness {
             self.own_echo = self.own_echo.max(now);
         }
         let stamp = self.observed_now(now);
+        if *worker == self.me && hb.instance == self.my_instance {
+            self.echo_seen = self.echo_seen.max(stamp);
+        }
         let beat = Beat::from(hb);
         let mut out = Observed::default();
         let info = self.workers.entry(worker.clone()).or_insert(WorkerInfo {
@@ -245,7 +268,9 @@ impl Liveness {
         !self.degraded && self.quiet_until.is_none_or(|q| now >= q)
     }
 
-    /// Declares dead every worker silent for `dead_after` of observed time; returns them.
+    /// Declares dead every worker silent for `dead_after` of observed time whose silence the
+    /// leader has also seen last `fence_after` up to its own echo (see the module docs);
+    /// returns them.
     pub(super) fn declare_deaths(&mut self, now: Instant) -> Vec<WorkerId> {
         if !self.may_declare(now) {
             return Vec::new();
@@ -253,7 +278,9 @@ impl Liveness {
         let observed = self.observed_now(now);
         let mut dead = Vec::new();
         while let Some((seen, w)) = self.by_seen.first().cloned() {
-            if observed.saturating_duration_since(seen) < self.dead_after {
+            if observed.saturating_duration_since(seen) < self.dead_after
+                || self.echo_seen.saturating_duration_since(seen) < self.fence_after
+            {
                 break;
             }
             self.by_seen.pop_first();
@@ -299,7 +326,8 @@ impl Liveness {
             && let Some((seen, _)) = self.by_seen.first()
         {
             // In real time, assuming the channel stays healthy; if it freezes, this wake-up
-            // finds nobody dead and sets the next one.
+            // finds nobody dead and sets the next one. A death held back only by the
+            // `fence_after` rule waits for the next own echo, an event.
             let left =
                 later(*seen, self.dead_after).saturating_duration_since(self.observed_now(now));
             if !left.is_zero() {
