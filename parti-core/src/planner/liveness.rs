@@ -279,7 +279,8 @@ impl Liveness {
         let mut dead = Vec::new();
         while let Some((seen, w)) = self.by_seen.first().cloned() {
             if observed.saturating_duration_since(seen) < self.dead_after
-                || self.echo_seen.saturating_duration_since(seen) < self.fence_after
+                || (self.gating
+                    && self.echo_seen.saturating_duration_since(seen) < self.fence_after)
             {
                 break;
             }
