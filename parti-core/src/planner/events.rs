@@ -96,7 +96,7 @@ impl Planner {
                 self.dirty = true;
                 let slot = self.slots.entry(worker).or_insert_with(Slot::empty);
                 if seen.revived || seen.new_instance || hb.intent == Intent::Fenced {
-                    slot.on_fresh_member();
+                    slot.on_fresh_member(now);
                 }
                 slot.on_applied(hb.applied);
                 if hb.applied > self.version {

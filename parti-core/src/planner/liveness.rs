@@ -36,6 +36,19 @@
 //! would be dead in that moment (a mass emergency after a broker hiccup). On the observed clock
 //! nobody is declared dead earlier than by the literal formula, and with a healthy channel
 //! (echoes received promptly, every interval) both agree.
+//!
+//! **Dead means fenced** (a choice where PROTOCOL.md is silent): a worker is declared dead only
+//! if, besides the formula, the leader's own echo came at least `heartbeat_ttl - fence_margin`
+//! (`fence_after`) after the worker's last delivered heartbeat, on the observed clock (the echo
+//! counts at its send time). Gating
+//! lets observed time run up to one `heartbeat_interval` past the last echo, and a heartbeat
+//! stored after that echo may not be delivered yet (a stalled watch): a worker cut off for a
+//! while that got one heartbeat through just then does not fence before `fence_after` after
+//! it. Everything stored before the echo has been delivered, so a worker silent for
+//! `fence_after` up to the echo has fenced itself (under `Fence`). With `emergency_grace +
+//! fence_margin >= heartbeat_interval` (the defaults: 3 s + 0.6 s ≥ 2 s) the formula implies
+//! this; with a shorter grace (zero is allowed) it holds the death back until an echo shows
+//! the silence, so a partition is never granted away from a member that may still hold it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -109,6 +122,11 @@ pub(super) struct Liveness {
     own_echo: Instant,
     /// Send times of the leader's own heartbeats not echoed yet, by `seq` (bounded).
     sent: BTreeMap<u64, Instant>,
+    /// Observed-clock position of the last echo of the leader's own heartbeat (at its send
+    /// time): every heartbeat stored before it has been delivered (one ordered watch).
+    echo_seen: Instant,
+    /// `heartbeat_ttl - fence_margin`: a member silent that long has fenced itself.
+    fence_after: Duration,
     /// Time during which the echo was stale, summed: the observed clock is behind `now` by it.
     frozen: Duration,
     interval: Duration,
@@ -127,6 +145,7 @@ impl Liveness {
         now: Instant,
         interval: Duration,
         dead_after: Duration,
+        fence_after: Duration,
         rejoin_window: Duration,
     ) -> Self {
         Liveness {
@@ -139,6 +158,8 @@ impl Liveness {
             // liveness time may run one interval past the planner's creation, no further.
             own_echo: now,
             sent: BTreeMap::new(),
+            echo_seen: now,
+            fence_after,
             frozen: Duration::ZERO,
             interval,
             dead_after,
@@ -185,6 +206,8 @@ impl Liveness {
                 self.frozen += sent_at - fresh_until;
             }
             self.own_echo = self.own_echo.max(sent_at);
+            // Everything stored before the echo was sent has been delivered: its position.
+            self.echo_seen = self.echo_seen.max(self.observed_now(sent_at));
         }
         let stamp = self.observed_now(now);
         let beat = Beat::from(hb);
@@ -291,7 +314,9 @@ impl Liveness {
         !self.degraded && self.quiet_until.is_none_or(|q| now >= q) && self.channel_current(now)
     }
 
-    /// Declares dead every worker silent for `dead_after` of observed time; returns them.
+    /// Declares dead every worker silent for `dead_after` of observed time whose silence the
+    /// leader has also seen last `fence_after` up to its own echo (see the module docs);
+    /// returns them.
     pub(super) fn declare_deaths(&mut self, now: Instant) -> Vec<WorkerId> {
         if !self.may_declare(now) {
             return Vec::new();
@@ -299,7 +324,10 @@ impl Liveness {
         let observed = self.observed_now(now);
         let mut dead = Vec::new();
         while let Some((seen, w)) = self.by_seen.first().cloned() {
-            if observed.saturating_duration_since(seen) < self.dead_after {
+            if observed.saturating_duration_since(seen) < self.dead_after
+                || (self.gating
+                    && self.echo_seen.saturating_duration_since(seen) < self.fence_after)
+            {
                 break;
             }
             self.by_seen.pop_first();
@@ -345,7 +373,8 @@ impl Liveness {
             && let Some((seen, _)) = self.by_seen.first()
         {
             // In real time, assuming the channel stays healthy; if it freezes, this wake-up
-            // finds nobody dead and sets the next one.
+            // finds nobody dead and sets the next one. A death held back only by the
+            // `fence_after` rule waits for the next own echo, an event.
             let left =
                 later(*seen, self.dead_after).saturating_duration_since(self.observed_now(now));
             if !left.is_zero() {

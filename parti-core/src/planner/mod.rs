@@ -45,7 +45,9 @@
 //! lease end or before leaving, [`Planner::set_degraded`] on entering and leaving degraded
 //! mode, [`Planner::set_partitions`] when the catalog changes. The planner opens its own two
 //! watches (`{ns}-heartbeats` prefix `""`, `{ns}-assignments` key `term`); the member's own
-//! heartbeat must reach it through that watch (it is the echo that gates liveness). Getters for
+//! heartbeat must reach it through that watch (it is the echo that gates liveness), and
+//! [`Planner::heartbeat_sent`] must be called with the `seq` of every heartbeat it sends (the
+//! echo counts at its send time). Getters for
 //! state and metrics: [`Planner::state`], [`Planner::lifecycle`], [`Planner::version`],
 //! [`Planner::current`], [`Planner::live_members`], [`Planner::planned_members`],
 //! [`Planner::partition_count`], [`Planner::unowned_partitions`], [`Planner::decode_errors`],
@@ -80,7 +82,16 @@
 //! - **Unknown holdings after takeover.** A worker whose record is not acknowledged at takeover
 //!   (or is undecodable, or was written by an older leader after the term bump — the member
 //!   ignores such a record) may hold anything: nothing is granted to others until it
-//!   acknowledges a record of ours or dies. Such records are rewritten under our term.
+//!   acknowledges a record of ours or dies. Such records are rewritten under our term, and
+//!   every partition they keep gets a new fence: the member may never have applied the
+//!   record, and its fences may be below those of an owner since (a deposed leader's grant
+//!   that landed late).
+//! - **Late writes of an older leader** can land on a key we have not written since the
+//!   takeover (compare-and-set on the revision it was based on). A running member refuses
+//!   such a record and keeps what it has; a process that starts afresh (new instance,
+//!   revived, fenced) acts on what the store holds now, so its heartbeat makes us read its key
+//!   again, and a record of an older term that changed since we last knew the key is
+//!   rewritten under our term (with a version above it: versions only grow).
 //! - **Timeouts are unknown outcomes**: a timed-out or conflicting write is re-read (after the
 //!   backoff) before anything else is written to that key; a record of our term found there is
 //!   adopted, one of a higher term makes the planner step down.
@@ -90,6 +101,19 @@
 //!   while the leader's own echo is stale and resumes where it stopped (see `liveness`), so
 //!   the backlog of a stalled watch never declares everyone dead in the moment the leader's
 //!   echo arrives before the others' heartbeats.
+//! - **Channel time**: the echo counts at its *send* time (the heartbeats bucket is one
+//!   revision-ordered stream: everything stored before it has been delivered), not at its
+//!   receive time, so delivery lag and batching move nothing; and deaths are declared only
+//!   while the channel is current (the newest echo was sent at most one `heartbeat_interval`
+//!   ago). A lagging watch shows only the past: a worker silent up to its position may have
+//!   heartbeated since. While it lags by more than an interval nobody is declared dead.
+//! - **Dead means fenced**: besides `observed_now - seen >= heartbeat_ttl + emergency_grace`,
+//!   a worker is declared dead only once the leader's own echo (observed clock) came at least
+//!   `heartbeat_ttl - fence_margin` after the worker's last delivered heartbeat. Gating lets
+//!   observed time run one interval past the last echo, while a heartbeat stored after it may
+//!   still be stuck in the watch; with `emergency_grace + fence_margin < heartbeat_interval`
+//!   (zero grace is allowed) the formula alone could declare dead a member that has not fenced
+//!   yet (see `liveness`). With the defaults the extra rule never binds.
 //! - **Heartbeat deletes** carry no liveness information (a leaver deletes its heartbeat after
 //!   its record is empty; expiry is silent or a marker): only stamps decide.
 //! - **Cooldown** is measured from the last full replan (planned, urgent or manual); coverage of
@@ -125,6 +149,12 @@
 //! - **`trigger_rebalance` during the takeover** is remembered and honoured when it ends.
 //! - **Restart return** (same id, new process) publishes nothing: the record still gives it its
 //!   partitions with their fences, and the new process applies it.
+//! - **What a member may hold narrows only by acknowledgement.** A worker may hold its
+//!   acknowledged record plus everything written to it since, until it acknowledges the newest
+//!   one. A new process, a fenced or a revived member holds nothing when it says so, but that
+//!   heartbeat is older than what we wrote meanwhile: the process may have applied the record
+//!   it found at start (a restart return) or may still apply one from its backlog. So its
+//!   partitions taken away meanwhile move only after it acknowledges the revoke (or dies).
 //! - **`meta`** is written when a plan is fully published, when a handoff stalls, and when a
 //!   restart reservation starts or ends — only if something other than the term differs.
 //! - **Weights**: imbalance = heaviest `load / capacity` over the mean − 1.
@@ -316,6 +346,7 @@ impl Planner {
             now,
             config.heartbeat_interval,
             config.dead_after(),
+            config.fence_after(),
             config.rejoin_window,
         );
         live.gating = !faults.no_observation_gating;

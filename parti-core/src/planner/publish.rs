@@ -239,13 +239,18 @@ impl Planner {
                 .map(|o| (o.partition.id().clone(), o.fence))
                 .collect();
             let new_fence = Fence::new(self.term, version);
+            // A fence is kept only from a record the member can have accepted. One we must
+            // rewrite (an older term's record it has not acknowledged, a deposed leader's late
+            // write) may never have been applied: what it gives is granted anew, with a fence
+            // above the previous owner's.
+            let refence = regrant || slot.must_rewrite;
             let mut partitions = Vec::new();
             for p in keep.iter().chain(add.iter()) {
                 let Some(part) = self.catalog.get(p) else {
                     continue;
                 };
                 let fence = match old_fences.get(p) {
-                    Some(f) if !regrant => *f,
+                    Some(f) if !refence => *f,
                     _ => new_fence,
                 };
                 partitions.push(OwnedPartition {

@@ -141,6 +141,13 @@ impl Planner {
             .and_then(|i| i.beat.as_ref())
             .map(|b| b.applied);
         let term = self.term;
+        // Versions only grow, across leaders too: a record of any term found in the store
+        // (an older leader's late write included) is below every version we issue from now on.
+        if let Some(Some(r)) = &decoded
+            && r.version > self.version
+        {
+            self.version = r.version;
+        }
         let slot = self.slots.entry(worker).or_insert_with(Slot::empty);
         slot.needs_read = false;
         let rev = entry.as_ref().map(|e| e.revision);
@@ -161,13 +168,14 @@ impl Planner {
                 return true;
             }
             Some(Some(r)) if r.term == term => {
-                if r.version > self.version {
-                    self.version = r.version;
-                }
                 // One of ours (possibly a timed-out write that landed): the member may apply it.
                 slot.holds.extend(&ids(&r));
                 slot.rec = Some(r);
                 slot.rev = rev;
+            }
+            Some(_) if rev == slot.rev => {
+                // Unchanged since we last knew it (a record from before our takeover, or
+                // garbage already known): nothing new.
             }
             Some(_) => {
                 // An older leader's late write (members ignore it) or garbage: keep what we

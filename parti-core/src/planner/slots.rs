@@ -8,6 +8,14 @@
 //! may hold only what its record in the store still gives it — a worker coming back applies the
 //! newest record, so the record of a dead worker is reduced *before* its partitions are granted
 //! elsewhere (write completion, no acknowledgement).
+//!
+//! The bound narrows only when the member acknowledges the newest record of its key
+//! (heartbeat `applied >=` its version, nothing of ours in flight). A heartbeat saying the
+//! member holds nothing of its own — a new process of the same id, a member that fenced itself
+//! or came back from the dead — narrows nothing: it was sent before we received it, and the
+//! member may since have applied, or may still apply, any record its key held meanwhile,
+//! including one we replaced after it was sent (a returning process applies the record it
+//! finds at start; a stalled watch delivers the heartbeat after our revoke).
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -136,9 +144,31 @@ impl Slot {
     }
 
     /// The member holds nothing of its own now (it fenced itself, came back from the dead, or
-    /// is a new process): it may hold only what the store gives it.
-    pub(super) fn on_fresh_member(&mut self) {
-        self.holds = Holds::Set(self.kv_ids());
-        self.awaiting = None;
+    /// is a new process). That narrows nothing: the heartbeat was sent before we received it,
+    /// and since then the member may have read — and may still apply — any record the store
+    /// held meanwhile, also one we have replaced since (a returning process applies the record
+    /// it finds at start; a backlog delivers older records first). Only an acknowledgement of
+    /// the newest record ([`Slot::on_applied`]) narrows the bound. What is still unacknowledged
+    /// is awaited from now on (a revived member's wait was dropped when it died).
+    ///
+    /// The key is also read again: such a member acts on what the store holds *now*, and a
+    /// key we have not written since the takeover may have received a late write of an older
+    /// leader meanwhile (members refuse it; unless we rewrite it under our term the member
+    /// never gets a record it accepts).
+    pub(super) fn on_fresh_member(&mut self, now: Instant) {
+        self.needs_read = true;
+        let kv = self.kv_ids();
+        self.holds.extend(&kv);
+        let beyond = match &self.holds {
+            Holds::Any => true,
+            Holds::Set(s) => !s.is_subset(&kv),
+        };
+        if beyond && self.awaiting.is_none() {
+            self.awaiting = Some(Awaiting {
+                version: self.version(),
+                since: now,
+                reported: false,
+            });
+        }
     }
 }

@@ -458,7 +458,6 @@ fn a_member_cut_off_again_never_applies_a_regrant_taken_back_meanwhile() {
 /// grants p03 and p15 to worker-0 in
 /// its first wave — before worker-3, alive and holding them, has acknowledged a revocation.
 #[test]
-#[ignore = "planner bug under repair on branch fix-restart; must not land ignored"]
 fn partitions_of_a_returned_restarting_worker_are_revoked_before_moving() {
     const N: usize = 4;
     let cfgs: Vec<ValidConfig> = (0..N as u32)

@@ -4,6 +4,7 @@ use super::fixtures::*;
 use super::harness::*;
 use crate::machine::IoAction;
 use crate::planner::{PlannerNotification, PlannerState};
+use crate::records::Intent;
 use crate::records::{AssignmentRecord, Names, OwnedPartition, Phase, Record, TermCounter};
 use crate::store::KvError;
 use crate::types::{Fence, Term, Version};
@@ -186,7 +187,7 @@ fn a_failed_re_grant_is_retried() {
         reason: "down".into(),
     }));
     s.members.get_mut(&w(1)).unwrap().holds.clear();
-    s.intent(1, crate::records::Intent::Fenced);
+    s.intent(1, Intent::Fenced);
     assert!(s.holds_of(1).is_empty());
     s.run_to(secs(2));
     assert_eq!(s.holds_of(1), [pid(1), pid(3)].into());
@@ -221,9 +222,102 @@ fn a_grant_that_failed_outright_does_not_count_as_held() {
     s.p.set_partitions(now, parts(6)); // p04, p05 → worker-2: that write fails
     s.pump();
     assert!(s.holds_of(2).is_empty());
-    s.intent(2, crate::records::Intent::Leaving); // replanned to worker-0 / worker-1
+    s.intent(2, Intent::Leaving); // replanned to worker-0 / worker-1
     s.run_to(secs(3));
     assert!(s.fully_covered(&parts(6)));
     assert!(s.holds_of(2).is_empty());
     assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
+
+/// An older leader's write with a higher version lands on `w.worker-1` after the takeover;
+/// our next write to it conflicts, the re-read finds it. Versions only grow, across leaders
+/// too: the rewrite under our term carries a version above the late record's.
+#[test]
+fn a_rewrite_over_a_late_record_of_a_lower_term_gets_a_higher_version_than_it() {
+    let mut s = Sim::settled(2, 4); // term 2, version 5
+    let zombie = AssignmentRecord {
+        term: Term(1),
+        version: Version(9),
+        phase: Phase::Grant,
+        partitions: vec![OwnedPartition {
+            partition: p(1),
+            fence: Fence::new(Term(1), Version(9)),
+        }],
+    };
+    let b = s.names.assignments_bucket();
+    s.put_raw(&b, "w.worker-1", zombie.encode());
+    let now = s.now;
+    s.p.set_partitions(now, parts(6)); // p4, p5 are placed: both records are written
+    s.pump();
+    s.run_to(secs(5)); // after the retry backoff
+    let rec = s.record(1).unwrap();
+    assert_eq!(rec.term, Term(2));
+    assert!(rec.version > Version(9), "{rec:?}");
+    assert!(s.p.version() >= rec.version);
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
+
+/// An older leader's write lands on `w.worker-1` after our takeover; the running process
+/// refuses it (it follows our term bump) and keeps its partitions, so nothing looks wrong.
+/// Then worker-1 restarts: the new process refuses the late record too and would wait for a
+/// record forever. A new process makes the planner read its key again, find the late write
+/// and rewrite the record under our term.
+#[test]
+fn a_new_process_finding_a_late_record_of_a_lower_term_gets_it_rewritten_under_our_term() {
+    let mut s = Sim::settled(2, 4); // w0: p0 p2, w1: p1 p3 at version 5 of term 1; we are term 2
+    let late = AssignmentRecord {
+        term: Term(1),
+        version: Version(6),
+        phase: Phase::Grant,
+        partitions: [1, 3]
+            .iter()
+            .map(|n| OwnedPartition {
+                partition: p(*n),
+                fence: Fence::new(Term(1), Version(6)),
+            })
+            .collect(),
+    };
+    let b = s.names.assignments_bucket();
+    s.put_raw(&b, "w.worker-1", late.encode());
+    s.run_to(secs(1));
+    assert_eq!(s.holds_of(1), [pid(1), pid(3)].into());
+    s.crash(1);
+    s.restart_back(1); // refuses the late record; its heartbeat makes us read the key
+    s.run_to(secs(5));
+    let rec = s.record(1).unwrap();
+    assert_eq!(rec.term, Term(2));
+    assert!(rec.version > Version(6), "{rec:?}");
+    assert_eq!(s.holds_of(1), [pid(1), pid(3)].into());
+    assert!(s.fully_covered(&parts(4)));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
+
+/// Term 1 grants p4 to worker-0 (fence 1.2), but the write times out and lands only after
+/// term 2's bump; term 2 gives p4 to worker-4 (fence 2.x), worker-4 then leaves. Term 3
+/// inherits worker-0's late record, which worker-0 never applied, and keeps p4 there: the
+/// rewrite must carry a new fence, not 1.2 — fences grow from owner to owner.
+#[test]
+fn a_rewritten_record_worker_never_applied_grants_its_partitions_with_new_fences() {
+    let mut s = Sim::build_full(config(), Strat::Sticky, &[0, 1], parts(3), |_| {}, |_| {});
+    s.run_for(ms(100));
+    s.faults.push_back(Fault::TimeoutLate(ms(50)));
+    let now = s.now;
+    s.p.set_partitions(now, parts(5));
+    s.pump();
+    s.join(4);
+    s.new_leader(parts(5)); // term 2
+    s.run_for(ms(100)); // term 1's write lands: worker-0 refuses it
+    s.intent(4, Intent::Leaving);
+    s.new_leader(parts(5)); // term 3
+    s.run_for(secs(60));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+    let fences: Vec<Fence> = s
+        .record(0)
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|o| o.fence)
+        .collect();
+    assert!(fences.iter().all(|f| f.term >= Term(2)), "{fences:?}");
+    assert!(s.fully_covered(&parts(5)));
 }

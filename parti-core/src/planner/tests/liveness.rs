@@ -274,3 +274,33 @@ fn the_steady_state_costs_no_store_operation_at_all() {
     s.run_to(secs(300));
     assert!(s.actions[from..].is_empty());
 }
+
+/// Zero grace: dead after 6 s of observed silence, but a member fences only 5.4 s after its
+/// last stored heartbeat and observed time may run 2 s past the leader's last echo. worker-1,
+/// cut off since 0 s, gets one heartbeat through at 5 s just as the heartbeat watch stalls
+/// (stored, not delivered): it holds p1 until 10.4 s. The leader's last echo (4 s) is only 4 s
+/// after worker-1's last delivered heartbeat, so worker-1 may not have fenced: not dead yet.
+#[test]
+fn a_worker_is_not_declared_dead_before_the_leaders_echo_shows_it_silent_for_the_fence_time() {
+    let cfg = crate::config::Config {
+        emergency_grace: secs(0),
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
+    let mut s = Sim::settled_with(cfg, 2, 2);
+    s.cut_off(1); // last heartbeat at 0 s
+    s.run_to(secs(5));
+    s.stall_heartbeats(secs(3));
+    s.reconnect(1); // its heartbeat at 5 s lands behind the stall
+    s.cut_off(1); // fences at 10.4 s
+    s.run_to(ms(7_999));
+    assert!(
+        dead(&s).is_empty(),
+        "its silence up to the last echo is 4 s"
+    );
+    s.run_to(secs(30));
+    assert_eq!(dead(&s), vec![w(1)]);
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+    assert!(s.fully_covered(&parts(2)));
+}

@@ -221,6 +221,7 @@ impl Sim {
     }
 
     fn add_member_quiet(&mut self, id: WorkerId) {
+        let previous_applied = self.members.get(&id).map(|m| m.applied);
         self.next_instance += 1;
         self.members.insert(
             id.clone(),
@@ -240,6 +241,37 @@ impl Sim {
             },
         );
         self.fresh_view(&id);
+        self.snapshot_rule(&id, previous_applied);
+    }
+
+    /// A new process finds its record in a snapshot, after the newest `term` only: a record of
+    /// an older term written before that bump is applied only if exactly one bump separates
+    /// them, or if it is the version the previous process of this id acknowledged (the member's
+    /// rules (a) and (b), `member/README.md`); any other may be a late write of a deposed
+    /// leader and is refused.
+    fn snapshot_rule(&mut self, id: &WorkerId, previous_applied: Option<Version>) {
+        let b = self.names.assignments_bucket();
+        let term = self
+            .kv
+            .get(&(b.clone(), Names::TERM_KEY.to_owned()))
+            .and_then(|(v, _)| crate::records::TermCounter::decode(v).ok())
+            .map_or(crate::types::Term::ZERO, |t| t.term);
+        let Some((rec, rev)) = self
+            .kv
+            .get(&(b, Names::assignment_key(id)))
+            .and_then(|(v, r)| AssignmentRecord::decode(v).ok().map(|x| (x, *r)))
+        else {
+            return;
+        };
+        let one_bump = rec.term.next() == term;
+        let acknowledged = previous_applied == Some(rec.version);
+        if rec.term < term
+            && !one_bump
+            && !acknowledged
+            && let Some(m) = self.members.get_mut(id)
+        {
+            m.refused.insert(rev);
+        }
     }
 
     /// The process dies: no more heartbeats, holds nothing.

@@ -185,8 +185,20 @@ fn run_with(
     Ok(())
 }
 
+/// 32 cases by default; `PARTI_PLANNER_CASES=5000 cargo test --release -p parti-core --lib
+/// planner::tests::prop` to hunt.
+fn cases() -> u32 {
+    std::env::var("PARTI_PLANNER_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn random_faults_never_break_exclusive_ownership_or_versions_and_coverage_returns(
