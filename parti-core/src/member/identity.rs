@@ -249,13 +249,19 @@ impl Member {
         );
     }
 
-    pub(super) fn on_id_taken_over(
+    /// The result of a claim write: a `create` of a free id, or (`takeover`) a compare-and-set
+    /// over a preferred id's `restarting` claim. Either way a success claims the id and a
+    /// timeout (unknown outcome) re-reads it; a refused takeover, like a lost `create` race,
+    /// means the id is taken, so the member lists again and tries the next. Any other failure of
+    /// a `create` is retried later.
+    pub(super) fn on_claim_written(
         &mut self,
         now: Instant,
         number: u32,
         claimed_at_ms: u64,
         sent_at: Instant,
         result: KvResult,
+        takeover: bool,
     ) {
         if self.phase != Phase::Claiming {
             return;
@@ -264,35 +270,16 @@ impl Member {
             Ok(KvReply::Written(revision)) => {
                 self.claimed(now, number, revision, claimed_at_ms, sent_at);
             }
+            // Unknown outcome: re-read before trying anything else.
             Err(KvError::Timeout) => self.read_id_after_create(number, sent_at),
-            _ => {
-                self.claim.taken.insert(number);
-                self.list_ids();
-            }
-        }
-    }
-
-    pub(super) fn on_id_created(
-        &mut self,
-        now: Instant,
-        number: u32,
-        claimed_at_ms: u64,
-        sent_at: Instant,
-        result: KvResult,
-    ) {
-        if self.phase != Phase::Claiming {
-            return;
-        }
-        match result {
-            Ok(KvReply::Written(revision)) => {
-                self.claimed(now, number, revision, claimed_at_ms, sent_at);
-            }
             Err(KvError::AlreadyExists) => {
                 self.claim.taken.insert(number);
                 self.list_ids();
             }
-            // Unknown outcome: re-read before trying anything else.
-            Err(KvError::Timeout) => self.read_id_after_create(number, sent_at),
+            _ if takeover => {
+                self.claim.taken.insert(number);
+                self.list_ids();
+            }
             _ => self.retry_claim_later(now),
         }
     }

@@ -43,7 +43,7 @@ impl Member {
                 number,
                 claimed_at_ms,
                 sent_at,
-            } => self.on_id_created(now, number, claimed_at_ms, sent_at, result),
+            } => self.on_claim_written(now, number, claimed_at_ms, sent_at, result, false),
             Op::ReadIdAfterCreate { number, sent_at } => {
                 self.on_id_read_after_create(now, number, sent_at, result);
             }
@@ -51,7 +51,7 @@ impl Member {
                 number,
                 claimed_at_ms,
                 sent_at,
-            } => self.on_id_taken_over(now, number, claimed_at_ms, sent_at, result),
+            } => self.on_claim_written(now, number, claimed_at_ms, sent_at, result, true),
             Op::RenewId { sent_at } => self.on_id_renewed(now, sent_at, result),
             Op::ReadIdAfterRenew => self.on_id_read_after_renew(now, result),
             Op::Heartbeat { sent_at } => self.on_heartbeat_done(now, sent_at, result),
