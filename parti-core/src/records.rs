@@ -182,6 +182,12 @@ pub struct AssignmentRecord {
     pub version: Version,
     /// Revoke or grant.
     pub phase: Phase,
+    /// The process this record is addressed to: the `instance` of the member's heartbeat the
+    /// leader planned for. Another process holding the same worker id (a restart, a new pod)
+    /// treats the record as absent — it owns nothing until the leader has seen its heartbeat
+    /// and addressed a record to it — so a record meant for a previous incarnation is never
+    /// applied by the next one, however late a watch delivers it.
+    pub instance: InstanceId,
     /// Every partition the member owns after applying this record (not a delta).
     pub partitions: Vec<OwnedPartition>,
 }

@@ -74,12 +74,14 @@ fn assignment_record() -> impl Strategy<Value = AssignmentRecord> {
         any::<u64>(),
         any::<u64>(),
         prop_oneof![Just(Phase::Revoke), Just(Phase::Grant)],
+        any::<u128>(),
         prop::collection::vec((partition(), fence()), 0..20),
     )
-        .prop_map(|(t, v, phase, ps)| AssignmentRecord {
+        .prop_map(|(t, v, phase, i, ps)| AssignmentRecord {
             term: Term(t),
             version: Version(v),
             phase,
+            instance: InstanceId(i),
             partitions: ps
                 .into_iter()
                 .map(|(partition, fence)| OwnedPartition { partition, fence })
@@ -244,6 +246,7 @@ fn garbage_gives_the_right_error_kind() {
         term: Term(1),
         version: Version(1),
         phase: Phase::Grant,
+        instance: InstanceId(3),
         partitions: vec![OwnedPartition {
             partition: Partition::new(["a"], 1).unwrap(),
             fence: Fence::default(),

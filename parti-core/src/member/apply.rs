@@ -63,9 +63,6 @@ pub(super) struct Apply {
     pub(super) fence_rounds: u64,
     in_snapshot: bool,
     seen_in_snapshot: bool,
-    /// The version the previous process of this id applied, when we took over its restarting
-    /// claim: the one record of an older term the first snapshot may give us.
-    pub(super) inherited: Option<Version>,
     /// A record that came before the newest `term` in a snapshot (see `on_snapshot_candidate`).
     snapshot_candidate: Option<AssignmentRecord>,
     /// The newest acceptable record that arrived while the claim was unconfirmed.
@@ -74,6 +71,8 @@ pub(super) struct Apply {
     pub(super) closed: bool,
     /// Records refused (stale version or wrong term), for tests and metrics.
     pub(super) refused: u64,
+    /// Records addressed to another process of our id, taken as empty.
+    pub(super) foreign: u64,
 }
 
 impl Apply {
@@ -115,7 +114,6 @@ impl Member {
             Ok(WatchEvent::SnapshotComplete) => {
                 if self.apply.in_snapshot {
                     self.apply.in_snapshot = false;
-                    self.apply.inherited = None;
                     self.on_snapshot_candidate(now);
                     if !self.apply.seen_in_snapshot {
                         self.on_record_absent();
@@ -156,10 +154,7 @@ impl Member {
         if self.apply.closed {
             return;
         }
-        let inherited = self.apply.in_snapshot
-            && self.apply.inherited == Some(record.version)
-            && self.apply.stream_term.is_none_or(|t| record.term <= t);
-        let term_ok = Some(record.term) == self.apply.stream_term || inherited;
+        let term_ok = Some(record.term) == self.apply.stream_term;
         if record.version <= self.apply.accepted {
             self.apply.refused += 1;
             return;
@@ -230,13 +225,22 @@ impl Member {
         self.accept(record);
     }
 
+    /// The record becomes the target. One addressed to another process of our id (our
+    /// predecessor's, however late the watch delivers it) gives us nothing: it counts as an
+    /// empty record of its version, so what we hold is revoked and its version acknowledged —
+    /// the leader addresses a record to us once it has seen our heartbeat.
     fn accept(&mut self, record: AssignmentRecord) {
         self.apply.accepted = record.version;
-        self.apply.target = record
-            .partitions
-            .into_iter()
-            .map(|p| (p.partition.id().clone(), p))
-            .collect();
+        if record.instance != self.instance {
+            self.apply.foreign += 1;
+            self.apply.target.clear();
+        } else {
+            self.apply.target = record
+                .partitions
+                .into_iter()
+                .map(|p| (p.partition.id().clone(), p))
+                .collect();
+        }
         self.apply.target_version = Some(record.version);
     }
 

@@ -13,8 +13,8 @@ use std::time::Instant;
 use super::{Member, Notification, Op, Phase, Timer};
 use crate::config::ValidConfig;
 use crate::machine::{Backoff, KvReply, KvRequest, KvResult};
+use crate::records::IdClaim;
 use crate::records::Record;
-use crate::records::{Heartbeat, IdClaim, Intent};
 use crate::store::{KvEntry, KvError};
 use crate::types::{Revision, WorkerId};
 
@@ -172,19 +172,10 @@ impl Member {
                 let wall = self.wall_ms(now);
                 match claim {
                     Some(c) if c.restarting_until_ms.is_some_and(|until| until > wall) => {
-                        // First read what the previous process had applied (its last
-                        // heartbeat), then take the claim over.
-                        let request = KvRequest::Entry {
-                            bucket: self.names.heartbeats_bucket(),
-                            key: entry.key.clone(),
-                        };
-                        self.kv(
-                            Op::ReadInheritedHeartbeat {
-                                number,
-                                revision: entry.revision,
-                            },
-                            request,
-                        );
+                        // The predecessor announced a restart: take its claim over. Its
+                        // record is not ours (it is addressed to its process): the leader
+                        // gives its partitions to us once it sees our heartbeat.
+                        self.take_over(now, number, &entry);
                     }
                     // Undecodable counts as absent: `create` decides (it fails if the key lives).
                     None => self.create_id(now, number),
@@ -193,36 +184,6 @@ impl Member {
             }
             _ => self.try_next_id(now),
         }
-    }
-
-    /// The previous process's last heartbeat: if it announced a restart, the version it had
-    /// applied is inherited (see `Apply::inherited`).
-    pub(super) fn on_inherited_heartbeat_read(
-        &mut self,
-        now: Instant,
-        number: u32,
-        revision: Revision,
-        result: KvResult,
-    ) {
-        if self.phase != Phase::Claiming {
-            return;
-        }
-        self.apply.inherited = match result {
-            Ok(KvReply::Entry(Some(e))) => {
-                let bucket = self.names.heartbeats_bucket();
-                self.decode::<Heartbeat>(&bucket, &e.key, &e.value)
-                    .filter(|hb| hb.intent == Intent::Restarting)
-                    .map(|hb| hb.applied)
-            }
-            _ => None,
-        };
-        let Some(id) = self.id_of(number) else { return };
-        let entry = KvEntry {
-            key: id.to_string(),
-            value: Vec::new(),
-            revision,
-        };
-        self.take_over(now, number, &entry);
     }
 
     fn take_over(&mut self, now: Instant, number: u32, entry: &KvEntry) {

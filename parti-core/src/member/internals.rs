@@ -36,9 +36,6 @@ impl Member {
         match op {
             Op::ListIds => self.on_ids_listed(now, result),
             Op::ReadPreferred { number } => self.on_preferred_read(now, number, result),
-            Op::ReadInheritedHeartbeat { number, revision } => {
-                self.on_inherited_heartbeat_read(now, number, revision, result);
-            }
             Op::CreateId {
                 number,
                 claimed_at_ms,

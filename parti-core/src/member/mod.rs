@@ -61,10 +61,6 @@ enum Op {
     ReadPreferred {
         number: u32,
     },
-    ReadInheritedHeartbeat {
-        number: u32,
-        revision: crate::types::Revision,
-    },
     CreateId {
         number: u32,
         claimed_at_ms: u64,

@@ -62,6 +62,9 @@ pub enum PlanReason {
     Manual,
     /// A fenced member is given its partitions back.
     Regrant,
+    /// A new process of a worker id (a restart) is given what its id keeps: the records are
+    /// addressed to the new process, with new fences, and nothing moves.
+    Rejoin,
 }
 
 /// Something the application (or operator) should know about the leader's work.

@@ -21,7 +21,7 @@ use super::slots::{Holds, Slot};
 use super::{PlanReason, Planner, PlannerNotification, Timer};
 use crate::machine::{IoAction, KvRequest, OpId};
 use crate::records::{AssignmentRecord, ClusterMeta, Intent, Names, OwnedPartition, Phase, Record};
-use crate::types::{Fence, PartitionId, Revision, Term, WorkerId};
+use crate::types::{Fence, InstanceId, PartitionId, Revision, Term, WorkerId};
 
 /// What the planner knows about `meta`.
 #[derive(Clone, Debug, Default)]
@@ -215,8 +215,20 @@ impl Planner {
                 && self.live.is_alive(&w);
             let mut next = keep.clone();
             next.extend(add.iter().cloned());
-            if next != rec || regrant || must || first {
-                writes.push((w, keep, add, regrant));
+            // Records are addressed to one process of the id (its heartbeat's instance); a
+            // new process holds nothing of a record meant for its predecessor, so what it
+            // keeps is given to it anew, with new fences.
+            let Some(to) = self.address(&w) else {
+                // Never heard of and no record: nobody to address a grant to yet.
+                withheld |= !next.is_empty();
+                continue;
+            };
+            let readdress = !next.is_empty()
+                && slot
+                    .and_then(|s| s.rec.as_ref())
+                    .is_some_and(|r| r.instance != to);
+            if next != rec || regrant || must || first || readdress {
+                writes.push((w, keep, add, regrant, readdress, to));
             }
         }
         // A member that stays fenced is re-granted again at the end of the rate limit, even
@@ -229,7 +241,7 @@ impl Planner {
             return withheld;
         }
         self.version = version;
-        for (w, keep, add, regrant) in writes {
+        for (w, keep, add, regrant, readdress, to) in writes {
             let slot = self.slots.entry(w.clone()).or_insert_with(Slot::empty);
             let old = slot.rec_ids();
             let old_fences: BTreeMap<PartitionId, Fence> = slot
@@ -243,7 +255,7 @@ impl Planner {
             // rewrite (an older term's record it has not acknowledged, a deposed leader's late
             // write) may never have been applied: what it gives is granted anew, with a fence
             // above the previous owner's.
-            let refence = regrant || slot.must_rewrite;
+            let refence = regrant || readdress || slot.must_rewrite;
             let mut partitions = Vec::new();
             for p in keep.iter().chain(add.iter()) {
                 let Some(part) = self.catalog.get(p) else {
@@ -260,7 +272,7 @@ impl Planner {
             }
             partitions.sort_by(|a, b| a.partition.id().cmp(b.partition.id()));
             let removes = old.iter().any(|p| !keep.contains(p));
-            let phase = if removes && add.is_empty() && !regrant {
+            let phase = if removes && add.is_empty() && !regrant && !readdress {
                 Phase::Revoke
             } else {
                 Phase::Grant
@@ -269,6 +281,7 @@ impl Planner {
                 term: self.term,
                 version,
                 phase,
+                instance: to,
                 partitions,
             };
             // The member can only hold what lands: until then the write counts through
@@ -279,6 +292,9 @@ impl Planner {
                 if self.current.is_none() {
                     self.current = Some(PlanReason::Regrant);
                 }
+            }
+            if readdress && self.current.is_none() {
+                self.current = Some(PlanReason::Rejoin);
             }
             let key = Names::assignment_key(&w);
             let bucket = self.as_bucket.clone();
@@ -303,6 +319,21 @@ impl Planner {
             );
         }
         withheld
+    }
+
+    /// The process a record for `w` is addressed to: the one whose heartbeat we saw last, else
+    /// the one its record is addressed to now.
+    fn address(&self, w: &WorkerId) -> Option<InstanceId> {
+        self.live
+            .get(w)
+            .and_then(|i| i.beat.as_ref())
+            .map(|b| b.instance)
+            .or_else(|| {
+                self.slots
+                    .get(w)
+                    .and_then(|s| s.rec.as_ref())
+                    .map(|r| r.instance)
+            })
     }
 
     /// A live member that fenced itself and has applied its newest record: give its partitions

@@ -199,6 +199,35 @@ fn a_deleted_record_revokes_everything() {
     assert_eq!(h.m.owned(), vec![owned("c", 1, 2)]);
 }
 
+/// Records are addressed to a process. One addressed to another process of our id (a late
+/// delivery of a predecessor's record, or a successor's after we lost the id) gives us
+/// nothing: it is taken as an empty record of its version — revoked, then acknowledged.
+#[test]
+fn a_record_addressed_to_another_process_of_the_id_counts_as_empty() {
+    let mut h = H::follower(config(|_| {}));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    let from = h.log.len();
+    let before = h.deliveries.len();
+    h.record_to(
+        OTHER,
+        0,
+        1,
+        2,
+        Phase::Grant,
+        &[owned("a", 1, 1), owned("b", 1, 2)],
+    );
+    assert_eq!(
+        deliveries(&h)[before..],
+        [(vec![owned("a", 1, 1)], vec![])],
+        "what we held is revoked; nothing of the other process's record is assigned"
+    );
+    assert!(h.m.owned().is_empty());
+    assert_eq!(h.m.applied_version(), parti_core::Version(2));
+    assert_eq!(h.heartbeats_since(from).len(), 1, "acknowledged");
+    h.grant(0, 1, 3, &[owned("b", 1, 3)]);
+    assert_eq!(h.m.owned(), vec![owned("b", 1, 3)]);
+}
+
 #[test]
 fn an_undecodable_record_counts_as_absent_and_is_reported_once() {
     let mut h = H::follower(config(|_| {}));

@@ -555,11 +555,26 @@ impl H {
         phase: Phase,
         parts: &[OwnedPartition],
     ) {
+        let me = self.m.instance();
+        self.record_to(me, worker, term, version, phase, parts);
+    }
+
+    /// A record addressed to process `instance`.
+    pub fn record_to(
+        &mut self,
+        instance: InstanceId,
+        worker: u32,
+        term: u64,
+        version: u64,
+        phase: Phase,
+        parts: &[OwnedPartition],
+    ) {
         let b = self.names.assignments_bucket();
         let rec = AssignmentRecord {
             term: Term(term),
             version: Version(version),
             phase,
+            instance,
             partitions: parts.to_vec(),
         };
         self.kv

@@ -168,7 +168,7 @@ fn restart_reserves_the_id_and_announces_the_restart() {
 }
 
 #[test]
-fn a_restarted_process_takes_its_id_back_and_its_partitions_unchanged() {
+fn a_restarted_process_takes_its_id_back_and_waits_for_a_record_addressed_to_it() {
     let cfg = config(|c| c.preferred_id = Some(3));
     let mut old = H::follower(cfg.clone());
     assert_eq!(old.m.worker_id(), Some(&wid(3)));
@@ -187,11 +187,14 @@ fn a_restarted_process_takes_its_id_back_and_its_partitions_unchanged() {
         new.claim_of(3).unwrap().instance,
         parti_core::InstanceId(0xCCCC)
     );
-    assert_eq!(
-        new.m.owned(),
-        vec![owned("a", 1, 1)],
-        "same partitions, same fence"
-    );
+    // The predecessor's record is addressed to the predecessor: the new process owns nothing
+    // of it (it acknowledges its version as an empty record) until the leader, having seen
+    // its heartbeat, addresses a record to it.
+    assert!(new.m.owned().is_empty());
+    assert_eq!(new.m.applied_version(), parti_core::Version(1));
+    assert_eq!(new.heartbeat_of(3).unwrap().applied, parti_core::Version(1));
+    new.grant(3, 1, 2, &[owned("a", 1, 2)]);
+    assert_eq!(new.m.owned(), vec![owned("a", 1, 2)]);
 }
 
 #[test]
@@ -238,9 +241,9 @@ fn fenced_then_degraded_then_fenced_then_stable() {
 }
 
 /// The old process of worker-3 applied version 1 (term 1) and restarted; new leaders then
-/// bumped the term (to `term`) without rewriting worker-3's record (a restart return publishes
-/// nothing).
-fn restarted_under_a_new_term(takeover: bool, term: u64) -> H {
+/// bumped the term (to `term`) without rewriting worker-3's record. The process that claims
+/// worker-3 next is `instance`: a new process, or (`ME`) the same one claiming again.
+fn restarted_under_a_new_term(takeover: bool, term: u64, instance: parti_core::InstanceId) -> H {
     let cfg = config(|c| c.preferred_id = Some(3));
     let mut old = H::follower(cfg.clone());
     old.grant(3, 1, 1, &[owned("a", 1, 1)]);
@@ -254,7 +257,7 @@ fn restarted_under_a_new_term(takeover: bool, term: u64) -> H {
         kv.expire("parti-ids", "worker-3");
         kv.expire("parti-heartbeats", "worker-3");
     }
-    let mut new = H::at(cfg, old.now, parti_core::InstanceId(0xCCCC));
+    let mut new = H::at(cfg, old.now, instance);
     new.kv = kv;
     for t in 2..=term {
         new.set_term(t);
@@ -265,15 +268,14 @@ fn restarted_under_a_new_term(takeover: bool, term: u64) -> H {
 }
 
 #[test]
-fn a_restarted_process_applies_the_record_its_predecessor_acknowledged_across_term_bumps() {
-    let new = restarted_under_a_new_term(true, 3);
-    assert_eq!(new.m.owned(), vec![owned("a", 1, 1)]);
-    assert_eq!(new.m.applied_version(), parti_core::Version(1));
+fn a_restarted_process_applies_nothing_of_its_predecessors_record_across_term_bumps() {
+    let new = restarted_under_a_new_term(true, 3, parti_core::InstanceId(0xCCCC));
+    assert!(new.m.owned().is_empty());
 }
 
 #[test]
 fn a_fresh_claim_refuses_a_record_two_bumps_older_than_the_newest_term() {
-    let new = restarted_under_a_new_term(false, 3);
+    let new = restarted_under_a_new_term(false, 3, ME);
     assert!(
         new.m.owned().is_empty(),
         "one of the bumps may have preceded it"
@@ -282,7 +284,8 @@ fn a_fresh_claim_refuses_a_record_two_bumps_older_than_the_newest_term() {
 
 #[test]
 fn a_fresh_claim_applies_a_record_written_just_before_the_newest_bump() {
-    // One bump: the newest `term` itself, later in the stream than the record.
-    let new = restarted_under_a_new_term(false, 2);
+    // One bump: the newest `term` itself, later in the stream than the record. (The same
+    // process claims its id again, so the record is addressed to it.)
+    let new = restarted_under_a_new_term(false, 2, ME);
     assert_eq!(new.m.owned(), vec![owned("a", 1, 1)]);
 }

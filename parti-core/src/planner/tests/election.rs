@@ -76,6 +76,7 @@ fn a_conflicting_record_of_a_higher_term_makes_the_planner_step_down() {
         term: Term(3),
         version: Version(6),
         phase: Phase::Grant,
+        instance: s.instance_of(1),
         partitions: vec![OwnedPartition {
             partition: p(1),
             fence: Fence::new(Term(3), Version(6)),
@@ -109,6 +110,7 @@ fn a_late_record_of_a_lower_term_is_refused_and_rewritten_under_our_term() {
                 term: Term(1),
                 version: Version(6),
                 phase: Phase::Grant,
+                instance: s.instance_of(1),
                 partitions: [0, 1, 3]
                     .iter()
                     .map(|n| OwnedPartition {
@@ -239,6 +241,7 @@ fn a_rewrite_over_a_late_record_of_a_lower_term_gets_a_higher_version_than_it() 
         term: Term(1),
         version: Version(9),
         phase: Phase::Grant,
+        instance: s.instance_of(1),
         partitions: vec![OwnedPartition {
             partition: p(1),
             fence: Fence::new(Term(1), Version(9)),
@@ -269,6 +272,7 @@ fn a_new_process_finding_a_late_record_of_a_lower_term_gets_it_rewritten_under_o
         term: Term(1),
         version: Version(6),
         phase: Phase::Grant,
+        instance: s.instance_of(1),
         partitions: [1, 3]
             .iter()
             .map(|n| OwnedPartition {

@@ -232,6 +232,13 @@ impl Sim {
     }
 
     /// A member whose heartbeat is already in the store (no watch delivery).
+    /// The process id of simulated member `worker-<n>` (`InstanceId(0)` if there is none).
+    pub(crate) fn instance_of(&self, n: u32) -> InstanceId {
+        self.members
+            .get(&w(n))
+            .map_or(InstanceId(0), |m| m.instance)
+    }
+
     pub(crate) fn add_member(&mut self, id: WorkerId) {
         self.next_instance += 1;
         let m = Member {
@@ -312,10 +319,15 @@ impl Sim {
             TermCounter { term: old_term }.encode(),
         );
         for (wn, ps) in a {
+            let instance = self
+                .members
+                .get(&w(*wn))
+                .map_or(InstanceId(0), |m| m.instance);
             let rec = AssignmentRecord {
                 term: old_term,
                 version: Version(v),
                 phase: crate::records::Phase::Grant,
+                instance,
                 partitions: ps
                     .iter()
                     .map(|n| crate::records::OwnedPartition {

@@ -40,9 +40,11 @@ impl Sim {
         if rec.version <= m.applied || !valid {
             return;
         }
+        // A record addressed to another process of this id gives this one nothing.
         let new: BTreeMap<PartitionId, Fence> = rec
             .partitions
             .iter()
+            .filter(|_| rec.instance == m.instance)
             .map(|o| (o.partition.id().clone(), o.fence))
             .collect();
         for (pp, f) in &new {

@@ -4,7 +4,7 @@ use super::fixtures::*;
 use super::harness::*;
 use crate::planner::{PlanReason, PlannerState};
 use crate::records::{Lifecycle, Phase};
-use crate::types::Version;
+use crate::types::{PartitionId, Version};
 
 #[test]
 fn cold_start_covers_at_once_then_publishes_the_final_plan_after_the_window() {
@@ -141,6 +141,9 @@ fn record_writes(s: &Sim, from: usize) -> usize {
     s.records_since(from).len()
 }
 
+/// The new process of the id is given exactly what its predecessor held: one record write,
+/// addressed to the new process (records are addressed to a process, so a late delivery of the
+/// predecessor's record can never be applied by its successor), with new fences; nothing moves.
 #[test]
 fn restart_is_reserved_then_the_same_id_gets_its_partitions_back_unchanged() {
     let mut s = Sim::settled(3, 6);
@@ -158,14 +161,10 @@ fn restart_is_reserved_then_the_same_id_gets_its_partitions_back_unchanged() {
     );
     s.restart_back(2);
     s.run_to(secs(40));
-    assert_eq!(
-        record_writes(&s, writes),
-        0,
-        "zero movement, zero record writes"
-    );
-    assert_eq!(s.p.version(), version);
-    assert_eq!(s.holds_of(2), before);
-    // Only `meta` noted the reservation and its end.
+    assert_rejoined(&s, writes, 2, &before);
+    assert_eq!(s.p.version(), version.next());
+    assert_eq!(s.published(), vec![(PlanReason::Rejoin, version.next())]);
+    // `meta` noted the reservation and its end.
     let restarting: Vec<Vec<crate::types::WorkerId>> = s.writes[writes..]
         .iter()
         .filter_map(|x| match x {
@@ -175,6 +174,19 @@ fn restart_is_reserved_then_the_same_id_gets_its_partitions_back_unchanged() {
         .collect();
     assert_eq!(restarting, vec![vec![w(2)], vec![]]);
     assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
+
+/// One record write since `from`: worker-`n`'s, addressed to its current process, giving
+/// exactly `before` with fences of that write; every other member holds what it held.
+fn assert_rejoined(s: &Sim, from: usize, n: u32, before: &std::collections::BTreeSet<PartitionId>) {
+    let recs = s.records_since(from);
+    assert_eq!(recs.len(), 1, "one write, zero movement: {recs:?}");
+    let (who, rec) = &recs[0];
+    assert_eq!(*who, w(n));
+    assert_eq!(rec.instance, s.instance_of(n));
+    assert_eq!(s.holds_of(n), *before);
+    let fence = crate::types::Fence::new(s.p.term(), rec.version);
+    assert!(rec.partitions.iter().all(|o| o.fence == fence), "{rec:?}");
 }
 
 #[test]
@@ -194,8 +206,7 @@ fn a_restart_reservation_survives_a_leader_change() {
     assert_eq!(record_writes(&s, writes), 0);
     s.restart_back(2);
     s.run_to(secs(60));
-    assert_eq!(record_writes(&s, writes), 0);
-    assert_eq!(s.holds_of(2), before);
+    assert_rejoined(&s, writes, 2, &before);
     assert!(s.violations.is_empty(), "{:?}", s.violations);
 }
 
