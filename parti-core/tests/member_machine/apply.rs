@@ -222,7 +222,7 @@ fn a_record_addressed_to_another_process_of_the_id_counts_as_empty() {
         "what we held is revoked; nothing of the other process's record is assigned"
     );
     assert!(h.m.owned().is_empty());
-    assert_eq!(h.m.applied_version(), parti_core::Version(2));
+    assert_eq!(h.m.applied_version(), Version(2));
     assert_eq!(h.heartbeats_since(from).len(), 1, "acknowledged");
     h.grant(0, 1, 3, &[owned("b", 1, 3)]);
     assert_eq!(h.m.owned(), vec![owned("b", 1, 3)]);
