@@ -75,6 +75,18 @@ impl Member {
             p.heartbeat_sent(now, self.beat.seq);
         }
         self.kv(Op::Heartbeat { sent_at: now }, request);
+        // Until a heartbeat is acknowledged the fence counts from the first one sent: one whose
+        // outcome is unknown (a stalled bucket) may still land and make the leader grant us
+        // partitions, and it is declared dead from that heartbeat on if nothing follows.
+        if self.beat.last_acked.is_none()
+            && self.config.on_disconnect == DisconnectPolicy::Fence
+            && matches!(self.phase, Phase::Member | Phase::Leaving)
+            && !self.timers.is_set(Timer::Fence)
+            && self.apply.fence.is_none()
+        {
+            self.timers
+                .set(Timer::Fence, now + self.config.fence_after());
+        }
         if self.phase == Phase::Restarting {
             self.timers.stop(Timer::Heartbeat);
         } else {

@@ -1,9 +1,10 @@
 //! PROTOCOL.md §8: the disconnect policies `Fence` and `Hold`.
 
 use parti_core::config::DisconnectPolicy;
+use parti_core::machine::KvRequest;
 use parti_core::member::{Action, Notification};
-use parti_core::records::Intent;
-use parti_core::{Version, WorkerState};
+use parti_core::records::{Intent, Leadership, Names, Record, TermCounter};
+use parti_core::{Term, Version, WorkerState};
 
 use crate::harness::*;
 
@@ -139,4 +140,37 @@ fn a_fence_round_starts_over_when_the_member_is_cut_off_again_before_a_regrant()
     );
     assert!(h.m.is_fenced());
     assert_eq!(h.heartbeat_of(0).unwrap().applied, Version(3));
+}
+
+/// A member none of whose heartbeats was ever acknowledged (the heartbeats bucket stalled from
+/// its start) fences `heartbeat_ttl - fence_margin` after its *first* heartbeat: a heartbeat
+/// whose outcome is unknown may still land, the leader may grant partitions on it and declare
+/// the member dead from it. (The simulator found the member applying such a grant after the
+/// leader had given the partitions elsewhere: seed 4177.)
+#[test]
+fn a_member_whose_heartbeats_were_never_acknowledged_fences_from_its_first_heartbeat() {
+    let mut h = H::new(config(|c| c.degraded.kv_error_threshold = 0));
+    let lb = h.names.leader_bucket();
+    h.kv.write(
+        &lb,
+        Names::LEADER_KEY,
+        Leadership {
+            worker: wid(9),
+            instance: OTHER,
+            term: Term(1),
+        }
+        .encode(),
+    );
+    let ab = h.names.assignments_bucket();
+    h.kv.write(&ab, Names::TERM_KEY, TermCounter { term: Term(1) }.encode());
+    h.hold_when(|r| matches!(r, KvRequest::Put { bucket, .. } if bucket == "parti-heartbeats"));
+    h.start();
+    assert_eq!(h.m.worker_id(), Some(&wid(0)));
+    h.advance_to(ms(5_400) - ms(1));
+    assert!(!h.m.is_fenced());
+    h.advance(ms(1));
+    assert!(h.m.is_fenced(), "fenced from the first heartbeat on");
+    // The leader saw a heartbeat that landed late and grants: nothing is applied while fenced.
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    assert!(h.m.owned().is_empty());
 }
