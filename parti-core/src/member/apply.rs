@@ -31,10 +31,12 @@ pub(super) struct FenceState {
     pub(super) held: Option<AssignmentRecord>,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct InFlight {
     id: DeliveryId,
     version: Option<Version>,
+    /// What it revokes: the application may still be working on these until it returns.
+    pub(super) revoking: Vec<OwnedPartition>,
 }
 
 /// The apply side of a member.
@@ -346,6 +348,7 @@ impl Member {
         self.apply.in_flight = Some(InFlight {
             id: delivery,
             version: self.apply.target_version.take(),
+            revoking: revoked.clone(),
         });
         self.timers
             .set(Timer::Handler, now + self.config.handler_timeout * parts);
@@ -357,13 +360,9 @@ impl Member {
     }
 
     pub(super) fn on_delivered(&mut self, now: Instant, delivery: DeliveryId, timed_out: bool) {
-        let Some(f) = self.apply.in_flight else {
+        let Some(f) = self.apply.in_flight.take_if(|f| f.id == delivery) else {
             return;
         };
-        if f.id != delivery {
-            return;
-        }
-        self.apply.in_flight = None;
         self.timers.stop(Timer::Handler);
         if timed_out {
             self.notify(Notification::HandlerTimedOut { delivery });
@@ -375,8 +374,8 @@ impl Member {
     }
 
     pub(super) fn on_handler_timeout(&mut self, now: Instant) {
-        if let Some(f) = self.apply.in_flight {
-            self.on_delivered(now, f.id, true);
+        if let Some(id) = self.apply.in_flight.as_ref().map(|f| f.id) {
+            self.on_delivered(now, id, true);
         }
     }
 

@@ -175,7 +175,13 @@ impl Member {
             return;
         }
         self.timers.stop(Timer::Fence);
-        let partitions = self.owned();
+        // Everything the application may still work on: what it owns and what a running
+        // revocation is still releasing (it must stop now, not when its handler returns).
+        let mut partitions = self.owned();
+        if let Some(f) = &self.apply.in_flight {
+            partitions.extend(f.revoking.iter().cloned());
+            partitions.sort_by(|a, b| a.partition.id().cmp(b.partition.id()));
+        }
         self.apply.fence = Some(super::apply::FenceState::default());
         self.new_fence_round();
         self.apply.target.clear();

@@ -131,8 +131,10 @@ pub enum Notification {
         worker: WorkerId,
     },
     /// Everything was revoked locally because ownership can no longer be guaranteed (fence).
+    /// The application must stop working on every listed partition at once.
     OwnershipLost {
-        /// What was revoked.
+        /// What was revoked: everything owned, and what a revocation handler still running was
+        /// releasing (the leader may give those to others from now on, not when it returns).
         partitions: Vec<OwnedPartition>,
     },
     /// Start finished: the first assignment was applied, or `startup_timeout` passed without one.

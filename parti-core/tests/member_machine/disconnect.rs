@@ -3,7 +3,7 @@
 use parti_core::config::DisconnectPolicy;
 use parti_core::machine::KvRequest;
 use parti_core::member::{Action, Notification};
-use parti_core::records::{Intent, Leadership, Names, Record, TermCounter};
+use parti_core::records::{Intent, Leadership, Names, Phase, Record, TermCounter};
 use parti_core::{Term, Version, WorkerState};
 
 use crate::harness::*;
@@ -173,4 +173,26 @@ fn a_member_whose_heartbeats_were_never_acknowledged_fences_from_its_first_heart
     // The leader saw a heartbeat that landed late and grants: nothing is applied while fenced.
     h.grant(0, 1, 1, &[owned("a", 1, 1)]);
     assert!(h.m.owned().is_empty());
+}
+
+/// The fence takes everything the application may still work on, including what a running
+/// `on_revoked` is releasing: once the member may be declared dead the leader does not wait for
+/// that handler. (The simulator found a process paused in the middle of a revocation still
+/// working on the partition after its fence: seed 327.)
+#[test]
+fn the_fence_also_takes_what_a_running_revocation_is_releasing() {
+    let mut h = H::follower(config(|c| c.degraded.kv_error_threshold = 0));
+    h.grant(0, 1, 1, &[owned("a", 1, 1), owned("b", 1, 1)]);
+    h.auto_deliver = false;
+    h.record(0, 1, 2, Phase::Revoke, &[owned("a", 1, 1)]); // on_revoked(b) runs long
+    h.connection(disconnected());
+    h.advance_to(ms(5_400));
+    assert!(h.m.is_fenced());
+    assert!(
+        h.notes.contains(&Notification::OwnershipLost {
+            partitions: vec![owned("a", 1, 1), owned("b", 1, 1)]
+        }),
+        "{:?}",
+        h.notes
+    );
 }
