@@ -125,6 +125,9 @@ pub enum Intent {
 pub struct Heartbeat {
     /// The process.
     pub instance: InstanceId,
+    /// How many times this process has fenced itself. Records are addressed to
+    /// `(instance, round)`: a record planned before the leader saw this round gives nothing.
+    pub round: u32,
     /// Increases with every heartbeat of this instance.
     pub seq: u64,
     /// The member's lifecycle state.
@@ -188,6 +191,11 @@ pub struct AssignmentRecord {
     /// and addressed a record to it — so a record meant for a previous incarnation is never
     /// applied by the next one, however late a watch delivers it.
     pub instance: InstanceId,
+    /// The fence round of that process (its heartbeat's `round`): after fencing itself a
+    /// member takes a record planned for an earlier round — a pipelined write that lands late,
+    /// a backlog delivered on reconnect — as empty, and leaves the fence only on a record the
+    /// leader addressed to its new round, i.e. planned after it saw the fence.
+    pub round: u32,
     /// Every partition the member owns after applying this record (not a delta).
     pub partitions: Vec<OwnedPartition>,
 }

@@ -53,6 +53,7 @@ fn heartbeat() -> impl Strategy<Value = Heartbeat> {
     )
         .prop_map(|(i, seq, state, applied, intent, capacity)| Heartbeat {
             instance: InstanceId(i),
+            round: (seq % 5) as u32,
             seq,
             state,
             applied: Version(applied),
@@ -82,6 +83,7 @@ fn assignment_record() -> impl Strategy<Value = AssignmentRecord> {
             version: Version(v),
             phase,
             instance: InstanceId(i),
+            round: (v % 7) as u32,
             partitions: ps
                 .into_iter()
                 .map(|(partition, fence)| OwnedPartition { partition, fence })
@@ -231,6 +233,7 @@ fn garbage_gives_the_right_error_kind() {
     // A heartbeat with a state code from the future still decodes.
     let hb = Heartbeat {
         instance: InstanceId(7),
+        round: 0,
         seq: 1,
         state: WorkerState::Unknown(250),
         applied: Version(3),
@@ -247,6 +250,7 @@ fn garbage_gives_the_right_error_kind() {
         version: Version(1),
         phase: Phase::Grant,
         instance: InstanceId(3),
+        round: 2,
         partitions: vec![OwnedPartition {
             partition: Partition::new(["a"], 1).unwrap(),
             fence: Fence::default(),

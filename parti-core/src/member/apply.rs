@@ -211,6 +211,7 @@ impl Member {
 
     /// A record that passed the term and version checks, under a trusted claim.
     fn take_record(&mut self, now: Instant, record: AssignmentRecord) {
+        let addressed = self.addressed_to_us(&record);
         if let Some(f) = self.apply.fence.as_mut() {
             match f.floor {
                 None => {
@@ -221,10 +222,18 @@ impl Member {
                     self.apply.refused += 1;
                     return;
                 }
-                Some(_) => self.unfence(now),
+                // Only a record planned for our new round (after the leader saw the fence)
+                // ends it; an older one — a pipelined write landing late — counts as empty.
+                Some(_) if addressed => self.unfence(now),
+                Some(_) => {}
             }
         }
         self.accept(record);
+    }
+
+    /// Whether `record` is addressed to this process in its current fence round.
+    fn addressed_to_us(&self, record: &AssignmentRecord) -> bool {
+        record.instance == self.instance && record.round == self.fence_round()
     }
 
     /// The record becomes the target. One addressed to another process of our id (our
@@ -233,7 +242,7 @@ impl Member {
     /// the leader addresses a record to us once it has seen our heartbeat.
     fn accept(&mut self, record: AssignmentRecord) {
         self.apply.accepted = record.version;
-        if record.instance != self.instance {
+        if !self.addressed_to_us(&record) {
             self.apply.foreign += 1;
             self.apply.target.clear();
         } else {
@@ -302,7 +311,9 @@ impl Member {
                     && held.version > floor
                     && !self.apply.closed
                 {
-                    self.unfence(now);
+                    if self.addressed_to_us(&held) {
+                        self.unfence(now);
+                    }
                     self.accept(held);
                 } else if floor > self.apply.applied {
                     // Acknowledge the floor while fenced: holding nothing is a subset of any

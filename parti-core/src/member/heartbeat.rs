@@ -58,6 +58,7 @@ impl Member {
         self.beat.seq += 1;
         let value = Heartbeat {
             instance: self.instance,
+            round: self.fence_round(),
             seq: self.beat.seq,
             state: self.derive_state(),
             applied: self.apply.applied,

@@ -286,6 +286,13 @@ impl Member {
         self.apply.told.values().cloned().collect()
     }
 
+    /// How many times this process has fenced itself (its heartbeats carry it; the leader
+    /// addresses records to this round, see [`AssignmentRecord::round`](crate::records::AssignmentRecord::round)).
+    #[must_use]
+    pub fn fence_round(&self) -> u32 {
+        u32::try_from(self.apply.fence_rounds).unwrap_or(u32::MAX)
+    }
+
     /// The highest assignment version applied and acknowledged.
     #[must_use]
     pub fn applied_version(&self) -> Version {

@@ -64,6 +64,7 @@ const MAX_UNECHOED: usize = 64;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Beat {
     pub instance: InstanceId,
+    pub round: u32,
     pub applied: Version,
     pub intent: Intent,
     pub capacity: u32,
@@ -73,6 +74,7 @@ impl From<&Heartbeat> for Beat {
     fn from(h: &Heartbeat) -> Self {
         Beat {
             instance: h.instance,
+            round: h.round,
             applied: h.applied,
             intent: h.intent,
             capacity: h.capacity.max(1),

@@ -226,7 +226,7 @@ impl Planner {
             let readdress = !next.is_empty()
                 && slot
                     .and_then(|s| s.rec.as_ref())
-                    .is_some_and(|r| r.instance != to);
+                    .is_some_and(|r| (r.instance, r.round) != to);
             if next != rec || regrant || must || first || readdress {
                 writes.push((w, keep, add, regrant, readdress, to));
             }
@@ -281,7 +281,8 @@ impl Planner {
                 term: self.term,
                 version,
                 phase,
-                instance: to,
+                instance: to.0,
+                round: to.1,
                 partitions,
             };
             // The member can only hold what lands: until then the write counts through
@@ -321,18 +322,18 @@ impl Planner {
         withheld
     }
 
-    /// The process a record for `w` is addressed to: the one whose heartbeat we saw last, else
-    /// the one its record is addressed to now.
-    fn address(&self, w: &WorkerId) -> Option<InstanceId> {
+    /// The process and fence round a record for `w` is addressed to: those of the heartbeat
+    /// we saw last, else those its record is addressed to now.
+    fn address(&self, w: &WorkerId) -> Option<(InstanceId, u32)> {
         self.live
             .get(w)
             .and_then(|i| i.beat.as_ref())
-            .map(|b| b.instance)
+            .map(|b| (b.instance, b.round))
             .or_else(|| {
                 self.slots
                     .get(w)
                     .and_then(|s| s.rec.as_ref())
-                    .map(|r| r.instance)
+                    .map(|r| (r.instance, r.round))
             })
     }
 

@@ -211,6 +211,7 @@ fn a_record_addressed_to_another_process_of_the_id_counts_as_empty() {
     h.record_to(
         OTHER,
         0,
+        0,
         1,
         2,
         Phase::Grant,

@@ -556,13 +556,16 @@ impl H {
         parts: &[OwnedPartition],
     ) {
         let me = self.m.instance();
-        self.record_to(me, worker, term, version, phase, parts);
+        let round = self.m.fence_round();
+        self.record_to(me, round, worker, term, version, phase, parts);
     }
 
-    /// A record addressed to process `instance`.
+    /// A record addressed to process `instance` in its fence round `round`.
+    #[allow(clippy::too_many_arguments)]
     pub fn record_to(
         &mut self,
         instance: InstanceId,
+        round: u32,
         worker: u32,
         term: u64,
         version: u64,
@@ -575,6 +578,7 @@ impl H {
             version: Version(version),
             phase,
             instance,
+            round,
             partitions: parts.to_vec(),
         };
         self.kv

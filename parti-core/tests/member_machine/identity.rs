@@ -71,6 +71,7 @@ fn claims_the_lowest_free_id_with_one_listing_and_one_create() {
     assert_eq!(h.m.state(), WorkerState::Election);
     let heartbeat = Heartbeat {
         instance: ME,
+        round: 0,
         seq: 1,
         state: WorkerState::Election,
         applied: Version(0),

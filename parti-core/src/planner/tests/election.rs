@@ -77,6 +77,7 @@ fn a_conflicting_record_of_a_higher_term_makes_the_planner_step_down() {
         version: Version(6),
         phase: Phase::Grant,
         instance: s.instance_of(1),
+        round: 0,
         partitions: vec![OwnedPartition {
             partition: p(1),
             fence: Fence::new(Term(3), Version(6)),
@@ -111,6 +112,7 @@ fn a_late_record_of_a_lower_term_is_refused_and_rewritten_under_our_term() {
                 version: Version(6),
                 phase: Phase::Grant,
                 instance: s.instance_of(1),
+                round: 0,
                 partitions: [0, 1, 3]
                     .iter()
                     .map(|n| OwnedPartition {
@@ -242,6 +244,7 @@ fn a_rewrite_over_a_late_record_of_a_lower_term_gets_a_higher_version_than_it() 
         version: Version(9),
         phase: Phase::Grant,
         instance: s.instance_of(1),
+        round: 0,
         partitions: vec![OwnedPartition {
             partition: p(1),
             fence: Fence::new(Term(1), Version(9)),
@@ -273,6 +276,7 @@ fn a_new_process_finding_a_late_record_of_a_lower_term_gets_it_rewritten_under_o
         version: Version(6),
         phase: Phase::Grant,
         instance: s.instance_of(1),
+        round: 0,
         partitions: [1, 3]
             .iter()
             .map(|n| OwnedPartition {

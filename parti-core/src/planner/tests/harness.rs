@@ -29,6 +29,8 @@ use crate::types::{
 #[derive(Clone, Debug)]
 pub(crate) struct Member {
     pub instance: InstanceId,
+    /// Fence round (each `Intent::Fenced` starts a new one).
+    pub round: u32,
     pub seq: u64,
     pub applied: Version,
     pub intent: Intent,
@@ -243,6 +245,7 @@ impl Sim {
         self.next_instance += 1;
         let m = Member {
             instance: InstanceId(self.next_instance),
+            round: 0,
             seq: 0,
             applied: Version::ZERO,
             intent: Intent::Active,
@@ -266,6 +269,7 @@ impl Sim {
         m.seq += 1;
         Heartbeat {
             instance: m.instance,
+            round: m.round,
             seq: m.seq,
             state: WorkerState::Stable,
             applied: m.applied,
@@ -328,6 +332,7 @@ impl Sim {
                 version: Version(v),
                 phase: crate::records::Phase::Grant,
                 instance,
+                round: 0,
                 partitions: ps
                     .iter()
                     .map(|n| crate::records::OwnedPartition {

@@ -193,6 +193,7 @@ fn takeover_in_the_middle_of_a_handoff_waits_for_the_unacknowledged_revoke() {
             version: Version(6),
             phase: crate::records::Phase::Revoke,
             instance: s.instance_of(1),
+            round: 0,
             partitions: [1, 2]
                 .iter()
                 .map(|n| crate::records::OwnedPartition {

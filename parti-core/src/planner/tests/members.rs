@@ -44,7 +44,7 @@ impl Sim {
         let new: BTreeMap<PartitionId, Fence> = rec
             .partitions
             .iter()
-            .filter(|_| rec.instance == m.instance)
+            .filter(|_| rec.instance == m.instance && rec.round == m.round)
             .map(|o| (o.partition.id().clone(), o.fence))
             .collect();
         for (pp, f) in &new {
@@ -229,6 +229,7 @@ impl Sim {
             id.clone(),
             Member {
                 instance: InstanceId(self.next_instance),
+                round: 0,
                 seq: 0,
                 applied: Version::ZERO,
                 intent: Intent::Active,
@@ -286,7 +287,11 @@ impl Sim {
 
     /// The member announces `intent` and heartbeats at once.
     pub(crate) fn intent(&mut self, n: u32, intent: Intent) {
-        self.members.get_mut(&w(n)).unwrap().intent = intent;
+        let m = self.members.get_mut(&w(n)).unwrap();
+        if intent == Intent::Fenced {
+            m.round += 1; // a member fences itself in a new round
+        }
+        m.intent = intent;
         self.beat(&w(n));
     }
 
