@@ -130,7 +130,7 @@ fn a_fence_round_starts_over_when_the_member_is_cut_off_again_before_a_regrant()
     // Meanwhile the leader re-granted (it saw the Fenced heartbeat), then declared us dead and
     // took everything back to give it elsewhere.
     h.grant(0, 1, 2, &[owned("a", 1, 2)]);
-    h.record(0, 1, 3, parti_core::records::Phase::Revoke, &[]);
+    h.record(0, 1, 3, Phase::Revoke, &[]);
     let from = h.deliveries.len();
     h.connection(connected());
     assert!(
