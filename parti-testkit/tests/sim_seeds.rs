@@ -10,17 +10,12 @@ use parti_testkit::sim::{SimOptions, SimReport, run};
 
 /// Seeds (of `0..SEEDS`) with known, diagnosed violations, and the bug each reproduces.
 ///
-/// Still violating on main after the restart-return fix (seed 28, a false death under a lagging
-/// watch, is clean since the planner waits for an echo showing the worker silent for the fence
-/// time):
-/// - 31: a new process claims `worker-0` 0.9 s after the leader declared worker-0 dead; its
-///   snapshot delivers the dead worker's record (one term older than the `term` key, so it is
-///   applied) while the leader has already granted those partitions elsewhere and reduces
-///   `w.worker-0` only afterwards: p1 owned by worker-0 and worker-1.
-const KNOWN: &[(u64, &str)] = &[(
-    31,
-    "dead id reclaimed: stale record applied before its reduction",
-)];
+/// Empty: seed 31 (a new process claims a dead worker's id and applies the stale record of its
+/// snapshot before the leader's reduction arrives, while those partitions are already granted
+/// elsewhere) no longer shows that interleaving since candidates stop sending a second leader
+/// `create` while re-reading after a timed-out one — the run takes another course. The bug is
+/// not fixed by that: it still shows on other seeds of the full sweep (e.g. 670, 1986, 4953).
+const KNOWN: &[(u64, &str)] = &[];
 
 /// How many seeds `cargo test` runs (split over several tests so they run in parallel).
 const SEEDS: u64 = 200;
