@@ -28,6 +28,7 @@ pub(super) struct Election {
     pub(super) settled: bool,
     snapshot_done: bool,
     key_present: bool,
+    /// A `create` attempt is open: sent, or timed out and re-reading the key.
     creating: bool,
     pub(super) lead: Option<Lead>,
     backoff: Backoff,
@@ -152,7 +153,10 @@ impl Member {
     }
 
     pub(super) fn on_leader_created(&mut self, now: Instant, sent_at: Instant, result: KvResult) {
-        self.election.creating = false;
+        // After a timeout the attempt is still open until the re-read answers: a second
+        // `create` meanwhile could land unseen (the re-read may not show it) and leave the key
+        // held by a candidate that does not know it.
+        self.election.creating = matches!(result, Err(KvError::Timeout));
         match result {
             Ok(KvReply::Written(revision)) => self.become_leader(now, sent_at, revision),
             Err(KvError::AlreadyExists) => {
@@ -322,6 +326,10 @@ impl Member {
     }
 
     pub(super) fn on_leader_read(&mut self, now: Instant, sent_at: Instant, result: KvResult) {
+        if self.election.lead.is_none() {
+            // The re-read after a timed-out `create` closes that attempt.
+            self.election.creating = false;
+        }
         let bucket = self.names.leader_bucket();
         let ours = match &result {
             Ok(KvReply::Entry(Some(e))) => self
@@ -425,6 +433,9 @@ impl Member {
                     | Op::WriteTerm { .. }
             )
         });
+        // A candidate attempt whose answer was just forgotten is over: without this, `stand`
+        // would wait for that answer for ever and the member would never stand again.
+        self.election.creating = false;
         self.notify(Notification::LeadershipLost { term: lead.term });
         if delete_key {
             let request = KvRequest::Delete {

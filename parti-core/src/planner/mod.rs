@@ -91,7 +91,10 @@
 //!   such a record and keeps what it has; a process that starts afresh (new instance,
 //!   revived, fenced) acts on what the store holds now, so its heartbeat makes us read its key
 //!   again, and a record of an older term that changed since we last knew the key is
-//!   rewritten under our term (with a version above it: versions only grow).
+//!   rewritten under our term (with a version above it: versions only grow). So is an
+//!   unchanged one that the process has not acknowledged if more than one bump separates its
+//!   term from ours: a new process refuses it in its snapshot (unless it took over a
+//!   restarting claim, member README), and would wait for ever.
 //! - **Timeouts are unknown outcomes**: a timed-out or conflicting write is re-read (after the
 //!   backoff) before anything else is written to that key; a record of our term found there is
 //!   adopted, one of a higher term makes the planner step down.

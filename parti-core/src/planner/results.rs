@@ -173,9 +173,19 @@ impl Planner {
                 slot.rec = Some(r);
                 slot.rev = rev;
             }
+            Some(Some(r)) if rev == slot.rev => {
+                // Unchanged since we last knew it (a record from before our takeover). If the
+                // worker's current process has not acknowledged it (a new process found it at
+                // start) and more than one bump separates its term from ours, that process
+                // refuses it (it cannot tell it from a deposed leader's late write, member
+                // README) and would wait for ever: rewrite it under our term. With exactly one
+                // bump the process applies it (a restart return stays zero movement).
+                if r.term.next() < term && applied.is_none_or(|a| a < r.version) {
+                    slot.must_rewrite = true;
+                }
+            }
             Some(_) if rev == slot.rev => {
-                // Unchanged since we last knew it (a record from before our takeover, or
-                // garbage already known): nothing new.
+                // Garbage already known: nothing new.
             }
             Some(_) => {
                 // An older leader's late write (members ignore it) or garbage: keep what we

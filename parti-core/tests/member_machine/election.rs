@@ -322,3 +322,55 @@ fn a_leader_whose_claim_goes_unconfirmed_steps_down_and_does_not_stand() {
     h.advance(secs(6));
     assert!(h.m.is_leader(), "confirmed again: stands and wins");
 }
+
+/// Seeds 2924 and 4267 of the simulator: a candidate's `create` timed out but landed; while it
+/// re-read the key a second `create` went out; the re-read found the key ours but the lease
+/// (counted from the first send) already over, so the member stepped down at once — and the
+/// step-down forgot the second `create`'s answer while the member still waited for it. It never
+/// stood again: when the next leader crashed, nobody could lead.
+#[test]
+fn a_create_that_timed_out_but_landed_too_late_to_lead_does_not_end_candidacy() {
+    let mut h = H::follower(config(|_| {}));
+    let lb = h.names.leader_bucket();
+    h.hold_when(|r| leader_bucket(r) && matches!(r.name(), "create" | "entry"));
+    h.kv.remove(&lb, Names::LEADER_KEY);
+    h.run();
+    assert_eq!(h.held.len(), 1, "the create is in flight");
+    // The create lands only after the lease it could give (election_ttl - lease_margin = 4.5 s
+    // from its send) is over, and its answer is a timeout.
+    h.advance(secs(5));
+    h.timeout_but_apply_when(1, |r| leader_bucket(r) && r.name() == "create");
+    h.answer_held(0);
+    assert!(!h.m.is_leader());
+    assert!(
+        matches!(h.held[..], [(_, KvRequest::Entry { .. })]),
+        "re-reads the key before anything else: {:?}",
+        h.held
+    );
+    // The watch showed our key; its candidate timer passes while the re-read is outstanding.
+    h.advance(secs(6));
+    let creates = |h: &H| {
+        h.requests_since(0)
+            .iter()
+            .filter(|r| leader_bucket(r) && r.name() == "create")
+            .count()
+    };
+    assert_eq!(
+        creates(&h),
+        1,
+        "no second create while the first one's outcome is unknown"
+    );
+    // The key is ours, but the lease counted from the create's send is long over.
+    h.answer_held(0);
+    assert!(!h.m.is_leader(), "too late to lead under that create");
+    h.release_holds();
+    while !h.held.is_empty() {
+        h.answer_held(0);
+    }
+    // The stale key expires silently; the member stands again and wins.
+    h.kv.expire(&lb, Names::LEADER_KEY);
+    h.advance(secs(5));
+    assert!(h.m.is_leader(), "still a candidate after stepping down");
+    assert_eq!(h.m.term(), Some(Term(2)));
+    assert_eq!(creates(&h), 2);
+}

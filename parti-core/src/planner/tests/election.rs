@@ -329,3 +329,36 @@ fn a_rewritten_record_worker_never_applied_grants_its_partitions_with_new_fences
     assert!(fences.iter().all(|f| f.term >= Term(2)), "{fences:?}");
     assert!(s.fully_covered(&parts(5)));
 }
+
+/// Seed 6324 of the simulator: worker-2's record is of term 1 and two leader changes old (we
+/// are term 3; the term-2 leader kept it, as the process acknowledged it). Worker-2 restarts,
+/// its claim expires, and a new process *creates* the id afresh (no takeover of a restarting
+/// claim): it refuses the record (two bumps since, PROTOCOL.md §4) and waits for a record. The
+/// key is unchanged since the takeover, but its current process has not acknowledged it: the
+/// record must be rewritten under our term, or worker-2's partitions stay unowned for ever.
+#[test]
+fn a_new_process_refusing_an_unchanged_record_of_an_older_term_gets_it_rewritten() {
+    let mut s = Sim::settled(3, 6); // records of term 1, version 5; we are term 2
+    s.run_to(secs(1));
+    s.new_leader(parts(6)); // term 3: the acknowledged records of term 1 stay as they are
+    s.run_to(secs(2));
+    assert_eq!(s.record(2).map(|r| r.term), Some(Term(1)));
+    let before = s.holds_of(2);
+    assert!(!before.is_empty());
+    s.intent(2, Intent::Restarting);
+    s.crash(2);
+    s.run_to(secs(4));
+    // A new process claims the id afresh: nothing tells it the old process acknowledged v5.
+    s.members.remove(&w(2));
+    s.join(2);
+    assert!(
+        !s.members[&w(2)].refused.is_empty(),
+        "it refused the term-1 record"
+    );
+    s.run_to(secs(10));
+    let rec = s.record(2).unwrap();
+    assert_eq!(rec.term, Term(3), "{rec:?}");
+    assert_eq!(s.holds_of(2), before, "same partitions, under our term");
+    assert!(s.fully_covered(&parts(6)));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
