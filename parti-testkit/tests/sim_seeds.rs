@@ -10,15 +10,14 @@ use parti_testkit::sim::{SimOptions, SimReport, run};
 
 /// Seeds (of `0..SEEDS`) with known, diagnosed violations, and the bug each reproduces.
 ///
-/// Still violating on main after the restart-return fix (seed 28, a false death under a lagging
-/// watch, is clean since the planner waits for an echo showing the worker silent for the fence
-/// time):
-/// - 31: a new process claims `worker-0` 0.9 s after the leader declared worker-0 dead; its
-///   snapshot delivers the dead worker's record (one term older than the `term` key, so it is
-///   applied) while the leader has already granted those partitions elsewhere and reduces
-///   `w.worker-0` only afterwards: p1 owned by worker-0 and worker-1.
+/// - 131: a restarting worker-1 does not come back; the leader (term 2) had rewritten
+///   `w.worker-1` under its term for the reservation, declares worker-1 dead and grants its
+///   partitions elsewhere without reducing `w.worker-1` first; a new process then claims
+///   `worker-1` afresh and its snapshot applies that record (same term): p25 owned by worker-1
+///   and worker-3. The same bug as seed 31 had (clean now only because the restart ordering —
+///   the claim rewritten after the revocation and hand-over — changed its trajectory).
 const KNOWN: &[(u64, &str)] = &[(
-    31,
+    131,
     "dead id reclaimed: stale record applied before its reduction",
 )];
 
