@@ -5,7 +5,9 @@
 //! previous process acknowledged), then the lowest free number; `create` it. On "already
 //! exists" re-list and try the next. Pool exhausted: retry with backoff until the startup
 //! timeout, then fail with `IdentityPoolExhausted`. A create that timed out is re-read: a claim
-//! of our instance is ours.
+//! of our instance is ours. A claim whose answer arrives after its validity (send time + 90 % of
+//! `identity_ttl`, see `renewal`) is suspect from the start: it may have expired and been taken
+//! while the answer was on its way.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -32,6 +34,9 @@ pub(super) struct Claimed {
     /// The validity lapsed: the id may be someone else's now. Nothing is done under it (no
     /// heartbeat, no record applied) until a renewal confirms it.
     pub(super) suspect: bool,
+    /// The claim was rewritten with `restarting_until` (shutdown for restart): it is the next
+    /// process's to take over now, so it is never renewed again.
+    pub(super) handed_over: bool,
 }
 
 /// One claiming round (from start or from an identity loss until an id is held).
@@ -336,12 +341,19 @@ impl Member {
             claimed_at_ms,
             valid_until,
             suspect: false,
+            handed_over: false,
         });
         self.timers.set(Timer::IdentityLapse, valid_until);
         self.phase = Phase::Member;
         self.notify(Notification::IdentityClaimed { worker: id.clone() });
         self.timers
             .set(Timer::RenewId, now + self.config.identity_renew_interval());
+        if now >= valid_until {
+            // The answer came too late to be trusted (a paused process, a slow reply): the
+            // claim may have expired and been taken since. Suspect from the start, exactly as
+            // if it had lapsed — nothing is done under it until a renewal confirms it.
+            self.on_identity_lapse(now);
+        }
         self.start_assignment_watch(now, &id);
         self.start_election(now);
         self.send_heartbeat(now);

@@ -6,10 +6,16 @@
 //! one after the other. At the timeout everything is revoked locally and the member leaves
 //! anyway.
 //!
-//! **Restart**: rewrite the id claim with `restarting_until = now + rejoin_window`, heartbeat
-//! with intent `Restarting`, revoke everything locally; once these are answered (and the leader
-//! key handed over if held) the member stops. The heartbeat and the id stay, so the leader keeps
-//! the partitions reserved and the next process with this preferred id takes the id over.
+//! **Restart**: heartbeat with intent `Restarting` and revoke everything locally; once the
+//! revocation was delivered (bounded by `handler_timeout`) and the heartbeat stored, hand the
+//! leader key over (if held), then rewrite the id claim with `restarting_until = now +
+//! rejoin_window` and stop once that is answered. The heartbeat and the id stay, so the leader
+//! keeps the partitions reserved and the next process with this preferred id takes the id over.
+//!
+//! The rewritten claim invites that takeover at once, so it is written last: until then the
+//! member still acts under the id (its application works on the partitions being revoked, it
+//! may lead), and the claim is renewed and trusted for its validity only, as always (a lapse
+//! steps down). Once it is written the member does nothing under the id any more.
 
 use std::time::Instant;
 
@@ -40,10 +46,12 @@ impl Member {
         self.settle(now);
     }
 
-    /// Shuts down for a restart: the id claim is rewritten with `restarting_until = now +
-    /// rejoin_window`, the heartbeat says `Restarting`, everything is revoked locally; heartbeat
-    /// and id stay so the leader keeps the partitions reserved and the next process with this
-    /// preferred id takes the id over. [`Notification::Stopped`] once the writes are answered.
+    /// Shuts down for a restart: the heartbeat says `Restarting` and everything is revoked
+    /// locally; once the revocation was delivered and the heartbeat stored, leadership (if
+    /// held) is handed over and the id claim is rewritten with `restarting_until = now +
+    /// rejoin_window`. Heartbeat and id stay so the leader keeps the partitions reserved and the
+    /// next process with this preferred id takes the id over. [`Notification::Stopped`] once
+    /// the claim's rewrite is answered.
     pub fn request_restart(&mut self, now: Instant) {
         self.check_lease(now);
         match self.phase {
@@ -51,33 +59,11 @@ impl Member {
             Phase::Member | Phase::Leaving => {
                 self.phase = Phase::Restarting;
                 self.stop_election(now);
-                for t in [
-                    Timer::RenewId,
-                    Timer::IdentityLapse,
-                    Timer::Fence,
-                    Timer::LeaveDeadline,
-                ] {
+                // The claim stays renewed (and its lapse watched) until it is handed over.
+                for t in [Timer::Fence, Timer::LeaveDeadline] {
                     self.timers.stop(t);
                 }
                 self.revoke_locally_for_good();
-                if let Some(c) = self.identity.clone() {
-                    let until = self
-                        .wall_ms(now)
-                        .saturating_add(duration_ms(self.config.rejoin_window));
-                    let value = IdClaim {
-                        instance: self.instance,
-                        claimed_at_ms: c.claimed_at_ms,
-                        restarting_until_ms: Some(until),
-                    }
-                    .encode();
-                    let request = KvRequest::Update {
-                        bucket: self.names.ids_bucket(),
-                        key: c.id.to_string(),
-                        value,
-                        expected: c.revision,
-                    };
-                    self.kv(Op::RestartClaim, request);
-                }
                 self.beat.intent = Intent::Restarting;
                 self.send_heartbeat(now);
             }
@@ -86,15 +72,49 @@ impl Member {
         self.settle(now);
     }
 
+    /// The last step of a restart: nothing is done under the id any more (no leadership, no
+    /// record, no renewal), and the claim is rewritten with `restarting_until` for the next
+    /// process to take over.
+    fn hand_over_for_restart(&mut self, now: Instant) {
+        self.step_down(now, true);
+        self.stop_assignment_watch(None);
+        for t in [Timer::RenewId, Timer::IdentityLapse] {
+            self.timers.stop(t);
+        }
+        let Some(c) = self.identity.as_mut() else {
+            return;
+        };
+        c.handed_over = true;
+        let c = c.clone();
+        let until = self
+            .wall_ms(now)
+            .saturating_add(duration_ms(self.config.rejoin_window));
+        let value = IdClaim {
+            instance: self.instance,
+            claimed_at_ms: c.claimed_at_ms,
+            restarting_until_ms: Some(until),
+        }
+        .encode();
+        let request = KvRequest::Update {
+            bucket: self.names.ids_bucket(),
+            key: c.id.to_string(),
+            value,
+            expected: c.revision,
+        };
+        self.kv(Op::RestartClaim, request);
+    }
+
     pub(super) fn on_leave_deadline(&mut self, _now: Instant) {
         if self.phase == Phase::Leaving {
             self.revoke_locally_for_good();
         }
     }
 
-    /// Revokes everything and accepts no further record.
+    /// Revokes everything and accepts no further record (nor one that waited for the claim's
+    /// confirmation).
     fn revoke_locally_for_good(&mut self) {
         self.apply.closed = true;
+        self.apply.suspect_held = None;
         self.apply.target.clear();
         self.apply.target_version = None;
     }
@@ -108,6 +128,12 @@ impl Member {
 
     fn heartbeat_pending(&self) -> bool {
         self.ops.values().any(|o| matches!(o, Op::Heartbeat { .. }))
+    }
+
+    fn renewal_pending(&self) -> bool {
+        self.ops
+            .values()
+            .any(|o| matches!(o, Op::RenewId { .. } | Op::ReadIdAfterRenew))
     }
 
     fn nothing_owned(&self) -> bool {
@@ -125,16 +151,17 @@ impl Member {
             {
                 self.begin_release(now);
             }
+            // A renewal in flight would make the rewrite's compare-and-set fail: wait for it.
             Phase::Restarting
-                if self.nothing_owned()
-                    && !self.heartbeat_pending()
-                    && !self.ops.values().any(|o| matches!(o, Op::RestartClaim)) =>
+                if self.nothing_owned() && !self.heartbeat_pending() && !self.renewal_pending() =>
             {
-                self.step_down(now, true);
-                self.stop_assignment_watch(None);
-                self.phase = Phase::Stopped;
-                self.timers.clear();
-                self.notify(Notification::Stopped);
+                if self.identity.as_ref().is_some_and(|c| !c.handed_over) {
+                    self.hand_over_for_restart(now);
+                } else if !self.ops.values().any(|o| matches!(o, Op::RestartClaim)) {
+                    self.phase = Phase::Stopped;
+                    self.timers.clear();
+                    self.notify(Notification::Stopped);
+                }
             }
             _ => {}
         }

@@ -20,7 +20,13 @@ impl Member {
         let Some(c) = self.identity.clone() else {
             return;
         };
-        if self.phase != Phase::Member && self.phase != Phase::Leaving {
+        // A restarting member keeps its claim until it rewrites it for the next process.
+        let holding = match self.phase {
+            Phase::Member | Phase::Leaving => true,
+            Phase::Restarting => !c.handed_over,
+            _ => false,
+        };
+        if !holding {
             return;
         }
         if self
@@ -112,14 +118,15 @@ impl Member {
         let Some(c) = self.identity.as_mut() else {
             return;
         };
-        if now < c.valid_until || c.suspect {
+        if now < c.valid_until || c.suspect || c.handed_over {
             return;
         }
         c.suspect = true;
         // Under `Hold` the cached assignment is kept through the outage (no exclusivity is
         // promised meanwhile); nothing is done under the id until it is confirmed — leading
-        // included.
-        if self.config.on_disconnect == DisconnectPolicy::Fence {
+        // included. A restarting member has revoked everything for good already, and its
+        // heartbeat must keep saying `Restarting`.
+        if self.config.on_disconnect == DisconnectPolicy::Fence && self.phase != Phase::Restarting {
             self.fence(now);
         }
         self.step_down(now, true);

@@ -461,3 +461,76 @@ fn after_a_long_outage_a_member_whose_id_was_taken_never_acts_under_it() {
     assert!(h.m.owned().is_empty());
     assert_eq!(h.m.worker_id(), Some(&wid(1)));
 }
+
+/// The member's `create` of worker-0 lands at once but its answer is held back for `delay`
+/// (a paused process, a slow reply); `then` runs on the store before the answer arrives.
+fn create_answered_late(delay: std::time::Duration, then: impl FnOnce(&mut H)) -> (H, usize) {
+    let mut h = H::new(config(|_| {}));
+    h.hold_when(|r| matches!(r, KvRequest::Create { bucket, .. } if bucket == "parti-ids"));
+    h.start();
+    assert_eq!(h.held.len(), 1);
+    let req = h.held[0].1.clone();
+    let Ok(KvReply::Written(rev)) = h.kv.exec(&req) else {
+        panic!("the create lands")
+    };
+    h.release_holds();
+    h.advance(delay);
+    then(&mut h);
+    let from = h.log.len();
+    h.answer_held_with(0, Ok(KvReply::Written(rev)));
+    (h, from)
+}
+
+fn heartbeats_as(h: &H, from: usize, worker: u32) -> usize {
+    h.requests_since(from)
+        .iter()
+        .filter(|r| {
+            matches!(r, KvRequest::Put { bucket, key, .. }
+                if bucket == "parti-heartbeats" && *key == wid(worker).to_string())
+        })
+        .count()
+}
+
+#[test]
+fn a_claim_confirmed_only_after_its_validity_is_not_acted_under() {
+    // Sim seed 3742: a process paused right after its `create` landed took the answer, 3 s
+    // later, as a fresh claim and heartbeated and stood as worker-1 — but the claim had expired
+    // meanwhile and another process had created worker-1.
+    let (mut h, from) = create_answered_late(secs(29), |h| {
+        h.kv.expire("parti-ids", "worker-0");
+        h.put_claim(0, claim(OTHER));
+    });
+    // Suspect from the start: no heartbeat, no candidacy, only a compare-and-set renewal; its
+    // conflict is re-read (someone else's claim) and the member lists the ids again.
+    let reqs = h.requests_since(from);
+    let names: Vec<&str> = reqs.iter().map(|r| r.name()).collect();
+    assert_eq!(&names[..3], &["update", "entry", "keys"], "{reqs:?}");
+    assert!(
+        matches!(&reqs[0], KvRequest::Update { bucket, key, .. } if bucket == "parti-ids" && key == "worker-0")
+    );
+    assert_eq!(heartbeats_as(&h, from, 0), 0, "{reqs:?}");
+    // Claimed again as worker-1.
+    assert!(
+        h.notes
+            .contains(&Notification::IdentityLost { worker: wid(0) })
+    );
+    assert_eq!(h.m.worker_id(), Some(&wid(1)));
+    assert_eq!(h.claim_of(0).unwrap().instance, OTHER);
+    h.advance(secs(5));
+    assert_eq!(heartbeats_as(&h, from, 0), 0, "never acts as worker-0");
+    assert!(heartbeats_as(&h, from, 1) > 0);
+}
+
+#[test]
+fn a_late_confirmed_claim_that_is_still_ours_is_kept() {
+    // The key outlived the answer (nobody took it): the renewal confirms it and the member goes on.
+    let (mut h, from) = create_answered_late(secs(28), |_| {});
+    h.advance(secs(1));
+    assert_eq!(h.m.worker_id(), Some(&wid(0)));
+    assert!(
+        !h.notes
+            .iter()
+            .any(|n| matches!(n, Notification::IdentityLost { .. }))
+    );
+    assert!(heartbeats_as(&h, from, 0) > 0);
+}

@@ -4,6 +4,7 @@ use parti_core::config::DisconnectPolicy;
 use parti_core::machine::KvRequest;
 use parti_core::member::{Action, Notification};
 use parti_core::records::{Intent, Phase};
+use parti_core::store::KvError;
 use parti_core::{Term, WorkerState};
 
 use crate::harness::*;
@@ -288,4 +289,122 @@ fn a_fresh_claim_applies_a_record_written_just_before_the_newest_bump() {
     // process claims its id again, so the record is addressed to it.)
     let new = restarted_under_a_new_term(false, 2, ME);
     assert_eq!(new.m.owned(), vec![owned("a", 1, 1)]);
+}
+
+fn ids_updates_since(h: &H, from: usize) -> Vec<parti_core::records::IdClaim> {
+    use parti_core::records::{IdClaim, Record};
+    h.requests_since(from)
+        .into_iter()
+        .filter_map(|r| match r {
+            KvRequest::Update { bucket, value, .. } if bucket == "parti-ids" => {
+                IdClaim::decode(&value).ok()
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_restart_invites_the_takeover_only_after_the_application_gave_its_partitions_up() {
+    // Sim seed 2105: the claim said `restarting` while `on_revoked` still ran, so the next
+    // process took the id over (and got the partitions back at once) while this one still
+    // worked on them.
+    let mut h = H::follower(config(|c| c.preferred_id = Some(0)));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    h.auto_deliver = false;
+    let from = h.log.len();
+    h.m.request_restart(h.now);
+    h.run();
+    let (delivery, revoked, assigned) = h.deliveries.last().cloned().unwrap();
+    assert_eq!((revoked, assigned), (vec![owned("a", 1, 1)], vec![]));
+    assert_eq!(h.heartbeat_of(0).unwrap().intent, Intent::Restarting);
+    assert_eq!(h.m.state(), WorkerState::Shutdown);
+    // A slow handler: the id stays ours meanwhile (renewed, never marked restarting).
+    h.advance(secs(15));
+    let claim = h.claim_of(0).unwrap();
+    assert_eq!((claim.instance, claim.restarting_until_ms), (ME, None));
+    assert_eq!(ids_updates_since(&h, from).len(), 1, "renewed at 10 s");
+    assert!(!h.m.is_stopped());
+    let before = h.log.len();
+    h.complete(delivery);
+    let names: Vec<&str> = h.requests_since(before).iter().map(|r| r.name()).collect();
+    assert_eq!(names, vec!["put", "update"], "heartbeat, then the claim");
+    assert_eq!(
+        h.claim_of(0).unwrap().restarting_until_ms,
+        Some(WALL0 + 15_000 + 30_000)
+    );
+    assert!(h.m.is_stopped());
+}
+
+#[test]
+fn a_restarting_leader_hands_leadership_over_before_its_id_can_be_taken_over() {
+    // Sim seed 542: the claim said `restarting` while the old process still led (renewing the
+    // leader key, publishing) as the worker a new process had just taken over.
+    let mut h = H::new(config(|c| c.preferred_id = Some(0)));
+    h.start();
+    h.advance(secs(1));
+    assert!(h.m.is_leader());
+    assert_eq!(h.m.owned().len(), 3);
+    h.auto_deliver = false;
+    let from = h.log.len();
+    h.m.request_restart(h.now);
+    h.run();
+    h.advance(secs(2));
+    assert_eq!(h.claim_of(0).unwrap().restarting_until_ms, None);
+    let (delivery, _, _) = h.deliveries.last().cloned().unwrap();
+    h.complete(delivery);
+    let reqs = h.requests_since(from);
+    let drop_leader = reqs
+        .iter()
+        .position(|r| matches!(r, KvRequest::Delete { bucket, .. } if bucket == "parti-leader"))
+        .expect("the leader key is handed over");
+    let restart_claim = reqs
+        .iter()
+        .position(|r| matches!(r, KvRequest::Update { bucket, .. } if bucket == "parti-ids"))
+        .expect("the claim is rewritten");
+    assert!(drop_leader < restart_claim, "{reqs:?}");
+    assert!(
+        !reqs[restart_claim..].iter().any(|r| matches!(
+            r,
+            KvRequest::Update { bucket, .. } | KvRequest::Put { bucket, .. }
+                if bucket != "parti-ids"
+        )),
+        "nothing written after the claim went to the next process: {reqs:?}"
+    );
+    assert!(h.leadership().is_none());
+    assert!(!h.m.is_leader());
+    assert!(h.claim_of(0).unwrap().restarting_until_ms.is_some());
+    assert!(h.m.is_stopped());
+}
+
+#[test]
+fn a_restarting_leader_stops_leading_when_its_claim_goes_unconfirmed() {
+    // Sim seed 2192: the restart stopped the claim's lapse timer, so a leader whose claim could
+    // not be renewed went on leading after the claim expired and another process created it.
+    let mut h = H::new(config(|c| {
+        c.preferred_id = Some(0);
+        c.degraded.kv_error_threshold = 0;
+    }));
+    h.start();
+    h.advance(secs(1));
+    assert!(h.m.is_leader());
+    h.auto_deliver = false;
+    // The ids bucket stops answering; the claim was last confirmed at 0 s.
+    h.fail_when(KvError::Timeout, usize::MAX, |r| {
+        matches!(
+            r,
+            KvRequest::Entry { bucket, .. } | KvRequest::Update { bucket, .. }
+                if bucket == "parti-ids"
+        )
+    });
+    h.m.request_restart(h.now);
+    h.run();
+    h.advance_to(secs(27) - ms(1));
+    assert!(h.m.is_leader(), "its claim is still trusted");
+    h.advance(ms(1));
+    assert!(
+        !h.m.is_leader(),
+        "90 % of identity_ttl: it may be someone else's id now"
+    );
+    assert!(h.leadership().is_none(), "handed over");
 }

@@ -1,9 +1,12 @@
 //! Invariant 5, unique identity: no two live instances hold the same worker id.
 //!
 //! "Hold" means acting on it: a process that has the id and is not fenced (a fenced process owns
-//! nothing and waits to learn whether its id is still its own), nor leaving with nothing left to
-//! hand over (it is releasing the id; its delete may land before the answer comes back). A
-//! paused process is compared when it resumes, after its overdue timers ran.
+//! nothing and waits to learn whether its id is still its own), nor shutting down — leaving or
+//! restarting — with nothing left to hand over and no leadership (it is releasing the id: its
+//! delete, or its claim rewritten for the next process, may land before the answer comes back,
+//! and a restarting member whose claim lapsed meanwhile does nothing under it). A leader, or a
+//! process whose application still holds partitions, always acts. A paused process is compared
+//! when it resumes, after its overdue timers ran.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

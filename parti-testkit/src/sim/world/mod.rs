@@ -616,9 +616,16 @@ impl World {
         {
             found.push(v);
         }
-        // A leaving member that owns nothing any more is releasing its id (the delete may have
-        // landed before its answer comes back): it no longer acts under it.
-        let releasing = m.state() == parti_core::WorkerState::Leaving && node.app.held.is_empty();
+        // A member shutting down — leaving, or restarting (`Shutdown` while not stopped) — whose
+        // application owns nothing any more and that does not lead is handing its id over: it
+        // applies no record and writes nothing under the id but its hand-over (the delete, or the
+        // claim rewritten for the next process, may land before its answer comes back; a claim
+        // that lapsed meanwhile is not even renewed). It no longer acts under the id.
+        let releasing = matches!(
+            m.state(),
+            parti_core::WorkerState::Leaving | parti_core::WorkerState::Shutdown
+        ) && node.app.held.is_empty()
+            && !m.is_leader();
         let acting = m
             .worker_id()
             .filter(|_| {
