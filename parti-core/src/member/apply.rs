@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use super::target::Target;
 use super::{Action, DeliveryId, Member, Notification, Phase, ReadPurpose, Timer};
 use crate::machine::{IoAction, KvReply, KvResult, WatchId};
 use crate::records::{AssignmentRecord, Intent, Names, OwnedPartition, TermCounter};
@@ -53,7 +54,7 @@ pub(super) struct Apply {
     /// Version of the newest record fully delivered and acknowledged.
     pub(super) applied: Version,
     /// What the application should own.
-    pub(super) target: BTreeMap<PartitionId, OwnedPartition>,
+    pub(super) target: Target,
     /// The version `target` comes from, until it is delivered.
     pub(super) target_version: Option<Version>,
     /// What the application was told (including a delivery still running).
@@ -246,11 +247,13 @@ impl Member {
             self.apply.foreign += 1;
             self.apply.target.clear();
         } else {
-            self.apply.target = record
-                .partitions
-                .into_iter()
-                .map(|p| (p.partition.id().clone(), p))
-                .collect();
+            self.apply.target.set(
+                record
+                    .partitions
+                    .into_iter()
+                    .map(|p| (p.partition.id().clone(), p))
+                    .collect(),
+            );
         }
         self.apply.target_version = Some(record.version);
     }
@@ -330,7 +333,7 @@ impl Member {
     /// Moves the delivery pipeline: if nothing runs and the application's view differs from the
     /// target, emit one delivery; if it does not differ, the target's version is applied at once.
     pub(super) fn pump(&mut self, now: Instant) {
-        if self.apply.in_flight.is_some() {
+        if self.apply.in_flight.is_some() || self.told_is_target() {
             return;
         }
         let a = &self.apply;
@@ -346,7 +349,7 @@ impl Member {
             .filter(|(k, v)| a.told.get(*k).is_none_or(|t| t.fence != v.fence))
             .map(|(_, v)| v.clone())
             .collect();
-        self.apply.told = self.apply.target.clone();
+        self.apply.told = self.apply.target.copied();
         if revoked.is_empty() && assigned.is_empty() {
             if let Some(v) = self.apply.target_version.take() {
                 self.applied(now, v);
@@ -368,6 +371,12 @@ impl Member {
             revoked,
             assigned,
         });
+    }
+
+    /// Nothing for the pipeline to do: the target has not moved since it was copied into
+    /// `told` (so their diff is empty) and no version waits to be applied.
+    fn told_is_target(&self) -> bool {
+        !self.apply.target.is_changed() && self.apply.target_version.is_none()
     }
 
     pub(super) fn on_delivered(&mut self, now: Instant, delivery: DeliveryId, timed_out: bool) {

@@ -9,6 +9,7 @@ mod internals;
 mod leave;
 mod relay;
 mod renewal;
+mod target;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};

@@ -163,6 +163,7 @@
 //! - **Weights**: imbalance = heaviest `load / capacity` over the mean − 1.
 
 mod events;
+mod holders;
 mod liveness;
 mod notify;
 mod plan;
@@ -170,6 +171,7 @@ mod publish;
 mod results;
 mod slots;
 mod takeover;
+mod target;
 
 #[cfg(test)]
 mod tests;
@@ -189,6 +191,7 @@ use plan::Window;
 use publish::Batch;
 use slots::Slot;
 use takeover::Loading;
+use target::PlanTarget;
 
 pub use notify::{PlanReason, PlannerInit, PlannerNotification, PlannerState};
 
@@ -279,6 +282,7 @@ pub struct Planner {
     term: Term,
     hb_bucket: String,
     as_bucket: String,
+    /// Replaced only with `target.catalog_replaced()` (its coverage memo).
     catalog: BTreeMap<PartitionId, Partition>,
     ids: IdGen,
     stage: Stage,
@@ -287,7 +291,7 @@ pub struct Planner {
     live: Liveness,
     slots: BTreeMap<WorkerId, Slot>,
     /// The desired plan.
-    target: Assignment,
+    target: PlanTarget,
     /// The members the desired plan was made for (`meta.members`).
     planned: BTreeSet<WorkerId>,
     lifecycle: Lifecycle,
@@ -372,7 +376,7 @@ impl Planner {
             term_watch,
             live,
             slots: BTreeMap::new(),
-            target: Assignment::new(),
+            target: PlanTarget::default(),
             planned: BTreeSet::new(),
             lifecycle: Lifecycle::ColdStart,
             version: Version::ZERO,
@@ -544,6 +548,7 @@ impl Planner {
             .map(|p| (p.id().clone(), p))
             .collect();
         let old = std::mem::replace(&mut self.catalog, catalog);
+        self.target.catalog_replaced();
         if matches!(self.stage, Stage::Running) {
             self.apply_catalog_change(now, &old);
         }

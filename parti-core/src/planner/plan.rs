@@ -238,7 +238,7 @@ impl Planner {
             }
         }
         let moved = self.target.diff(&next).moved.len();
-        self.target = next;
+        self.target.set(next);
         self.planned = self.eligible(now);
         self.last_replan = Some(now);
         self.window = None;
@@ -256,6 +256,9 @@ impl Planner {
 
     /// Places every partition that has no owner in the plan, moving nothing.
     pub(super) fn coverage(&mut self, now: Instant, reason: PlanReason) {
+        if self.target.covers_catalog() {
+            return;
+        }
         let uncovered: Vec<PartitionId> = self
             .catalog
             .keys()
@@ -263,6 +266,7 @@ impl Planner {
             .cloned()
             .collect();
         if uncovered.is_empty() {
+            self.target.set_covers_catalog();
             return;
         }
         let specs = self.specs(now);

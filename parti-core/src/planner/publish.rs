@@ -16,8 +16,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
+use super::holders::Holders;
 use super::later;
-use super::slots::{Holds, Slot};
+use super::slots::Slot;
 use super::{PlanReason, Planner, PlannerNotification, Timer};
 use crate::machine::{IoAction, KvRequest, OpId};
 use crate::records::{AssignmentRecord, ClusterMeta, Intent, Names, OwnedPartition, Phase, Record};
@@ -146,29 +147,12 @@ impl Planner {
     /// Adds every record write possible now to `batch`; returns whether some partition of the
     /// plan is withheld (its previous owner may still hold it).
     fn wave(&mut self, now: Instant, batch: &mut Batch) -> bool {
-        let mut blockers: BTreeMap<PartitionId, BTreeSet<WorkerId>> = BTreeMap::new();
-        let mut claims: BTreeMap<PartitionId, BTreeSet<WorkerId>> = BTreeMap::new();
-        let mut any_holders: BTreeSet<WorkerId> = BTreeSet::new();
-        for (w, s) in &self.slots {
-            for p in s.kv_ids() {
-                blockers.entry(p.clone()).or_default().insert(w.clone());
-                claims.entry(p).or_default().insert(w.clone());
-            }
-            if self.live.is_alive(w) {
-                match &s.holds {
-                    // Test-only fault: forget what a live member may still hold.
-                    Holds::Set(_) if self.faults.grant_before_ack => {}
-                    Holds::Any => {
-                        any_holders.insert(w.clone());
-                    }
-                    Holds::Set(set) => {
-                        for p in set {
-                            blockers.entry(p.clone()).or_default().insert(w.clone());
-                        }
-                    }
-                }
-            }
-        }
+        let holders = Holders::new(
+            self.slots.iter(),
+            |w| self.live.is_alive(w),
+            self.faults.grant_before_ack,
+            self.catalog.len(),
+        );
         let eligible = self.eligible(now);
         let mut workers: BTreeSet<WorkerId> = self.slots.keys().cloned().collect();
         workers.extend(self.target.workers().cloned());
@@ -180,25 +164,30 @@ impl Planner {
         for w in workers {
             let slot = self.slots.get(&w);
             let plan = self.target.partitions_of(&w).unwrap_or(&empty);
-            let rec = slot.map(Slot::rec_ids).unwrap_or_default();
-            let free = |p: &PartitionId| {
-                blockers.get(p).is_none_or(|b| b.iter().all(|x| *x == w))
-                    && any_holders.iter().all(|x| *x == w)
-            };
+            let rec: Vec<&PartitionId> = slot.map(Slot::sorted_rec_ids).unwrap_or_default();
             // A partition the store gives to two workers (only ever inherited from a messy
             // takeover) is kept by neither: it is taken away and granted again once free.
-            let keep: BTreeSet<PartitionId> = rec
-                .intersection(plan)
-                .filter(|p| claims.get(*p).is_none_or(|c| c.iter().all(|x| *x == w)))
-                .cloned()
-                .collect();
-            let wanted: Vec<&PartitionId> = plan.difference(&keep).collect();
-            let add: BTreeSet<PartitionId> = wanted
-                .iter()
-                .filter(|p| free(p))
-                .map(|p| (*p).clone())
-                .collect();
-            withheld |= add.len() < wanted.len();
+            // `keep` = rec ∩ plan claimed by `w` alone; `add` = the rest of the plan that is
+            // free; `next` = both, in plan order (one merge pass over plan and rec, sorted).
+            let mut keep: Vec<&PartitionId> = Vec::new();
+            let mut add: Vec<&PartitionId> = Vec::new();
+            let mut next: Vec<&PartitionId> = Vec::new();
+            let mut wanted = 0usize;
+            let mut in_rec = rec.iter().peekable();
+            for p in plan {
+                while in_rec.next_if(|x| **x < p).is_some() {}
+                if in_rec.next_if(|x| **x == p).is_some() && holders.claimed_only_by(p, &w) {
+                    keep.push(p);
+                    next.push(p);
+                } else {
+                    wanted += 1;
+                    if holders.is_free_for(p, &w) {
+                        add.push(p);
+                        next.push(p);
+                    }
+                }
+            }
+            withheld |= add.len() < wanted;
             let regrant = match self.needs_regrant(now, &w) {
                 Ok(r) => r,
                 Err(at) => {
@@ -213,11 +202,9 @@ impl Planner {
                 && plan.is_empty()
                 && eligible.contains(&w)
                 && self.live.is_alive(&w);
-            let mut next = keep.clone();
-            next.extend(add.iter().cloned());
-            // Records are addressed to one process of the id (its heartbeat's instance); a
-            // new process holds nothing of a record meant for its predecessor, so what it
-            // keeps is given to it anew, with new fences.
+            // Records are addressed to one process of the id and its fence round (its
+            // heartbeat's); a new process or round holds nothing of a record meant for
+            // another, so what it keeps is given to it anew, with new fences.
             let Some(to) = self.address(&w) else {
                 // Never heard of and no record: nobody to address a grant to yet.
                 withheld |= !next.is_empty();
@@ -228,7 +215,10 @@ impl Planner {
                     .and_then(|s| s.rec.as_ref())
                     .is_some_and(|r| (r.instance, r.round) != to);
             if next != rec || regrant || must || first || readdress {
-                writes.push((w, keep, add, regrant, readdress, to));
+                let owned = |s: Vec<&PartitionId>| -> BTreeSet<PartitionId> {
+                    s.into_iter().cloned().collect()
+                };
+                writes.push((w, owned(keep), owned(add), regrant, readdress, to));
             }
         }
         // A member that stays fenced is re-granted again at the end of the rate limit, even

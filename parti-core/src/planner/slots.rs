@@ -112,6 +112,21 @@ impl Slot {
         self.rec.as_ref().map(ids).unwrap_or_default()
     }
 
+    /// Partitions of the record in the store, borrowed, sorted and without repeats (as
+    /// [`Slot::rec_ids`], for a merge pass; records we write are sorted already).
+    pub(super) fn sorted_rec_ids(&self) -> Vec<&PartitionId> {
+        let mut v: Vec<&PartitionId> = self
+            .rec
+            .iter()
+            .flat_map(|r| r.partitions.iter().map(|o| o.partition.id()))
+            .collect();
+        if !v.windows(2).all(|x| x[0] < x[1]) {
+            v.sort_unstable();
+            v.dedup();
+        }
+        v
+    }
+
     /// Version of the record in the store.
     pub(super) fn version(&self) -> Version {
         self.rec.as_ref().map_or(Version::ZERO, |r| r.version)

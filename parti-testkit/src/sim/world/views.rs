@@ -59,6 +59,13 @@ impl World {
     /// Whether every catalog partition is believed owned by exactly one running process.
     #[must_use]
     pub fn is_covered(&self) -> bool {
+        // Exactly one belief per catalog partition needs exactly that many beliefs in all: a
+        // cheap test that rules out most instants (e.g. every millisecond of a handoff) before
+        // the map is built.
+        let beliefs: usize = self.running().map(|(_, x)| x.app.held.len()).sum();
+        if beliefs != self.catalog.len() {
+            return false;
+        }
         let b = self.believers();
         b.len() == self.catalog.len()
             && b.values().all(|n| *n == 1)
@@ -70,12 +77,13 @@ impl World {
     #[must_use]
     pub fn is_settled(&self) -> bool {
         let leaders = self.leaders();
+        // The per-process tests first: coverage costs O(partitions).
         leaders.len() == 1
             && self.nodes[leaders[0]].planner_state() == Some(PlannerState::Idle)
-            && self.is_covered()
             && self
                 .running()
                 .all(|(_, x)| x.member.state() == parti_core::WorkerState::Stable)
+            && self.is_covered()
     }
 
     /// Worker id → partitions its running process believes it owns.
