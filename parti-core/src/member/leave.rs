@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use super::{Member, Notification, Op, Phase, Timer};
 use crate::machine::{KvRequest, KvResult};
+use crate::planner::PlannerState;
 use crate::records::{IdClaim, Intent, Names, Record};
 use crate::types::Revision;
 
@@ -147,7 +148,8 @@ impl Member {
             Phase::Leaving
                 if self.nothing_owned()
                     && self.apply.target_version.is_none()
-                    && !self.heartbeat_pending() =>
+                    && !self.heartbeat_pending()
+                    && self.publication_done() =>
             {
                 self.begin_release(now);
             }
@@ -167,8 +169,25 @@ impl Member {
         }
     }
 
+    /// A leaving leader keeps leading until the publication that took its partitions away
+    /// has also granted them (or the leave timed out): otherwise they stay unowned until the
+    /// next leader's takeover repairs it.
+    fn publication_done(&self) -> bool {
+        self.apply.closed
+            || self.planner.as_ref().is_none_or(|p| {
+                !matches!(
+                    p.state(),
+                    PlannerState::Loading | PlannerState::Rebalancing | PlannerState::Emergency
+                )
+            })
+    }
+
     fn begin_release(&mut self, now: Instant) {
         self.phase = Phase::Releasing;
+        // From here on nothing is applied: the heartbeat is about to go, so a leader that
+        // grants to this id meanwhile (one taking over from `meta`) would soon declare it dead
+        // and give the partitions to others while we still worked on them.
+        self.apply.closed = true;
         for t in [
             Timer::Heartbeat,
             Timer::RenewId,

@@ -110,6 +110,26 @@ fn leave_is_bounded_by_the_shutdown_timeout_and_revokes_locally() {
     assert!(h.claim_of(0).is_none());
 }
 
+/// Once a leaving member releases its heartbeat it applies nothing any more: a leader taking
+/// over from `meta` may still grant to the id, and would declare it dead (no heartbeat) and give
+/// the partitions elsewhere while the leaver worked on them. (Simulator seed 7307.)
+#[test]
+fn a_releasing_member_applies_no_further_record() {
+    let mut h = H::follower(config(|_| {}));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    h.m.request_leave(h.now);
+    h.run();
+    h.hold_when(|r| r.name() == "delete");
+    h.record(0, 1, 2, Phase::Revoke, &[]);
+    assert!(h.m.owned().is_empty());
+    assert!(
+        h.requests_since(0).iter().any(|r| r.name() == "delete"),
+        "the release has begun"
+    );
+    h.grant(0, 1, 3, &[owned("a", 1, 3)]);
+    assert!(h.m.owned().is_empty(), "nothing applied while releasing");
+}
+
 #[test]
 fn leave_before_an_id_is_held_stops_at_once() {
     let mut h = H::new(config(|_| {}));
