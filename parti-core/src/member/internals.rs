@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::{Action, Member, Notification, Op, Phase, Timer};
 use crate::machine::{IoAction, KvRequest, KvResult, OpId};
-use crate::planner::Planner;
+use crate::planner::{Planner, PlannerState};
 use crate::records::{DecodeError, Record};
 use crate::store::KvError;
 use crate::types::WorkerState;
@@ -167,7 +167,13 @@ impl Member {
             Phase::Member if self.apply.fence.is_some() => WorkerState::Fenced,
             Phase::Member if !self.election.settled => WorkerState::Election,
             Phase::Member if !self.ready => WorkerState::WaitingAssignment,
-            Phase::Member => WorkerState::Stable,
+            // A leader mirrors its planner's work, as the Go library's leader does.
+            Phase::Member => match self.planner.as_ref().map(Planner::state) {
+                Some(PlannerState::Scaling) => WorkerState::Scaling,
+                Some(PlannerState::Rebalancing) => WorkerState::Rebalancing,
+                Some(PlannerState::Emergency) => WorkerState::Emergency,
+                _ => WorkerState::Stable,
+            },
         }
     }
 

@@ -1,16 +1,12 @@
-//! The member with the real planner embedded (needs the `Planner` behaviour of branch `planner`;
-//! ignored until it is merged).
+//! The member with the real planner embedded.
 
 use parti_core::member::Notification;
 use parti_core::{Version, WorkerState};
 
 use crate::harness::*;
 
-const NEEDS_PLANNER: &str = "needs the Planner behaviour (branch `planner`)";
-
 #[test]
 fn a_lone_member_leads_and_owns_every_partition() {
-    let _ = NEEDS_PLANNER;
     let mut h = H::new(config(|_| {}));
     h.start();
     assert!(h.m.is_leader());
@@ -21,11 +17,23 @@ fn a_lone_member_leads_and_owns_every_partition() {
             .map(|p| p.partition.id().to_string())
             .collect();
     assert_eq!(names, vec!["a", "b", "c"], "notes: {:?}", h.notes);
-    assert_eq!(h.m.state(), WorkerState::Stable);
+    // A leader mirrors its planner: the cold-start window is running.
+    assert_eq!(h.m.state(), WorkerState::Scaling);
     assert!(h.m.applied_version() > Version(0));
     // Through the cold-start window and beyond: still everything, and no churn.
     h.advance(secs(120));
     assert_eq!(h.m.owned().len(), 3);
+    assert_eq!(h.m.state(), WorkerState::Stable);
+    let changes = state_changes(&h.notes);
+    assert_eq!(
+        changes[changes.len() - 3..],
+        [
+            (WorkerState::WaitingAssignment, WorkerState::Scaling),
+            (WorkerState::Scaling, WorkerState::Rebalancing),
+            (WorkerState::Rebalancing, WorkerState::Stable),
+        ],
+        "cold start: window, final plan, settled: {changes:?}"
+    );
     assert!(
         h.notes
             .iter()
