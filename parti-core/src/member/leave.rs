@@ -152,6 +152,10 @@ impl Member {
         ] {
             self.timers.stop(t);
         }
+        // Its heartbeat goes now: the leader will take it for dead and grant its partitions
+        // elsewhere, and nothing fences a releasing member. A record that arrives meanwhile (a
+        // re-grant after a `Fenced` heartbeat sent while leaving) must not be applied.
+        self.revoke_locally_for_good();
         self.release_leader = self.election.lead.as_ref().map(|l| l.revision);
         self.step_down(now, false);
         let Some(id) = self.identity.as_ref().map(|c| c.id.clone()) else {

@@ -136,7 +136,10 @@ fn heartbeats_received_while_the_leaders_slow_echo_is_stale_count_once_it_is_cur
         s.deliver_beat(&w(0), rev, hb);
     }
     s.pump();
-    assert!(dead(&s).is_empty(), "false deaths when the slow echoes arrive");
+    assert!(
+        dead(&s).is_empty(),
+        "false deaths when the slow echoes arrive"
+    );
     let m = s.members.get_mut(&w(0)).unwrap();
     m.up = true;
     m.next_beat = s.epoch + secs(22);
