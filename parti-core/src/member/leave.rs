@@ -184,10 +184,6 @@ impl Member {
 
     fn begin_release(&mut self, now: Instant) {
         self.phase = Phase::Releasing;
-        // From here on nothing is applied: the heartbeat is about to go, so a leader that
-        // grants to this id meanwhile (one taking over from `meta`) would soon declare it dead
-        // and give the partitions to others while we still worked on them.
-        self.apply.closed = true;
         for t in [
             Timer::Heartbeat,
             Timer::RenewId,
@@ -198,6 +194,11 @@ impl Member {
         ] {
             self.timers.stop(t);
         }
+        // Its heartbeat goes now: the leader will take it for dead and grant its partitions
+        // elsewhere, and nothing fences a releasing member. A record that arrives meanwhile (a
+        // re-grant after a `Fenced` heartbeat sent while leaving, a grant of a leader taking
+        // over from `meta`) must not be applied.
+        self.revoke_locally_for_good();
         self.release_leader = self.election.lead.as_ref().map(|l| l.revision);
         self.step_down(now, false);
         let Some(id) = self.identity.as_ref().map(|c| c.id.clone()) else {

@@ -37,6 +37,16 @@
 //! nobody is declared dead earlier than by the literal formula, and with a healthy channel
 //! (echoes received promptly, every interval) both agree.
 //!
+//! **A heartbeat received while the echo is stale counts as received when the channel is current
+//! again.** While stale, observed time stands at `own_echo + heartbeat_interval`, and a stamp
+//! taken then is that stop. But the echoes that end the staleness may show the leader's writes
+//! merely slow, not stalled (sent every interval, stored late): their send times move observed
+//! time on past the stop, by up to the whole stale time, and a stamp left at the stop would
+//! count a worker silent over time in which the leader heard it (false deaths: a worker that
+//! heartbeated a moment before the leader's slow echoes arrived, stamped ages ago). Such a
+//! stamp is therefore moved to observed time at the echo after which the channel is current:
+//! the heartbeat was received before, so no later than that (a stamp only moves later).
+//!
 //! **Dead means fenced** (a choice where PROTOCOL.md is silent): a worker is declared dead only
 //! if, besides the formula, the leader's own echo came at least `heartbeat_ttl - fence_margin`
 //! (`fence_after`) after the worker's last delivered heartbeat, on the observed clock (the echo
@@ -131,6 +141,8 @@ pub(super) struct Liveness {
     fence_after: Duration,
     /// Time during which the echo was stale, summed: the observed clock is behind `now` by it.
     frozen: Duration,
+    /// Workers stamped while the echo was stale: restamped when the channel is current again.
+    heard_stale: BTreeSet<WorkerId>,
     interval: Duration,
     dead_after: Duration,
     rejoin_window: Duration,
@@ -163,6 +175,7 @@ impl Liveness {
             echo_seen: now,
             fence_after,
             frozen: Duration::ZERO,
+            heard_stale: BTreeSet::new(),
             interval,
             dead_after,
             rejoin_window,
@@ -210,8 +223,14 @@ impl Liveness {
             self.own_echo = self.own_echo.max(sent_at);
             // Everything stored before the echo was sent has been delivered: its position.
             self.echo_seen = self.echo_seen.max(self.observed_now(sent_at));
+            if self.channel_current(now) {
+                self.restamp_heard_stale(now);
+            }
         }
         let stamp = self.observed_now(now);
+        if !self.channel_current(now) {
+            self.heard_stale.insert(worker.clone());
+        }
         let beat = Beat::from(hb);
         let mut out = Observed::default();
         let info = self.workers.entry(worker.clone()).or_insert(WorkerInfo {
@@ -264,6 +283,22 @@ impl Liveness {
         out
     }
 
+    /// The channel is current again: every worker stamped while the echo was stale is stamped
+    /// at observed `now` instead (module docs), unless declared dead since.
+    fn restamp_heard_stale(&mut self, now: Instant) {
+        let stamp = self.observed_now(now);
+        for w in std::mem::take(&mut self.heard_stale) {
+            if let Some(info) = self.workers.get_mut(&w)
+                && !info.dead
+                && info.seen < stamp
+            {
+                self.by_seen.remove(&(info.seen, w.clone()));
+                info.seen = stamp;
+                self.by_seen.insert((stamp, w));
+            }
+        }
+    }
+
     /// A member named by `meta` (or owning partitions in a record) that has no heartbeat at
     /// takeover: it must appear within `heartbeat_ttl + emergency_grace` of `now`.
     pub(super) fn expect(&mut self, now: Instant, worker: &WorkerId) {
@@ -271,6 +306,9 @@ impl Liveness {
             return;
         }
         let stamp = self.observed_now(now);
+        if !self.channel_current(now) {
+            self.heard_stale.insert(worker.clone());
+        }
         self.workers.insert(
             worker.clone(),
             WorkerInfo {

@@ -428,3 +428,49 @@ fn a_restarting_leader_stops_leading_when_its_claim_goes_unconfirmed() {
     );
     assert!(h.leadership().is_none(), "handed over");
 }
+
+/// A leaving member fenced by slow heartbeat writes says `Fenced`, so the leader re-grants it;
+/// once it holds nothing it deletes its heartbeat. A record of its fence round arriving then
+/// must not be applied: with its heartbeat gone the leader declares it dead and grants those
+/// partitions elsewhere, while nothing fences a releasing member (seed 9629).
+#[test]
+fn a_releasing_member_applies_no_record_even_one_that_would_end_its_fence() {
+    let mut h = H::follower(config(|_| {}));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    h.m.request_leave(h.now);
+    h.run();
+    h.hold_when(|r| matches!(r, KvRequest::Put { bucket, .. } if bucket == "parti-heartbeats"));
+    h.advance(secs(6));
+    assert!(h.m.is_fenced());
+    assert!(h.m.owned().is_empty());
+    // The slow writes land; the release starts, its heartbeat delete still in flight.
+    h.release_holds();
+    h.hold_when(|r| matches!(r, KvRequest::Delete { .. }));
+    while let Some(i) = h
+        .held
+        .iter()
+        .position(|(_, r)| !matches!(r, KvRequest::Delete { .. }))
+    {
+        h.answer_held(i);
+    }
+    assert!(h.held.iter().any(
+        |(_, r)| matches!(r, KvRequest::Delete { bucket, .. } if bucket == "parti-heartbeats")
+    ));
+    // The leader's re-grant for the fence round, as it saw the `Fenced` heartbeat.
+    let from = h.log.len();
+    h.grant(0, 1, 2, &[owned("b", 1, 2)]);
+    assert!(
+        h.m.owned().is_empty(),
+        "a releasing member took a partition"
+    );
+    assert!(
+        !h.log[from..]
+            .iter()
+            .any(|a| matches!(a, Action::Deliver { assigned, .. } if !assigned.is_empty()))
+    );
+    h.release_holds();
+    while !h.held.is_empty() {
+        h.answer_held(0);
+    }
+    assert!(h.m.is_stopped());
+}

@@ -109,6 +109,48 @@ fn a_worker_that_crashed_while_the_watch_lagged_is_declared_dead_once_it_has_cau
     assert!(s.violations.is_empty(), "{:?}", s.violations);
 }
 
+/// The leader's own writes turn slow at 10 s (seed 7794): it sends its heartbeats at 12, 14,
+/// 16, 18 and 20 s as always, but they are stored and echoed only at 21.5 s, in a burst. The
+/// other workers' heartbeats arrive promptly all along, while the echo is stale (observed time
+/// stands at 12 s). The burst shows no gap in the leader's sends, so observed time moves on to
+/// 21.5 s: workers heard at 20 s must not count as silent since 12 s (9.5 s, dead). They count
+/// as heard at 21.5 s; worker-2, crashed after its heartbeat of 20 s, is dead 9 s after that.
+#[test]
+fn heartbeats_received_while_the_leaders_slow_echo_is_stale_count_once_it_is_current() {
+    let mut s = Sim::settled(3, 6);
+    s.run_to(secs(10));
+    s.members.get_mut(&w(0)).unwrap().up = false; // its writes are slow from now on
+    let first = s.members[&w(0)].seq + 1;
+    for (i, t) in [12, 14, 16, 18, 20].into_iter().enumerate() {
+        s.run_to(secs(t));
+        let now = s.now;
+        s.p.heartbeat_sent(now, first + i as u64);
+    }
+    s.crash(2); // its last heartbeat: 20 s
+    s.run_to(ms(21_500));
+    assert!(dead(&s).is_empty(), "the echo is stale");
+    let hb_bucket = s.names.heartbeats_bucket();
+    for _ in 0..5 {
+        let hb = s.heartbeat_of(&w(0));
+        let rev = s.put_raw(&hb_bucket, "worker-0", hb.clone());
+        s.deliver_beat(&w(0), rev, hb);
+    }
+    s.pump();
+    assert!(
+        dead(&s).is_empty(),
+        "false deaths when the slow echoes arrive"
+    );
+    let m = s.members.get_mut(&w(0)).unwrap();
+    m.up = true;
+    m.next_beat = s.epoch + secs(22);
+    s.run_to(ms(30_499));
+    assert!(dead(&s).is_empty());
+    s.run_to(ms(30_500));
+    assert_eq!(dead(&s), vec![w(2)]);
+    assert!(s.p.live_members().contains(&w(1)));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
+
 #[test]
 fn nobody_is_declared_dead_while_degraded_nor_during_the_recovery_grace() {
     let mut s = Sim::settled(3, 6);
