@@ -3,8 +3,8 @@
 use parti_core::config::DisconnectPolicy;
 use parti_core::machine::KvRequest;
 use parti_core::member::{Action, Notification};
-use parti_core::records::{Intent, Leadership, Names, Phase, Record, TermCounter};
-use parti_core::{Term, Version, WorkerState};
+use parti_core::records::{Intent, Phase};
+use parti_core::{Version, WorkerState};
 
 use crate::harness::*;
 
@@ -149,20 +149,7 @@ fn a_fence_round_starts_over_when_the_member_is_cut_off_again_before_a_regrant()
 /// leader had given the partitions elsewhere: seed 4177.)
 #[test]
 fn a_member_whose_heartbeats_were_never_acknowledged_fences_from_its_first_heartbeat() {
-    let mut h = H::new(config(|c| c.degraded.kv_error_threshold = 0));
-    let lb = h.names.leader_bucket();
-    h.kv.write(
-        &lb,
-        Names::LEADER_KEY,
-        Leadership {
-            worker: wid(9),
-            instance: OTHER,
-            term: Term(1),
-        }
-        .encode(),
-    );
-    let ab = h.names.assignments_bucket();
-    h.kv.write(&ab, Names::TERM_KEY, TermCounter { term: Term(1) }.encode());
+    let mut h = H::unstarted_follower(config(|c| c.degraded.kv_error_threshold = 0));
     h.hold_when(|r| matches!(r, KvRequest::Put { bucket, .. } if bucket == "parti-heartbeats"));
     h.start();
     assert_eq!(h.m.worker_id(), Some(&wid(0)));

@@ -652,6 +652,13 @@ impl H {
 
     /// A started member holding worker-0 with the leader key held by someone else, term 1 set.
     pub fn follower(cfg: ValidConfig) -> H {
+        let mut h = H::unstarted_follower(cfg);
+        h.start();
+        h
+    }
+
+    /// A member not started yet, on a store where worker-9 leads term 1.
+    pub fn unstarted_follower(cfg: ValidConfig) -> H {
         let mut h = H::new(cfg);
         let lb = h.names.leader_bucket();
         h.kv.write(
@@ -666,7 +673,6 @@ impl H {
         );
         let ab = h.names.assignments_bucket();
         h.kv.write(&ab, Names::TERM_KEY, TermCounter { term: Term(1) }.encode());
-        h.start();
         h
     }
 }
