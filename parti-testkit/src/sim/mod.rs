@@ -27,7 +27,6 @@ mod clock;
 pub mod invariants;
 mod queue;
 pub mod scenarios;
-mod strategy;
 mod trace;
 mod world;
 
@@ -39,7 +38,6 @@ use parti_core::rng::SplitMix64;
 use parti_core::{Partition, ValidConfig};
 
 pub use invariants::Violation;
-pub use strategy::StickyCount;
 pub use trace::{EXCERPT_LINES, Trace};
 pub use world::{Control, Node, Pick, Stats, Status, World, WorldSettings, bucket_specs};
 
@@ -182,7 +180,7 @@ pub fn world(opts: &SimOptions, catalog: Vec<Partition>) -> World {
         opts.seed,
         opts.config.clone(),
         catalog,
-        Arc::new(StickyCount),
+        Arc::new(parti_strategy::StickyBalanced::default()),
         opts.settings.clone(),
         Trace::new(opts.trace),
     )
