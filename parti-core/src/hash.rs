@@ -3,7 +3,11 @@
 //! `std`'s `RandomState` seeds every map differently per process, which makes iteration order and
 //! timings differ between runs; parti never iterates a hash map to make a decision (ordered
 //! collections do that), but its indexes use this deterministic hasher so that runs are
-//! reproducible byte for byte. The mixing step is the one popularised by rustc's `FxHasher`.
+//! reproducible byte for byte. The mixing step is the one popularised by rustc's `FxHasher`;
+//! [`Hasher::finish`] applies MurmurHash3's 64-bit finaliser, because `hashbrown` picks buckets
+//! with the *low* bits of a hash and a multiply only carries entropy upwards: without it, keys
+//! that differ only past their first bytes (`p12345`, `p12346`: the constant `p` is the low
+//! byte of the word) share a few hundred buckets among 100,000 entries.
 
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -62,7 +66,7 @@ impl Hasher for StableHasher {
 
     #[inline]
     fn finish(&self) -> u64 {
-        self.hash
+        fmix64(self.hash)
     }
 }
 
@@ -74,6 +78,16 @@ pub type StableHashMap<K, V> = std::collections::HashMap<K, V, StableBuildHasher
 
 /// A `HashSet` with the deterministic hasher.
 pub type StableHashSet<K> = std::collections::HashSet<K, StableBuildHasher>;
+
+/// MurmurHash3's 64-bit finaliser: a bijection in which every input bit affects every output bit.
+#[inline]
+fn fmix64(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
 
 /// 64-bit FNV-1a of `bytes`: a stable digest for values that go on the wire (the catalog digest
 /// in `ClusterMeta`), identical on every platform and release.
@@ -98,6 +112,17 @@ mod tests {
         let b = StableBuildHasher::default();
         assert_eq!(a.hash_one("worker-7"), b.hash_one("worker-7"));
         assert_ne!(a.hash_one("worker-7"), a.hash_one("worker-8"));
+    }
+
+    /// Keys like the simulator's `p0 … p99999` must spread over the low bits (bucket index).
+    #[test]
+    fn low_bits_spread_for_short_keys_with_a_common_prefix() {
+        let b = StableBuildHasher::default();
+        let buckets: StableHashSet<u64> = (0..100_000)
+            .map(|i| b.hash_one([format!("p{i}")].as_slice()) & ((1 << 17) - 1))
+            .collect();
+        // 100,000 keys into 131,072 buckets: a uniform hash fills about 70,000 of them.
+        assert!(buckets.len() > 60_000, "{} buckets", buckets.len());
     }
 
     #[test]
