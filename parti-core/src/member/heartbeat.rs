@@ -152,8 +152,21 @@ impl Member {
             // Still fenced and cut off again: a floor read before may predate a revocation the
             // leader writes when it declares us dead; read again after the next stored
             // heartbeat.
-            Some(_) => self.new_fence_round(),
+            Some(_) => {
+                self.new_fence_round();
+                self.arm_round_timer(now);
+            }
         }
+    }
+
+    /// A fence round lasts `fence_after` unless a heartbeat is acknowledged meanwhile (which
+    /// re-arms the timer from its send time). A heartbeat of this round that lands late may
+    /// make the leader address records to the round, then declare us dead — no sooner than
+    /// `fence_after` after that heartbeat was sent, i.e. after this round began: by then we
+    /// are in the next round, and those records count as empty.
+    fn arm_round_timer(&mut self, now: Instant) {
+        self.timers
+            .set(Timer::Fence, now + self.config.fence_after());
     }
 
     /// Starts a new round of the fence in force: no floor, nothing held, a fresh read after the
@@ -175,7 +188,6 @@ impl Member {
         if self.apply.fence.is_some() {
             return;
         }
-        self.timers.stop(Timer::Fence);
         // Everything the application may still work on: what it owns and what a running
         // revocation is still releasing (it must stop now, not when its handler returns).
         let mut partitions = self.owned();
@@ -185,6 +197,11 @@ impl Member {
         }
         self.apply.fence = Some(super::apply::FenceState::default());
         self.new_fence_round();
+        if self.config.on_disconnect == DisconnectPolicy::Fence {
+            self.arm_round_timer(now);
+        } else {
+            self.timers.stop(Timer::Fence);
+        }
         self.apply.target.clear();
         self.apply.target_version = None;
         if !partitions.is_empty() {

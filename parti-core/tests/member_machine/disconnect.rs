@@ -220,3 +220,34 @@ fn a_fenced_member_leaves_the_fence_only_on_a_record_of_its_new_round() {
     assert!(!h.m.is_fenced());
     assert_eq!(h.m.owned(), vec![owned("a", 1, 3)]);
 }
+
+/// A fenced member that gets no heartbeat acknowledged starts a new fence round every
+/// `fence_after`: a heartbeat of the old round that lands late may make the leader address a
+/// re-grant to that round and then declare the member dead (no sooner than `fence_after` after
+/// that heartbeat was sent); by then the member is in the next round and the re-grant counts as
+/// empty. (Simulator seed 40081.)
+#[test]
+fn a_fenced_member_cut_off_starts_a_new_round_every_fence_after() {
+    let mut h = H::follower(config(|c| c.degraded.kv_error_threshold = 0));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]); // acknowledged by a heartbeat sent at t = 0
+    h.connection(disconnected());
+    h.advance_to(ms(5_400));
+    assert!(h.m.is_fenced());
+    assert_eq!(h.m.fence_round(), 1);
+    h.advance_to(ms(10_800) - ms(1));
+    assert_eq!(h.m.fence_round(), 1);
+    h.advance(ms(1));
+    assert_eq!(
+        h.m.fence_round(),
+        2,
+        "a new round after fence_after without an ack"
+    );
+    h.connection(connected());
+    // The leader saw a late heartbeat of round 1 and re-granted to round 1.
+    h.record_to(ME, 1, 0, 1, 2, Phase::Grant, &[owned("a", 1, 2)]);
+    assert!(h.m.is_fenced());
+    assert!(h.m.owned().is_empty());
+    // Its re-grant for round 2 ends the fence.
+    h.grant(0, 1, 3, &[owned("a", 1, 3)]);
+    assert_eq!(h.m.owned(), vec![owned("a", 1, 3)]);
+}
