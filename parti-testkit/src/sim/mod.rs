@@ -224,14 +224,17 @@ pub fn run(opts: &SimOptions) -> SimReport {
     }
     w.run_until(chaos_end);
     w.heal();
-    // The cluster must keep a member: if every process is gone or on its way out (leaving,
-    // restarting), one joins as the heal phase begins.
+    // The cluster must keep a member: if every process is gone, on its way out (leaving,
+    // restarting) or still claiming an id (which may fail at its startup timeout when the chaos
+    // kept the pool full: seed 65254), one joins as the heal phase begins.
     let staying = w
         .running()
         .filter(|(_, x)| {
             !matches!(
                 x.member().state(),
-                parti_core::WorkerState::Leaving | parti_core::WorkerState::Shutdown
+                parti_core::WorkerState::Leaving
+                    | parti_core::WorkerState::Shutdown
+                    | parti_core::WorkerState::ClaimingId
             ) && !x.respawn
         })
         .count();
