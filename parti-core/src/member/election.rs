@@ -375,7 +375,7 @@ impl Member {
             me,
             instance: self.instance,
             term,
-            partitions: self.partitions.clone(),
+            partitions: self.partitions.to_vec(),
             seed: self.rng.next_u64(),
         };
         let strategy = Box::new(SharedStrategy(self.strategy.clone()));

@@ -147,7 +147,7 @@ enum Phase {
 ///         instance: InstanceId(0x5eed),
 ///         seed: 1,
 ///         wall_epoch_ms: 1_700_000_000_000,
-///         partitions: Vec::new(),
+///         partitions: Vec::new().into(),
 ///     };
 ///     let mut member = Member::new(config, strategy, init, now);
 ///     member.start(now);
@@ -172,7 +172,7 @@ pub struct Member {
     epoch: Instant,
     wall_epoch_ms: u64,
     strategy: Arc<dyn AssignmentStrategy>,
-    partitions: Vec<Partition>,
+    partitions: Arc<[Partition]>,
     rng: SplitMix64,
     ids: IdGen,
     timers: TimerTable<Timer>,
@@ -388,11 +388,11 @@ impl Member {
     }
 
     /// Replaces the partition catalog; forwarded to the planner when leading.
-    pub fn set_partitions(&mut self, now: Instant, partitions: Vec<Partition>) {
+    pub fn set_partitions(&mut self, now: Instant, partitions: impl Into<Arc<[Partition]>>) {
         self.check_lease(now);
-        self.partitions = partitions.clone();
+        self.partitions = partitions.into();
         if let Some(p) = self.planner.as_mut() {
-            p.set_partitions(now, partitions);
+            p.set_partitions(now, self.partitions.to_vec());
         }
         self.settle(now);
     }

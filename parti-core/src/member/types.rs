@@ -18,8 +18,9 @@ pub struct MemberInit {
     /// Wall-clock Unix milliseconds at the `now` given to [`Member::new`](super::Member::new);
     /// wall-clock values written to records are this plus elapsed monotonic time.
     pub wall_epoch_ms: u64,
-    /// The partition catalog (used when this member leads).
-    pub partitions: Vec<Partition>,
+    /// The partition catalog (used when this member leads). Shared, not copied: a driver that
+    /// runs many members (the simulator) gives them all the same one.
+    pub partitions: std::sync::Arc<[Partition]>,
 }
 
 /// Identifies one [`Action::Deliver`]; its completion comes back as [`Event::Delivered`].

@@ -322,7 +322,7 @@ impl H {
                 instance,
                 seed: 7,
                 wall_epoch_ms: WALL0,
-                partitions: vec![part("a"), part("b"), part("c")],
+                partitions: vec![part("a"), part("b"), part("c")].into(),
             },
             epoch,
         );

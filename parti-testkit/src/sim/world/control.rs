@@ -460,12 +460,12 @@ impl World {
     /// Replaces the catalog on every process (the leader acts on it).
     pub fn set_catalog(&mut self, catalog: Vec<Partition>) {
         let ids: BTreeSet<PartitionId> = catalog.iter().map(|p| p.id().clone()).collect();
-        for p in &self.catalog {
+        for p in self.catalog.iter() {
             if !ids.contains(p.id()) {
                 self.checks.reaction.removed(p.id());
             }
         }
-        self.catalog = catalog;
+        self.catalog = catalog.into();
         self.catalog_gen += 1;
         self.stats.faults += 1;
         for n in 0..self.nodes.len() {
@@ -478,7 +478,7 @@ impl World {
     }
 
     pub(super) fn change_catalog(&mut self) {
-        let mut c = self.catalog.clone();
+        let mut c = self.catalog.to_vec();
         let remove = self.rng.below(3) as usize;
         for _ in 0..remove.min(c.len().saturating_sub(1)) {
             let i = self.rng.below(c.len() as u64) as usize;
@@ -496,7 +496,7 @@ impl World {
     }
 
     pub(super) fn change_weights(&mut self) {
-        let mut c = self.catalog.clone();
+        let mut c = self.catalog.to_vec();
         let k = 1 + self.rng.below(4);
         for _ in 0..k {
             if c.is_empty() {

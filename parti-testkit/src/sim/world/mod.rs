@@ -281,7 +281,8 @@ pub struct World {
     pub(crate) nodes: Vec<Node>,
     pub(crate) config: Config,
     pub(crate) names: Names,
-    pub(crate) catalog: Vec<Partition>,
+    /// Shared with every member (one copy, however many members run).
+    pub(crate) catalog: Arc<[Partition]>,
     catalog_gen: u64,
     next_partition: u64,
     strategy: Arc<dyn AssignmentStrategy>,
@@ -371,7 +372,7 @@ impl World {
             nodes: Vec::new(),
             config,
             names,
-            catalog,
+            catalog: catalog.into(),
             catalog_gen: 0,
             next_partition,
             strategy,
