@@ -74,8 +74,6 @@ pub(super) struct Apply {
     pub(super) closed: bool,
     /// Records refused (stale version or wrong term), for tests and metrics.
     pub(super) refused: u64,
-    /// Records addressed to another process of our id, taken as empty.
-    pub(super) foreign: u64,
 }
 
 impl Apply {
@@ -237,16 +235,14 @@ impl Member {
         record.instance == self.instance && record.round == self.fence_round()
     }
 
-    /// The record becomes the target. One addressed to another process of our id (our
-    /// predecessor's, however late the watch delivers it) gives us nothing: it counts as an
+    /// The record becomes the target. One addressed to another process of our id, or to an
+    /// earlier fence round of ours (a predecessor's record or a pre-fence write, however late
+    /// the watch delivers it) gives us nothing: it counts as an
     /// empty record of its version, so what we hold is revoked and its version acknowledged —
     /// the leader addresses a record to us once it has seen our heartbeat.
     fn accept(&mut self, record: AssignmentRecord) {
         self.apply.accepted = record.version;
-        if !self.addressed_to_us(&record) {
-            self.apply.foreign += 1;
-            self.apply.target.clear();
-        } else {
+        if self.addressed_to_us(&record) {
             self.apply.target.set(
                 record
                     .partitions
@@ -254,6 +250,8 @@ impl Member {
                     .map(|p| (p.partition.id().clone(), p))
                     .collect(),
             );
+        } else {
+            self.apply.target.clear();
         }
         self.apply.target_version = Some(record.version);
     }
