@@ -6,7 +6,9 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use parti_core::store::{BucketSpec, KvStore, OnMismatch, StorageKind, WatchEvent, WatchKeys};
+use parti_core::store::{
+    BucketSpec, KvError, KvStore, OnMismatch, StorageKind, WatchEvent, WatchKeys,
+};
 use parti_nats::{NatsStore, NatsStoreConfig};
 use parti_testkit::nats::NatsCluster;
 
@@ -63,7 +65,18 @@ async fn killing_the_stream_leader_leaves_the_store_usable() {
     assert_eq!(first.unwrap().unwrap(), WatchEvent::SnapshotComplete);
 
     // Write continuously; kill the leader after 1 s; stop 2 s after writes resume.
-    let mut rev = store.create("failover", "k", b"0".to_vec()).await.unwrap();
+    // Right after creation the stream's subjects may not have reached the client's server yet
+    // ("no responders": nothing was written, so retrying is safe).
+    let mut rev = loop {
+        match store.create("failover", "k", b"0".to_vec()).await {
+            Ok(rev) => break rev,
+            Err(KvError::Unavailable { reason }) => {
+                assert!(Instant::now() < deadline, "first write refused: {reason}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => panic!("first write: {err}"),
+        }
+    };
     let mut last_ok = Instant::now();
     let mut longest_gap = Duration::ZERO;
     let mut killed_at = None;
