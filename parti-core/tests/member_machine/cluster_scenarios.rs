@@ -250,7 +250,8 @@ mod random {
 
     proptest! {
         // A few cases by default (each is a 4-member cluster over minutes of virtual time);
-        // `PARTI_CLUSTER_CASES=5000 cargo test --release … -- --include-ignored` to hunt.
+        // `PARTI_CLUSTER_CASES=20000 cargo test --release -p parti-core --test member_machine
+        // random_faults` to hunt (73 s).
         #![proptest_config(ProptestConfig {
             cases: std::env::var("PARTI_CLUSTER_CASES")
                 .ok()
