@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::{Config, DisconnectPolicy};
 use crate::records::Names;
+use crate::store::BucketSpec;
 use crate::types::{WORKER_ID_MAX_LEN, check_name};
 
 /// Longest namespace accepted (bucket names add up to 12 characters to it).
@@ -336,6 +337,29 @@ impl ValidConfig {
     #[must_use]
     pub fn names(&self) -> Names {
         Names::new(&self.config.namespace)
+    }
+
+    /// The protocol's four buckets (PROTOCOL.md §1) as this config wants them: `{ns}-ids`
+    /// expiring after `identity_ttl`, `{ns}-heartbeats` after `heartbeat_ttl`, `{ns}-leader` after
+    /// `election_ttl`, and `{ns}-assignments` never; one value per key, with the replicas and
+    /// storage of [`BucketConfig`](super::BucketConfig). A driver provisions exactly these before
+    /// starting a member.
+    #[must_use]
+    pub fn bucket_specs(&self) -> Vec<BucketSpec> {
+        let names = self.names();
+        let spec = |name: String, max_age: Option<Duration>| BucketSpec {
+            name,
+            history: 1,
+            max_age,
+            replicas: self.config.buckets.replicas,
+            storage: self.config.buckets.storage,
+        };
+        vec![
+            spec(names.ids_bucket(), Some(self.config.identity_ttl)),
+            spec(names.heartbeats_bucket(), Some(self.config.heartbeat_ttl)),
+            spec(names.leader_bucket(), Some(self.config.election_ttl)),
+            spec(names.assignments_bucket(), None),
+        ]
     }
 
     /// A worker is dead after this long without a heartbeat: `heartbeat_ttl + emergency_grace`.

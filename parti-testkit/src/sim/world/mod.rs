@@ -763,21 +763,17 @@ fn short_result(r: &KvResult) -> String {
     }
 }
 
-/// The protocol's four buckets (PROTOCOL.md §1) for `config`.
+/// The protocol's four buckets (PROTOCOL.md §1) for `config`, in memory (the simulated store
+/// keeps nothing across a restart of its own).
 #[must_use]
 pub fn bucket_specs(config: &ValidConfig) -> Vec<BucketSpec> {
-    let names = config.names();
-    let spec = |name: String, max_age: Option<Duration>| BucketSpec {
-        name,
-        history: 1,
-        max_age,
-        replicas: 1,
-        storage: StorageKind::Memory,
-    };
-    vec![
-        spec(names.ids_bucket(), Some(config.identity_ttl)),
-        spec(names.heartbeats_bucket(), Some(config.heartbeat_ttl)),
-        spec(names.leader_bucket(), Some(config.election_ttl)),
-        spec(names.assignments_bucket(), None),
-    ]
+    config
+        .bucket_specs()
+        .into_iter()
+        .map(|spec| BucketSpec {
+            storage: StorageKind::Memory,
+            replicas: 1,
+            ..spec
+        })
+        .collect()
 }
