@@ -454,8 +454,12 @@ impl ManagerBuilder {
         };
 
         // Dropping `manager` (an error below, or this future dropped) makes the driver leave.
+        // The member ends its own start within `startup_timeout` of its start (Ready, or
+        // Failed); the extra second only guards against a driver that stopped answering.
+        let member_deadline =
+            tokio::time::Instant::from_std(started) + timeout + Duration::from_secs(1);
         let mut rx = manager.inner.status.clone();
-        let outcome = tokio::time::timeout_at(deadline, async {
+        let outcome = tokio::time::timeout_at(member_deadline, async {
             // Owned data only: a `watch::Ref` held across an await would make this future !Send.
             rx.wait_for(|s| s.ready || s.stopped)
                 .await

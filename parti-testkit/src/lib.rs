@@ -8,9 +8,14 @@
 //! dev-dependency.
 //!
 //! Modules: the [`contract`] suite, the [`nats`] server harness, the
-//! [`chaos`] proxy and the deterministic simulator ([`sim`], with the `parti-sim` binary).
+//! [`chaos`] proxy, the deterministic simulator ([`sim`], with the `parti-sim` binary), and for
+//! runtime scenarios the ownership [`ledger`], in-process [`cluster`]s of `Manager`s and a
+//! [`faulty`] store wrapper that cuts workers off the embedded store.
 
 pub mod chaos;
+pub mod cluster;
 pub mod contract;
+pub mod faulty;
+pub mod ledger;
 pub mod nats;
 pub mod sim;
