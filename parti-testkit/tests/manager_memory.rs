@@ -313,3 +313,60 @@ async fn a_start_dropped_half_way_leaves_nothing_behind() {
         "ids {ids:?}, heartbeats {beats:?}, leader {leader:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_dropped_half_way_still_leaves_and_every_task_ends() {
+    /// A handler that holds a token: when the token's count drops back to one, every task
+    /// that held the handler (the handler task, the driver) has ended.
+    struct Holder(Arc<()>);
+    #[async_trait::async_trait]
+    impl parti_runtime::AssignmentHandler for Holder {
+        async fn on_assigned(
+            &self,
+            _: &[parti_core::records::OwnedPartition],
+        ) -> Result<(), parti_runtime::HandlerError> {
+            Ok(())
+        }
+        async fn on_revoked(
+            &self,
+            _: &[parti_core::records::OwnedPartition],
+        ) -> Result<(), parti_runtime::HandlerError> {
+            // Slow enough that the shutdown future below is dropped while this runs.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Ok(())
+        }
+    }
+    let mem = MemoryStore::new();
+    let token = Arc::new(());
+    let worker = Manager::builder(config())
+        .store(mem.clone())
+        .partitions(StaticSource::numbered(4))
+        .handler(Holder(token.clone()))
+        .start()
+        .await
+        .expect("start");
+    assert_eq!(worker.owned().len(), 4);
+    let id = worker.worker_id().expect("id").to_string();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), worker.shutdown())
+            .await
+            .is_err(),
+        "the shutdown is still running when its future is dropped"
+    );
+    worker.stopped().await;
+    assert_eq!(worker.state(), parti_core::WorkerState::Shutdown);
+    for bucket in ["parti-ids", "parti-heartbeats", "parti-leader"] {
+        let keys = mem.keys(bucket, "").await.expect("keys");
+        assert!(
+            !keys.contains(&id) && !keys.contains(&"leader".to_owned()),
+            "{bucket}: {keys:?}"
+        );
+    }
+    drop(worker);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        Arc::strong_count(&token),
+        1,
+        "the handler and driver tasks have ended"
+    );
+}

@@ -160,7 +160,9 @@ pub(crate) async fn leader_leaves(b: &dyn Backend) {
         .expect("re-covered by the other two");
     // The leaving leader planned its own leave, then handed the leader key over.
     c.wait_until(Duration::from_secs(20), || {
-        c.leader().is_none_or(|l| l == leader).then(|| "no new leader".to_owned())
+        c.leader()
+            .is_none_or(|l| l == leader)
+            .then(|| "no new leader".to_owned())
     })
     .await
     .expect("a new leader");
