@@ -318,7 +318,7 @@ async fn a_start_dropped_half_way_leaves_nothing_behind() {
 async fn a_shutdown_dropped_half_way_still_leaves_and_every_task_ends() {
     /// A handler that holds a token: when the token's count drops back to one, every task
     /// that held the handler (the handler task, the driver) has ended.
-    struct Holder(Arc<()>);
+    struct Holder(#[allow(dead_code)] Arc<()>);
     #[async_trait::async_trait]
     impl parti_runtime::AssignmentHandler for Holder {
         async fn on_assigned(
