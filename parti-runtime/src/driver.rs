@@ -83,7 +83,8 @@ struct Books {
     listing: FuturesUnordered<Listing>,
     listing_waiters: Vec<oneshot::Sender<Result<usize, Error>>>,
     deliveries: HashMap<DeliveryId, (Instant, Vec<OwnedPartition>, Vec<OwnedPartition>)>,
-    plans: HashMap<String, Instant>,
+    /// Plans started and not yet published: when, and how many partitions they move.
+    plans: HashMap<String, (Instant, usize)>,
     owned_dirty: bool,
     published_term: Option<u64>,
     published_version: u64,
@@ -103,6 +104,9 @@ impl Driver {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t
         });
+        books
+            .labels
+            .gauge("parti_partitions", self.catalog.len() as f64);
         self.member.start(now());
         self.after_input(&mut books);
         while !self.member.is_stopped() {
@@ -405,14 +409,15 @@ impl Driver {
             MemberNote::Planner(p) => match p {
                 PlannerNotification::PlanStarted { reason, moved, .. } => {
                     tracing::info!(?reason, moved, "plan started");
-                    books.plans.insert(format!("{reason:?}"), now());
+                    books.plans.insert(format!("{reason:?}"), (now(), *moved));
                 }
                 PlannerNotification::Published { reason, version } => {
                     tracing::info!(?reason, %version, "plan published");
                     let reason = format!("{reason:?}");
                     let label = snake(&reason);
                     labels.count_by("parti_rebalances_total", "reason", label.clone(), 1);
-                    if let Some(started) = books.plans.remove(&reason) {
+                    if let Some((started, moved)) = books.plans.remove(&reason) {
+                        labels.count("parti_partitions_moved_total", moved as u64);
                         labels.time_by(
                             "parti_rebalance_duration_seconds",
                             "reason",
