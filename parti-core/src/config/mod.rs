@@ -79,7 +79,9 @@
 //! [`rejoin_window`](Config::rejoin_window), [`handler_timeout`](Config::handler_timeout),
 //! [`revoke_timeout`](Config::revoke_timeout), [`on_disconnect`](Config::on_disconnect),
 //! [`capacity`](Config::capacity), [`buckets`](BucketConfig), [`retry`](RetryConfig),
-//! [`breaker`](BreakerConfig) (the Go roadmap's circuit breaker, see [`crate::breaker`]).
+//! [`breaker`](BreakerConfig) (the Go roadmap's circuit breaker, see [`crate::breaker`]),
+//! [`partition_refresh_interval`](Config::partition_refresh_interval) (Go's docs promised a
+//! refresh of the partition list; its code never built one).
 //!
 //! The degraded presets of Go's `DegradedBehaviorPreset` are [`DegradedConfig::preset`]
 //! (`conservative | balanced | aggressive`, same values).
@@ -198,6 +200,14 @@ pub struct Config {
     /// This worker's relative capacity (≥ 1), published in its heartbeat for weighted
     /// strategies. Default 1.
     pub capacity: u32,
+    /// How often the runtime re-reads the partition source to pick up added, removed or
+    /// re-weighted partitions; `None` (`"off"`) reads it once at start. A read that fails keeps
+    /// the last catalog (and is retried at the next tick), so a flaky source never empties the
+    /// assignment. The Go library's docs promised such a refresh interval and never built one.
+    /// Shorter notices changes sooner at the cost of more reads of the source; > 0 when set.
+    /// Default 30 s.
+    #[serde(with = "duration::option")]
+    pub partition_refresh_interval: Option<Duration>,
 
     /// Degraded mode: when a member considers itself cut off, and the alerts it raises.
     pub degraded: DegradedConfig,
@@ -353,6 +363,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             on_disconnect: DisconnectPolicy::Fence,
             capacity: 1,
+            partition_refresh_interval: Some(Duration::from_secs(30)),
             degraded: DegradedConfig::default(),
             buckets: BucketConfig::default(),
             retry: RetryConfig::default(),
@@ -474,8 +485,8 @@ impl DegradedConfig {
 impl Config {
     /// Settings for tests and demos: every timer about 10× shorter than the defaults, so a
     /// cluster settles within seconds (heartbeat 200 ms, ttl 600 ms, election 1 s, windows
-    /// 1 s / 500 ms, cooldown 100 ms, breaker open 200 ms). Not for production: a
-    /// 600 ms heartbeat ttl turns ordinary network jitter into emergencies.
+    /// 1 s / 500 ms, cooldown 100 ms, breaker open 200 ms, partition refresh 1 s). Not for
+    /// production: a 600 ms heartbeat ttl turns ordinary network jitter into emergencies.
     #[must_use]
     pub fn fast() -> Self {
         let ms = Duration::from_millis;
@@ -496,6 +507,7 @@ impl Config {
             operation_timeout: ms(1_000),
             startup_timeout: ms(10_000),
             shutdown_timeout: ms(5_000),
+            partition_refresh_interval: Some(ms(1_000)),
             degraded: DegradedConfig {
                 enter_after: ms(1_000),
                 exit_after: ms(500),

@@ -470,7 +470,7 @@ fn derived_durations() {
 }
 
 #[test]
-fn breaker_defaults_are_the_documented_values() {
+fn breaker_and_partition_refresh_defaults_are_the_documented_values() {
     let c = Config::default();
     assert_eq!(
         c.breaker,
@@ -480,12 +480,14 @@ fn breaker_defaults_are_the_documented_values() {
             open_timeout: secs(1),
         }
     );
+    assert_eq!(c.partition_refresh_interval, Some(secs(30)));
     let f = Config::fast();
     assert_eq!(
         (f.breaker.failure_threshold, f.breaker.success_threshold),
         (5, 2)
     );
     assert_eq!(f.breaker.open_timeout, ms(200));
+    assert_eq!(f.partition_refresh_interval, Some(secs(1)));
     // Both sets leave the breaker's open time well inside the time before fencing.
     for c in [Config::default(), Config::fast()] {
         let v = c.validate().unwrap();
@@ -494,14 +496,17 @@ fn breaker_defaults_are_the_documented_values() {
 }
 
 #[test]
-fn breaker_settings_round_trip_through_toml() {
+fn breaker_and_partition_refresh_round_trip_through_toml() {
     let text = r#"
+        partition_refresh_interval = "off"
+
         [breaker]
         failure_threshold = 3
         success_threshold = 1
         open_timeout = "750ms"
     "#;
     let c: Config = toml::from_str(text).unwrap();
+    assert_eq!(c.partition_refresh_interval, None);
     assert_eq!(
         c.breaker,
         BreakerConfig {
@@ -511,10 +516,22 @@ fn breaker_settings_round_trip_through_toml() {
         }
     );
     let written = toml::to_string(&c).unwrap();
+    assert!(
+        written.contains("partition_refresh_interval = \"off\""),
+        "{written}"
+    );
     assert!(written.contains("open_timeout = \"750ms\""), "{written}");
     assert_eq!(toml::from_str::<Config>(&written).unwrap(), c);
     c.validate().expect("valid");
 
+    let mut c = Config::default();
+    c.partition_refresh_interval = Some(ms(2_500));
+    let written = toml::to_string(&c).unwrap();
+    assert!(
+        written.contains("partition_refresh_interval = \"2s500ms\""),
+        "{written}"
+    );
+    assert_eq!(toml::from_str::<Config>(&written).unwrap(), c);
     // A missing field keeps its default; a typo in the table is refused.
     let c: Config = toml::from_str("[breaker]\nopen_timeout = \"2s\"").unwrap();
     assert_eq!(c.breaker.failure_threshold, 5);
@@ -608,4 +625,23 @@ fn breaker_open_timeout_must_be_shorter_than_the_time_before_fencing() {
         only_error(c),
         ConfigError::FenceMarginTooLarge { .. }
     ));
+}
+
+#[test]
+fn partition_refresh_interval_is_off_or_positive() {
+    let c = Config {
+        partition_refresh_interval: Some(Duration::ZERO),
+        ..Config::default()
+    };
+    assert_eq!(
+        only_error(c),
+        ConfigError::NotPositive {
+            field: "partition_refresh_interval"
+        }
+    );
+    let c = Config {
+        partition_refresh_interval: None,
+        ..Config::default()
+    };
+    c.validate().expect("off is valid");
 }

@@ -520,6 +520,11 @@ pub(super) fn validate(config: Config) -> Result<ValidConfig, ConfigErrors> {
             field: "degraded.kv_error_window",
         });
     }
+    if c.partition_refresh_interval.is_some_and(|d| d.is_zero()) {
+        errs.push(ConfigError::NotPositive {
+            field: "partition_refresh_interval",
+        });
+    }
 
     // The Go library's rules (§2.3), in its order.
     if c.heartbeat_ttl < c.heartbeat_interval * 2 {
