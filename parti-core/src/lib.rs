@@ -19,6 +19,7 @@
 //! |---|---|
 //! | [`types`] | identifiers and values: worker ids, partitions, terms, versions, fences |
 //! | [`assignment`] | who owns what, in one deterministic order, with diffs |
+//! | [`breaker`] | the circuit breaker in front of store calls, a pure state machine |
 //! | [`config`] | every setting, its default, and validation into [`config::ValidConfig`] |
 //! | [`member`] | the `Member` machine every worker runs: identity, heartbeats, election, applying records |
 //! | [`machine`] | what the sans-IO machines share: op ids, KV requests as data, timers, backoff |
@@ -30,6 +31,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod assignment;
+pub mod breaker;
 pub mod config;
 pub mod hash;
 pub mod machine;

@@ -78,7 +78,10 @@
 //! [`lease_margin`](Config::lease_margin), [`fence_margin`](Config::fence_margin),
 //! [`rejoin_window`](Config::rejoin_window), [`handler_timeout`](Config::handler_timeout),
 //! [`revoke_timeout`](Config::revoke_timeout), [`on_disconnect`](Config::on_disconnect),
-//! [`capacity`](Config::capacity), [`buckets`](BucketConfig), [`retry`](RetryConfig).
+//! [`capacity`](Config::capacity), [`buckets`](BucketConfig), [`retry`](RetryConfig),
+//! [`breaker`](BreakerConfig) (the Go roadmap's circuit breaker, see [`crate::breaker`]),
+//! [`partition_refresh_interval`](Config::partition_refresh_interval) (Go's docs promised a
+//! refresh of the partition list; its code never built one).
 //!
 //! The degraded presets of Go's `DegradedBehaviorPreset` are [`DegradedConfig::preset`]
 //! (`conservative | balanced | aggressive`, same values).
@@ -197,6 +200,14 @@ pub struct Config {
     /// This worker's relative capacity (≥ 1), published in its heartbeat for weighted
     /// strategies. Default 1.
     pub capacity: u32,
+    /// How often the runtime re-reads the partition source to pick up added, removed or
+    /// re-weighted partitions; `None` (`"off"`) reads it once at start. A read that fails keeps
+    /// the last catalog (and is retried at the next tick), so a flaky source never empties the
+    /// assignment. The Go library's docs promised such a refresh interval and never built one.
+    /// Shorter notices changes sooner at the cost of more reads of the source; > 0 when set.
+    /// Default 30 s.
+    #[serde(with = "duration::option")]
+    pub partition_refresh_interval: Option<Duration>,
 
     /// Degraded mode: when a member considers itself cut off, and the alerts it raises.
     pub degraded: DegradedConfig,
@@ -204,6 +215,8 @@ pub struct Config {
     pub buckets: BucketConfig,
     /// Backoff for retried publications and claims.
     pub retry: RetryConfig,
+    /// The circuit breaker in front of store calls ([`crate::breaker`]).
+    pub breaker: BreakerConfig,
 }
 
 /// What a member does with its partitions when it is cut off from the store.
@@ -285,6 +298,26 @@ pub struct BucketConfig {
     pub reconcile: bool,
 }
 
+/// The circuit breaker in front of store calls (see [`crate::breaker`] for the state machine).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BreakerConfig {
+    /// The breaker opens after this many consecutive failed store calls (connectivity errors).
+    /// Lower reacts sooner to an outage; higher tolerates more isolated timeouts. ≥ 1.
+    /// Default 5.
+    pub failure_threshold: u32,
+    /// A half-open breaker closes after this many consecutive successful calls; one failure
+    /// opens it again. ≥ 1. Default 2.
+    pub success_threshold: u32,
+    /// How long the breaker stays open (every call rejected) before it lets calls probe the
+    /// store again. Must be > 0 and shorter than `heartbeat_ttl - fence_margin`: no heartbeat is
+    /// written while the breaker is open, so a longer open time would fence a healthy member.
+    /// Default 1 s.
+    #[serde(with = "duration")]
+    pub open_timeout: Duration,
+}
+
 /// Capped exponential backoff with jitter, for retried publications and claims.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -330,9 +363,11 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             on_disconnect: DisconnectPolicy::Fence,
             capacity: 1,
+            partition_refresh_interval: Some(Duration::from_secs(30)),
             degraded: DegradedConfig::default(),
             buckets: BucketConfig::default(),
             retry: RetryConfig::default(),
+            breaker: BreakerConfig::default(),
         }
     }
 }
@@ -368,6 +403,16 @@ impl Default for BucketConfig {
             replicas: 1,
             storage: StorageKind::File,
             reconcile: false,
+        }
+    }
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failure_threshold: 5,
+            success_threshold: 2,
+            open_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -440,8 +485,8 @@ impl DegradedConfig {
 impl Config {
     /// Settings for tests and demos: every timer about 10× shorter than the defaults, so a
     /// cluster settles within seconds (heartbeat 200 ms, ttl 600 ms, election 1 s, windows
-    /// 1 s / 500 ms, cooldown 100 ms). Not for production: a 600 ms heartbeat ttl turns ordinary
-    /// network jitter into emergencies.
+    /// 1 s / 500 ms, cooldown 100 ms, breaker open 200 ms, partition refresh 1 s). Not for
+    /// production: a 600 ms heartbeat ttl turns ordinary network jitter into emergencies.
     #[must_use]
     pub fn fast() -> Self {
         let ms = Duration::from_millis;
@@ -462,6 +507,7 @@ impl Config {
             operation_timeout: ms(1_000),
             startup_timeout: ms(10_000),
             shutdown_timeout: ms(5_000),
+            partition_refresh_interval: Some(ms(1_000)),
             degraded: DegradedConfig {
                 enter_after: ms(1_000),
                 exit_after: ms(500),
@@ -481,6 +527,11 @@ impl Config {
                 max_backoff: ms(500),
                 multiplier: 2.0,
                 jitter: 0.2,
+            },
+            breaker: BreakerConfig {
+                failure_threshold: 5,
+                success_threshold: 2,
+                open_timeout: ms(200),
             },
             ..Config::default()
         }

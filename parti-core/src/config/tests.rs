@@ -60,6 +60,8 @@ fn variant_name(e: &ConfigError) -> &'static str {
         ConfigError::RetryBackoffInverted { .. } => "RetryBackoffInverted",
         ConfigError::InvalidReplicas { .. } => "InvalidReplicas",
         ConfigError::ZeroCapacity => "ZeroCapacity",
+        ConfigError::ZeroBreakerThreshold { .. } => "ZeroBreakerThreshold",
+        ConfigError::BreakerOpenLongerThanFence { .. } => "BreakerOpenLongerThanFence",
     }
 }
 
@@ -165,6 +167,12 @@ fn one_per_variant() -> Vec<Config> {
     c.buckets.replicas = 7;
     v.push(c);
     v.push(Config { capacity: 0, ..d() });
+    let mut c = d();
+    c.breaker.failure_threshold = 0;
+    v.push(c);
+    let mut c = d();
+    c.breaker.open_timeout = ms(5_400);
+    v.push(c);
     v
 }
 
@@ -176,7 +184,7 @@ fn every_variant_is_produced_by_a_config_breaking_only_its_rule() {
         assert!(!e.to_string().is_empty());
         seen.insert(variant_name(&e));
     }
-    assert_eq!(seen.len(), 23, "each variant once: {seen:?}");
+    assert_eq!(seen.len(), 25, "each variant once: {seen:?}");
 }
 
 #[test]
@@ -459,4 +467,181 @@ fn derived_durations() {
     );
     assert_eq!(v.identity_renew_interval(), secs(10));
     assert_eq!(v.names().ids_bucket(), "parti-ids");
+}
+
+#[test]
+fn breaker_and_partition_refresh_defaults_are_the_documented_values() {
+    let c = Config::default();
+    assert_eq!(
+        c.breaker,
+        BreakerConfig {
+            failure_threshold: 5,
+            success_threshold: 2,
+            open_timeout: secs(1),
+        }
+    );
+    assert_eq!(c.partition_refresh_interval, Some(secs(30)));
+    let f = Config::fast();
+    assert_eq!(
+        (f.breaker.failure_threshold, f.breaker.success_threshold),
+        (5, 2)
+    );
+    assert_eq!(f.breaker.open_timeout, ms(200));
+    assert_eq!(f.partition_refresh_interval, Some(secs(1)));
+    // Both sets leave the breaker's open time well inside the time before fencing.
+    for c in [Config::default(), Config::fast()] {
+        let v = c.validate().unwrap();
+        assert!(v.breaker.open_timeout < v.fence_after());
+    }
+}
+
+#[test]
+fn breaker_and_partition_refresh_round_trip_through_toml() {
+    let text = r#"
+        partition_refresh_interval = "off"
+
+        [breaker]
+        failure_threshold = 3
+        success_threshold = 1
+        open_timeout = "750ms"
+    "#;
+    let c: Config = toml::from_str(text).unwrap();
+    assert_eq!(c.partition_refresh_interval, None);
+    assert_eq!(
+        c.breaker,
+        BreakerConfig {
+            failure_threshold: 3,
+            success_threshold: 1,
+            open_timeout: ms(750),
+        }
+    );
+    let written = toml::to_string(&c).unwrap();
+    assert!(
+        written.contains("partition_refresh_interval = \"off\""),
+        "{written}"
+    );
+    assert!(written.contains("open_timeout = \"750ms\""), "{written}");
+    assert_eq!(toml::from_str::<Config>(&written).unwrap(), c);
+    c.validate().expect("valid");
+
+    let mut c = Config::default();
+    c.partition_refresh_interval = Some(ms(2_500));
+    let written = toml::to_string(&c).unwrap();
+    assert!(
+        written.contains("partition_refresh_interval = \"2s500ms\""),
+        "{written}"
+    );
+    assert_eq!(toml::from_str::<Config>(&written).unwrap(), c);
+    // A missing field keeps its default; a typo in the table is refused.
+    let c: Config = toml::from_str("[breaker]\nopen_timeout = \"2s\"").unwrap();
+    assert_eq!(c.breaker.failure_threshold, 5);
+    assert_eq!(c.breaker.open_timeout, secs(2));
+    let err = toml::from_str::<Config>("[breaker]\nfailure_treshold = 3")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("failure_treshold"), "{err}");
+}
+
+#[test]
+fn breaker_thresholds_must_be_at_least_one() {
+    let mut c = Config::default();
+    c.breaker.failure_threshold = 0;
+    assert_eq!(
+        only_error(c),
+        ConfigError::ZeroBreakerThreshold {
+            field: "breaker.failure_threshold"
+        }
+    );
+    let mut c = Config::default();
+    c.breaker.success_threshold = 0;
+    let e = only_error(c);
+    assert_eq!(
+        e,
+        ConfigError::ZeroBreakerThreshold {
+            field: "breaker.success_threshold"
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "breaker.success_threshold must be at least 1"
+    );
+    let mut c = Config::default();
+    c.breaker.failure_threshold = 1;
+    c.breaker.success_threshold = 1;
+    c.validate().expect("1 is the smallest valid threshold");
+}
+
+#[test]
+fn breaker_open_timeout_must_be_positive() {
+    let mut c = Config::default();
+    c.breaker.open_timeout = Duration::ZERO;
+    assert_eq!(
+        only_error(c),
+        ConfigError::NotPositive {
+            field: "breaker.open_timeout"
+        }
+    );
+}
+
+#[test]
+fn breaker_open_timeout_must_be_shorter_than_the_time_before_fencing() {
+    // Defaults: fence after 6 s - 600 ms = 5.4 s.
+    let mut c = Config::default();
+    c.breaker.open_timeout = ms(5_399);
+    c.validate().expect("just below fence_after is valid");
+    let mut c = Config::default();
+    c.breaker.open_timeout = ms(5_400);
+    let e = only_error(c);
+    assert_eq!(
+        e,
+        ConfigError::BreakerOpenLongerThanFence {
+            open_timeout: ms(5_400),
+            fence_after: ms(5_400),
+        }
+    );
+    assert!(
+        e.to_string().starts_with(
+            "breaker.open_timeout (5s400ms) must be shorter than heartbeat_ttl - fence_margin (5s400ms)"
+        ),
+        "{e}"
+    );
+    // The bound follows the heartbeat settings, not a constant: 1 s is too long for `fast`.
+    let mut c = Config::fast();
+    c.breaker.open_timeout = secs(1);
+    assert_eq!(
+        only_error(c),
+        ConfigError::BreakerOpenLongerThanFence {
+            open_timeout: secs(1),
+            fence_after: ms(540),
+        }
+    );
+    // A fence_margin that is itself invalid is reported once, by its own rule.
+    let mut c = Config {
+        fence_margin: secs(6),
+        ..Config::default()
+    };
+    c.breaker.open_timeout = secs(10);
+    assert!(matches!(
+        only_error(c),
+        ConfigError::FenceMarginTooLarge { .. }
+    ));
+}
+
+#[test]
+fn partition_refresh_interval_is_off_or_positive() {
+    let c = Config {
+        partition_refresh_interval: Some(Duration::ZERO),
+        ..Config::default()
+    };
+    assert_eq!(
+        only_error(c),
+        ConfigError::NotPositive {
+            field: "partition_refresh_interval"
+        }
+    );
+    let c = Config {
+        partition_refresh_interval: None,
+        ..Config::default()
+    };
+    c.validate().expect("off is valid");
 }

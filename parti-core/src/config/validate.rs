@@ -233,6 +233,25 @@ pub enum ConfigError {
     /// `capacity` is zero.
     #[error("capacity must be at least 1")]
     ZeroCapacity,
+    /// A circuit-breaker threshold is zero: the breaker would open (or close) without a single
+    /// call having failed (or succeeded).
+    #[error("{field} must be at least 1")]
+    ZeroBreakerThreshold {
+        /// `breaker.failure_threshold` or `breaker.success_threshold`.
+        field: &'static str,
+    },
+    /// `breaker.open_timeout ≥ heartbeat_ttl - fence_margin`: no heartbeat is written while the
+    /// breaker is open, so a member whose store came back would still fence itself.
+    #[error(
+        "breaker.open_timeout ({}) must be shorter than heartbeat_ttl - fence_margin ({}): no heartbeat is written while the breaker is open, so a longer open time would fence a healthy member",
+        fmt_d(*open_timeout), fmt_d(*fence_after)
+    )]
+    BreakerOpenLongerThanFence {
+        /// `breaker.open_timeout`.
+        open_timeout: Duration,
+        /// `heartbeat_ttl - fence_margin`.
+        fence_after: Duration,
+    },
 }
 
 fn fmt_d(d: Duration) -> String {
@@ -475,7 +494,7 @@ pub(super) fn validate(config: Config) -> Result<ValidConfig, ConfigErrors> {
     }
 
     // Durations that must be positive (zero would make a timer spin or a bound meaningless).
-    let positive: [(&'static str, Duration); 13] = [
+    let positive: [(&'static str, Duration); 14] = [
         ("identity_ttl", c.identity_ttl),
         ("heartbeat_interval", c.heartbeat_interval),
         ("heartbeat_ttl", c.heartbeat_ttl),
@@ -489,6 +508,7 @@ pub(super) fn validate(config: Config) -> Result<ValidConfig, ConfigErrors> {
         ("degraded.alerts.interval", c.degraded.alerts.interval),
         ("retry.initial_backoff", c.retry.initial_backoff),
         ("retry.max_backoff", c.retry.max_backoff),
+        ("breaker.open_timeout", c.breaker.open_timeout),
     ];
     for (field, d) in positive {
         if d.is_zero() {
@@ -498,6 +518,11 @@ pub(super) fn validate(config: Config) -> Result<ValidConfig, ConfigErrors> {
     if c.degraded.kv_error_threshold > 0 && c.degraded.kv_error_window.is_zero() {
         errs.push(ConfigError::NotPositive {
             field: "degraded.kv_error_window",
+        });
+    }
+    if c.partition_refresh_interval.is_some_and(|d| d.is_zero()) {
+        errs.push(ConfigError::NotPositive {
+            field: "partition_refresh_interval",
         });
     }
 
@@ -624,6 +649,26 @@ pub(super) fn validate(config: Config) -> Result<ValidConfig, ConfigErrors> {
     }
     if c.capacity == 0 {
         errs.push(ConfigError::ZeroCapacity);
+    }
+
+    // The circuit breaker.
+    for (field, threshold) in [
+        ("breaker.failure_threshold", c.breaker.failure_threshold),
+        ("breaker.success_threshold", c.breaker.success_threshold),
+    ] {
+        if threshold == 0 {
+            errs.push(ConfigError::ZeroBreakerThreshold { field });
+        }
+    }
+    // Compared only when fencing itself is well defined (otherwise FenceMarginTooLarge says it).
+    if c.fence_margin < c.heartbeat_ttl {
+        let fence_after = c.heartbeat_ttl - c.fence_margin;
+        if c.breaker.open_timeout >= fence_after {
+            errs.push(ConfigError::BreakerOpenLongerThanFence {
+                open_timeout: c.breaker.open_timeout,
+                fence_after,
+            });
+        }
     }
 
     if errs.is_empty() {
