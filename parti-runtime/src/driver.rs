@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
+use parti_core::breaker::{BreakerState, CircuitBreaker, counts_as_failure};
+use parti_core::machine::IoAction;
 use parti_core::machine::IoEvent;
 use parti_core::member::{Action, DeliveryId, Event, Member, Notification as MemberNote};
 use parti_core::planner::PlannerNotification;
@@ -62,6 +64,7 @@ pub(crate) struct Driver {
     pub(crate) config: ValidConfig,
     pub(crate) member: Member,
     pub(crate) exec: Exec,
+    pub(crate) breaker: CircuitBreaker,
     pub(crate) views: Arc<Views>,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) deliveries: mpsc::UnboundedSender<Delivery>,
@@ -110,7 +113,10 @@ impl Driver {
         self.member.start(now());
         self.after_input(&mut books);
         while !self.member.is_stopped() {
-            let deadline = self.member.poll_timeout();
+            let deadline = match (self.member.poll_timeout(), self.breaker.poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let sleep = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
@@ -135,7 +141,11 @@ impl Driver {
                     Some(state) => self.member.handle_event(now(), Event::Connection(state)),
                     None => books.connection_open = false,
                 },
-                () = sleep => self.member.handle_timeout(now()),
+                () = sleep => {
+                    let now = now();
+                    self.breaker.handle_timeout(now);
+                    self.member.handle_timeout(now);
+                }
                 out = self.exec.next() => self.on_output(&mut books, out),
                 Some(listed) = books.listing.next() => self.on_listing(&mut books, listed),
                 () = tick => self.start_listing(&mut books, None),
@@ -179,7 +189,14 @@ impl Driver {
                 name,
                 result,
                 took,
+                rejected,
             }) => {
+                if !rejected {
+                    match &result {
+                        Err(e) if counts_as_failure(e) => self.breaker.on_failure(now),
+                        _ => self.breaker.on_success(now),
+                    }
+                }
                 books.labels.time_by(
                     "parti_kv_operation_duration_seconds",
                     "op",
@@ -300,6 +317,25 @@ impl Driver {
     fn after_input(&mut self, books: &mut Books) {
         while let Some(action) = self.member.poll_action() {
             match action {
+                Action::Io(IoAction::Kv { op, request }) => {
+                    // The breaker (parti-core) decides whether the call goes out.
+                    if self.breaker.allow(now()) {
+                        self.exec.run(IoAction::Kv { op, request });
+                    } else {
+                        books
+                            .labels
+                            .count("parti_circuit_breaker_rejected_total", 1);
+                        self.exec.answer(
+                            op,
+                            request.name(),
+                            Err(KvError::Unavailable {
+                                reason: "circuit breaker open: the store failed repeatedly; \
+                                         calls resume after breaker.open_timeout"
+                                    .to_owned(),
+                            }),
+                        );
+                    }
+                }
                 Action::Io(io) => self.exec.run(io),
                 Action::Deliver {
                     delivery,
@@ -321,6 +357,26 @@ impl Driver {
         }
         while let Some(note) = self.member.poll_notification() {
             self.on_member_note(books, note);
+        }
+        while let Some(t) = self.breaker.poll_transition() {
+            tracing::warn!(from = %t.from, to = %t.to, "circuit breaker");
+            let code = match t.to {
+                BreakerState::Closed => 0.0,
+                BreakerState::HalfOpen => 1.0,
+                _ => 2.0,
+            };
+            books.labels.gauge("parti_circuit_breaker_state", code);
+            books.labels.count_by(
+                "parti_circuit_breaker_transitions_total",
+                "to",
+                t.to.as_str().to_owned(),
+                1,
+            );
+            self.views.status.send_modify(|s| s.breaker = t.to);
+            self.notify(Notification::CircuitBreaker {
+                from: t.from,
+                to: t.to,
+            });
         }
         self.publish(books);
     }

@@ -25,6 +25,8 @@ pub(crate) struct Completed {
     pub(crate) name: &'static str,
     pub(crate) result: KvResult,
     pub(crate) took: Duration,
+    /// Answered without calling the store (the breaker turned it away).
+    pub(crate) rejected: bool,
 }
 
 /// What the executor hands back.
@@ -80,7 +82,7 @@ impl Exec {
             IoAction::Kv { op, request } => {
                 let name = request.name();
                 let call = call(self.store.clone(), request);
-                self.push(op, name, call);
+                self.push(op, name, call, false);
             }
             IoAction::Watch {
                 watch,
@@ -100,12 +102,17 @@ impl Exec {
     }
 
     /// Answers `op` with `result` without calling the store (a call the breaker refused).
-    #[allow(dead_code)] // used once the circuit breaker is wired in
     pub(crate) fn answer(&mut self, op: OpId, name: &'static str, result: KvResult) {
-        self.push(op, name, async move { result }.boxed());
+        self.push(op, name, async move { result }.boxed(), true);
     }
 
-    fn push(&mut self, op: OpId, name: &'static str, call: BoxFuture<'static, KvResult>) {
+    fn push(
+        &mut self,
+        op: OpId,
+        name: &'static str,
+        call: BoxFuture<'static, KvResult>,
+        rejected: bool,
+    ) {
         self.ops.push(
             async move {
                 let started = tokio::time::Instant::now();
@@ -115,6 +122,7 @@ impl Exec {
                     name,
                     result,
                     took: started.elapsed(),
+                    rejected,
                 }
             }
             .boxed(),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
+use parti_core::breaker::CircuitBreaker;
 use parti_core::member::{Member, MemberInit};
 use parti_core::records::OwnedPartition;
 use parti_core::store::{KvStore, OnMismatch};
@@ -424,7 +425,8 @@ impl ManagerBuilder {
             handler::run(handler.clone(), deliveries_rx, reports_tx).instrument(span.clone()),
         );
         let driver = Driver {
-            refresh_every: None, // PENDING-MERGE config.partition_refresh_interval
+            refresh_every: config.partition_refresh_interval,
+            breaker: CircuitBreaker::new(&config.breaker, started),
             exec: Exec::new(store.clone()),
             connection: store.connection(),
             config: config.clone(),

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use parti_core::breaker::BreakerState;
 use parti_core::member::{self, MemberError};
 use parti_core::records::OwnedPartition;
 use parti_core::{InstanceId, Term, Version, WorkerId, WorkerState};
@@ -36,6 +37,8 @@ pub struct Status {
     pub fenced: bool,
     /// In degraded mode (cut off from the store, or seeing a burst of store errors).
     pub degraded: bool,
+    /// The circuit breaker around this worker's store calls.
+    pub breaker: BreakerState,
     /// The driver has stopped; nothing more will change.
     pub stopped: bool,
     /// Why the worker stopped on its own, if it did.
@@ -57,6 +60,7 @@ impl Status {
             ready: false,
             fenced: false,
             degraded: false,
+            breaker: BreakerState::Closed,
             stopped: false,
             failure: None,
             entered: BTreeMap::from([(WorkerState::Init.code(), 1)]),
@@ -122,6 +126,14 @@ pub enum Notification {
     PartitionSourceFailed {
         /// Why.
         error: SourceError,
+    },
+    /// The circuit breaker around the store calls changed state (Open: calls are turned away
+    /// for `breaker.open_timeout`, and count as failures towards degraded mode).
+    CircuitBreaker {
+        /// Before.
+        from: BreakerState,
+        /// After.
+        to: BreakerState,
     },
     /// The partition catalog changed.
     CatalogChanged {

@@ -370,3 +370,38 @@ async fn a_shutdown_dropped_half_way_still_leaves_and_every_task_ends() {
         "the handler and driver tasks have ended"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_breaker_opens_while_cut_off_and_closes_after_the_heal() {
+    use parti_core::breaker::BreakerState;
+    let switch = Switch::new();
+    let mut c = cluster_behind(&switch, DisconnectPolicy::Fence).await;
+    let watched = c.live()[0];
+    let mut notes = c.workers[watched].manager.notifications();
+    let mut moves = Vec::new();
+    switch.cut();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Open, or probing (HalfOpen) once open_timeout has passed; never Closed while cut off.
+    assert_ne!(
+        c.workers[watched].manager.status().breaker,
+        BreakerState::Closed
+    );
+    switch.heal();
+    c.wait_covered(Duration::from_secs(15))
+        .await
+        .expect("covered");
+    assert_eq!(
+        c.workers[watched].manager.status().breaker,
+        BreakerState::Closed
+    );
+    while let Ok(n) = notes.try_recv() {
+        if let parti_runtime::Notification::CircuitBreaker { to, .. } = n {
+            moves.push(to);
+        }
+    }
+    assert_eq!(moves.first(), Some(&BreakerState::Open), "{moves:?}");
+    assert_eq!(moves.last(), Some(&BreakerState::Closed), "{moves:?}");
+    assert!(moves.contains(&BreakerState::HalfOpen), "{moves:?}");
+    c.ledger.assert_clean();
+    c.shutdown_all().await;
+}

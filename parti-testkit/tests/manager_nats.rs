@@ -165,3 +165,50 @@ async fn a_killed_server_under_hold_keeps_the_work() {
     c.ledger.assert_clean();
     c.shutdown_all().await;
 }
+
+/// Waits for a `CircuitBreaker` notification moving to `to`.
+async fn breaker_moves_to(
+    notes: &mut tokio::sync::broadcast::Receiver<parti_runtime::Notification>,
+    to: parti_core::breaker::BreakerState,
+    within: Duration,
+) -> Result<(), String> {
+    tokio::time::timeout(within, async {
+        loop {
+            match notes.recv().await {
+                Ok(parti_runtime::Notification::CircuitBreaker { to: t, .. }) if t == to => {
+                    return Ok(());
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .map_err(|_| format!("the breaker did not move to {to} within {within:?}"))?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_and_closes_around_a_killed_and_restarted_server() {
+    use parti_core::breaker::BreakerState;
+    let mut server = server();
+    let (_b, mut c) = cluster(&server, DisconnectPolicy::Fence).await;
+    let watched = c.live()[0];
+    let mut notes = c.workers[watched].manager.notifications();
+    server.kill().expect("kill -9");
+    breaker_moves_to(&mut notes, BreakerState::Open, Duration::from_secs(10))
+        .await
+        .expect("opens while the server is down");
+    assert_eq!(
+        c.workers[watched].manager.status().breaker,
+        BreakerState::Open
+    );
+    server.restart().expect("restart");
+    breaker_moves_to(&mut notes, BreakerState::Closed, Duration::from_secs(20))
+        .await
+        .expect("closes once the server answers again");
+    c.wait_covered(Duration::from_secs(30))
+        .await
+        .expect("ownership resumes");
+    c.ledger.assert_clean();
+    c.shutdown_all().await;
+}
