@@ -56,8 +56,9 @@ impl Window {
 }
 
 impl Planner {
-    /// Workers the plan is made for: live with intent active / fenced / not yet known, plus
-    /// restarting workers inside their reservation (pinned, dead or not).
+    /// Workers the plan is made for: live with intent active / fenced, not yet heard but named
+    /// by the plan in force (`meta`), plus restarting workers inside their reservation (pinned,
+    /// dead or not).
     pub(super) fn eligible(&self, now: Instant) -> BTreeSet<WorkerId> {
         self.live
             .workers()
@@ -69,7 +70,12 @@ impl Planner {
                     return false;
                 }
                 match i.beat.as_ref().map(|b| b.intent) {
-                    None | Some(Intent::Active | Intent::Fenced) => true,
+                    // Not heard yet, only expected (from `meta` or a record at takeover): it
+                    // keeps its place in the plan it is part of until it is heard or declared
+                    // dead, but it is never a join — a worker known only from a record may
+                    // have died long ago (its heartbeat expired before this leader looked).
+                    None => self.planned.contains(*w),
+                    Some(Intent::Active | Intent::Fenced) => true,
                     Some(_) => false,
                 }
             })

@@ -351,3 +351,35 @@ fn a_planned_scale_window_is_extended_by_joins_and_capped_at_twice() {
     }
     assert!(s.violations.is_empty(), "{:?}", s.violations);
 }
+
+/// Found by the runtime's embedded example: a worker that crashed long ago (its record emptied
+/// by the emergency, its heartbeat expired) was, for a new leader, a *join*: expected live from
+/// its record until proven dead, it entered the next plan, which took partitions from the live
+/// workers for it, and the emergency a moment later moved them back.
+#[test]
+fn a_new_leader_plans_nothing_for_a_worker_it_knows_only_from_a_record() {
+    // A scale window shorter than the time to declare a death (as in `Config::fast()`), so the
+    // window would close while the ghost is still "expected".
+    let mut cfg = config().into_inner();
+    cfg.planned_scale_window = secs(2);
+    cfg.min_rebalance_interval = secs(1);
+    let mut s = Sim::settled_with(cfg.validate().expect("valid"), 4, 8);
+    s.crash(3);
+    s.run_to(secs(20)); // declared dead, its partitions regranted, its record emptied
+    let b = s.names.heartbeats_bucket();
+    s.kv.remove(&(b, w(3).to_string())); // expired
+    let held: Vec<_> = (0..3).map(|n| s.holds_of(n)).collect();
+    s.new_leader(parts(8));
+    s.run_to(secs(60));
+    let after: Vec<_> = (0..3).map(|n| s.holds_of(n)).collect();
+    assert_eq!(after, held, "nothing moved between the live workers");
+    for (worker, rec) in s.records_since(0) {
+        if worker == w(3) {
+            assert!(
+                rec.partitions.is_empty(),
+                "granted to a dead worker: {rec:?}"
+            );
+        }
+    }
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
