@@ -56,6 +56,7 @@ scenarios!(
     handler_slower_than_its_timeout,
     broken_handover_is_caught,
     states_and_rebalance,
+    leader_leaves_after_a_crash_moves_only_its_partitions,
 );
 
 /// Three workers, each behind the same switch: the whole store goes away.

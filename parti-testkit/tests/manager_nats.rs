@@ -90,6 +90,7 @@ scenarios!(
     restart_moves_nothing,
     slow_handler,
     states_and_rebalance,
+    leader_leaves_after_a_crash_moves_only_its_partitions,
 );
 
 /// Three workers on `server` under `policy`, settled.

@@ -333,3 +333,32 @@ pub(crate) async fn states_and_rebalance(b: &dyn Backend) {
     c.ledger.assert_clean();
     c.shutdown_all().await;
 }
+
+/// After a crash and a leader's leave, only the leaving leader's partitions move: the new
+/// leader does not plan for the long-dead worker it knows only from its record.
+pub(crate) async fn leader_leaves_after_a_crash_moves_only_its_partitions(b: &dyn Backend) {
+    let mut c = cluster(b, 4, 40).await;
+    let (leader, victim) = follower(&c);
+    c.crash(victim);
+    c.wait_covered(Duration::from_secs(20))
+        .await
+        .expect("re-covered");
+    tokio::time::sleep(c.config.cold_start_window * 3).await;
+    let leaving = c.workers[leader].manager.owned().len();
+    let from = c.ledger.len();
+    c.shutdown(leader).await;
+    c.wait_covered(Duration::from_secs(20))
+        .await
+        .expect("re-covered");
+    tokio::time::sleep(c.config.planned_scale_window * 4 + dead_after(&c) * 2).await;
+    c.wait_covered(Duration::from_secs(20))
+        .await
+        .expect("still covered");
+    assert_eq!(
+        c.ledger.moves_since(from),
+        leaving,
+        "only the leaving leader's partitions moved"
+    );
+    c.ledger.assert_clean();
+    c.shutdown_all().await;
+}
