@@ -8,6 +8,8 @@
 
 #[path = "member_machine/apply.rs"]
 mod apply;
+#[path = "member_machine/bounds.rs"]
+mod bounds;
 #[path = "member_machine/cluster.rs"]
 mod cluster;
 #[path = "member_machine/cluster_scenarios.rs"]

@@ -24,6 +24,7 @@ use crate::types::Revision;
 
 pub use backoff::Backoff;
 pub use timer::TimerTable;
+pub(crate) use timer::later;
 
 /// Identifies one store operation requested by a machine; its result comes back with the same id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

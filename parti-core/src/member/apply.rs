@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use super::target::Target;
 use super::{Action, DeliveryId, Member, Notification, Phase, ReadPurpose, Timer};
+use crate::machine::later;
 use crate::machine::{IoAction, KvReply, KvResult, WatchId};
 use crate::records::{AssignmentRecord, Intent, Names, OwnedPartition, TermCounter};
 use crate::store::{KvError, KvOperation, WatchEvent, WatchKeys};
@@ -362,8 +363,10 @@ impl Member {
             version: self.apply.target_version.take(),
             revoking: revoked.clone(),
         });
-        self.timers
-            .set(Timer::Handler, now + self.config.handler_timeout * parts);
+        self.timers.set(
+            Timer::Handler,
+            later(now, self.config.handler_timeout.saturating_mul(parts)),
+        );
         self.actions.push_back(Action::Deliver {
             delivery,
             revoked,

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::{AlertLevel, DegradedReason, Member, Notification, ReadPurpose, Timer};
+use crate::machine::later;
 use crate::store::ConnectionState;
 
 /// Degraded-mode bookkeeping.
@@ -45,8 +46,10 @@ impl Member {
             ConnectionState::Disconnected => {
                 if self.degraded.connected {
                     self.degraded.connected = false;
-                    self.timers
-                        .set(Timer::DegradedEnter, now + self.config.degraded.enter_after);
+                    self.timers.set(
+                        Timer::DegradedEnter,
+                        later(now, self.config.degraded.enter_after),
+                    );
                 }
                 self.timers.stop(Timer::DegradedExit);
             }
@@ -55,8 +58,10 @@ impl Member {
                     self.degraded.connected = true;
                     self.timers.stop(Timer::DegradedEnter);
                     if self.degraded.since.is_some() {
-                        self.timers
-                            .set(Timer::DegradedExit, now + self.config.degraded.exit_after);
+                        self.timers.set(
+                            Timer::DegradedExit,
+                            later(now, self.config.degraded.exit_after),
+                        );
                     }
                     // A member unsure of its id confirms it first; a fenced member announces
                     // itself as soon as it can.
@@ -108,8 +113,10 @@ impl Member {
         }
         self.schedule_alert(now);
         if self.degraded.connected {
-            self.timers
-                .set(Timer::DegradedExit, now + self.config.degraded.exit_after);
+            self.timers.set(
+                Timer::DegradedExit,
+                later(now, self.config.degraded.exit_after),
+            );
         }
     }
 
@@ -131,8 +138,10 @@ impl Member {
         if self.degraded.exit_read_pending {
             self.degraded.exit_read_pending = false;
             if self.degraded.since.is_some() && self.degraded.connected {
-                self.timers
-                    .set(Timer::DegradedExit, now + self.config.degraded.exit_after);
+                self.timers.set(
+                    Timer::DegradedExit,
+                    later(now, self.config.degraded.exit_after),
+                );
             }
         }
     }
@@ -145,8 +154,10 @@ impl Member {
         if ok {
             self.exit_degraded(now);
         } else {
-            self.timers
-                .set(Timer::DegradedExit, now + self.config.degraded.exit_after);
+            self.timers.set(
+                Timer::DegradedExit,
+                later(now, self.config.degraded.exit_after),
+            );
         }
     }
 
@@ -193,12 +204,12 @@ impl Member {
             .alert_thresholds()
             .into_iter()
             .filter(|(l, _)| current.is_none_or(|c| *l > c))
-            .filter_map(|(_, th)| th.map(|th| t0 + th))
+            .filter_map(|(_, th)| th.map(|th| later(t0, th)))
             .min();
         let repeat = self
             .degraded
             .last_alert
-            .map(|t| t + self.config.degraded.alerts.interval);
+            .map(|t| later(t, self.config.degraded.alerts.interval));
         let next = match (escalate, repeat) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use super::{Action, Member, Notification, Op, Phase, SharedStrategy, Timer};
 use crate::config::ValidConfig;
+use crate::machine::later;
 use crate::machine::{Backoff, IoAction, KvReply, KvRequest, KvResult, WatchId};
 use crate::planner::{Planner, PlannerInit};
 use crate::records::{Leadership, Names, Record, TermCounter};
@@ -105,7 +106,7 @@ impl Member {
                     if self.election.lead.is_none() {
                         // Expiry is silent: try again once this write would have expired.
                         self.timers
-                            .set(Timer::Candidate, now + self.config.election_ttl);
+                            .set(Timer::Candidate, later(now, self.config.election_ttl));
                     }
                 }
                 KvOperation::Delete | KvOperation::Purge => {
@@ -163,14 +164,14 @@ impl Member {
                 self.election.settled = true;
                 self.timers.set(
                     Timer::Candidate,
-                    now + self.config.election_renew_interval(),
+                    later(now, self.config.election_renew_interval()),
                 );
             }
             // Unknown outcome: re-read; our instance in the key means the create landed.
             Err(KvError::Timeout) => self.read_leader(sent_at),
             Err(_) | Ok(_) => {
                 self.election.settled = true;
-                let at = now + self.election.backoff.next_delay();
+                let at = later(now, self.election.backoff.next_delay());
                 self.timers.set(Timer::Candidate, at);
             }
         }
@@ -188,7 +189,7 @@ impl Member {
         self.election.settled = true;
         self.election.backoff.reset();
         self.timers.stop(Timer::Candidate);
-        let lease_until = sent_at + self.config.lease();
+        let lease_until = later(sent_at, self.config.lease());
         self.election.lead = Some(Lead {
             revision,
             lease_until,
@@ -198,7 +199,7 @@ impl Member {
         self.timers.set(Timer::LeaseEnd, lease_until);
         self.timers.set(
             Timer::RenewLeader,
-            (sent_at + self.config.election_renew_interval()).max(now),
+            (later(sent_at, self.config.election_renew_interval())).max(now),
         );
         // A new leader bumps the term before it reads or writes anything else.
         self.read_term();
@@ -245,7 +246,7 @@ impl Member {
     }
 
     fn retry_term_later(&mut self, now: Instant) {
-        let at = now + self.election.backoff.next_delay();
+        let at = later(now, self.election.backoff.next_delay());
         self.timers.set(Timer::TermRetry, at);
     }
 
@@ -304,14 +305,14 @@ impl Member {
             return self.read_leader(sent_at);
         };
         lead.revision = revision;
-        lead.lease_until = lead.lease_until.max(sent_at + self.config.lease());
+        lead.lease_until = lead.lease_until.max(later(sent_at, self.config.lease()));
         let lease_until = lead.lease_until;
         let term = lead.term;
         self.election.backoff.reset();
         self.timers.set(Timer::LeaseEnd, lease_until);
         self.timers.set(
             Timer::RenewLeader,
-            (sent_at + self.config.election_renew_interval()).max(now),
+            (later(sent_at, self.config.election_renew_interval())).max(now),
         );
         if self.planner.is_none()
             && let Some(term) = term
@@ -344,7 +345,7 @@ impl Member {
                 if let Some(l) = self.election.lead.as_mut() {
                     l.revision = revision;
                 }
-                let at = now + self.election.backoff.next_delay();
+                let at = later(now, self.election.backoff.next_delay());
                 self.timers.set(Timer::RenewLeader, at);
             }
             (Ok(_), None, true) => self.step_down(now, false),
@@ -352,16 +353,16 @@ impl Member {
                 self.election.settled = true;
                 self.timers.set(
                     Timer::Candidate,
-                    now + self.config.election_renew_interval(),
+                    later(now, self.config.election_renew_interval()),
                 );
             }
             (Err(_), _, true) => {
-                let at = now + self.election.backoff.next_delay();
+                let at = later(now, self.election.backoff.next_delay());
                 self.timers.set(Timer::RenewLeader, at);
             }
             (Err(_), _, false) => {
                 self.election.settled = true;
-                let at = now + self.election.backoff.next_delay();
+                let at = later(now, self.election.backoff.next_delay());
                 self.timers.set(Timer::Candidate, at);
             }
         }
@@ -448,7 +449,7 @@ impl Member {
         if self.phase == Phase::Member {
             self.timers.set(
                 Timer::Candidate,
-                now + self.config.election_renew_interval(),
+                later(now, self.config.election_renew_interval()),
             );
         }
     }

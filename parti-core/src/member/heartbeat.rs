@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use super::{Member, Notification, Op, Phase, ReadPurpose, Timer};
 use crate::config::{DisconnectPolicy, ValidConfig};
+use crate::machine::later;
 use crate::machine::{KvReply, KvRequest, KvResult};
 use crate::records::{Heartbeat, Intent, Record};
 
@@ -51,7 +52,7 @@ impl Member {
         if !self.identity_trusted() {
             // The id may be someone else's: no heartbeat under it until a renewal confirms it.
             self.timers
-                .set(Timer::Heartbeat, now + self.config.heartbeat_interval);
+                .set(Timer::Heartbeat, later(now, self.config.heartbeat_interval));
             return;
         }
         self.beat.running = true;
@@ -86,13 +87,13 @@ impl Member {
             && self.apply.fence.is_none()
         {
             self.timers
-                .set(Timer::Fence, now + self.config.fence_after());
+                .set(Timer::Fence, later(now, self.config.fence_after()));
         }
         if self.phase == Phase::Restarting {
             self.timers.stop(Timer::Heartbeat);
         } else {
             self.timers
-                .set(Timer::Heartbeat, now + self.config.heartbeat_interval);
+                .set(Timer::Heartbeat, later(now, self.config.heartbeat_interval));
         }
     }
 
@@ -117,7 +118,8 @@ impl Member {
             && matches!(self.phase, Phase::Member | Phase::Leaving)
             && let Some(t) = self.beat.last_acked
         {
-            self.timers.set(Timer::Fence, t + self.config.fence_after());
+            self.timers
+                .set(Timer::Fence, later(t, self.config.fence_after()));
         }
         // A stored `Fenced` heartbeat: the leader can now see us; read our record afresh.
         if let Some(f) = self.apply.fence.as_mut()
@@ -166,7 +168,7 @@ impl Member {
     /// are in the next round, and those records count as empty.
     fn arm_round_timer(&mut self, now: Instant) {
         self.timers
-            .set(Timer::Fence, now + self.config.fence_after());
+            .set(Timer::Fence, later(now, self.config.fence_after()));
     }
 
     /// Starts a new round of the fence in force: no floor, nothing held, a fresh read after the

@@ -20,6 +20,7 @@
 use std::time::Instant;
 
 use super::{Member, Notification, Op, Phase, Timer};
+use crate::machine::later;
 use crate::machine::{KvRequest, KvResult};
 use crate::planner::PlannerState;
 use crate::records::{IdClaim, Intent, Names, Record};
@@ -38,8 +39,10 @@ impl Member {
             Phase::Member => {
                 self.phase = Phase::Leaving;
                 self.stop_election(now);
-                self.timers
-                    .set(Timer::LeaveDeadline, now + self.config.shutdown_timeout);
+                self.timers.set(
+                    Timer::LeaveDeadline,
+                    later(now, self.config.shutdown_timeout),
+                );
                 self.set_intent(now, Intent::Leaving);
             }
             Phase::Leaving | Phase::Releasing | Phase::Restarting | Phase::Stopped => {}

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::ValidConfig;
-use crate::machine::{IdGen, IoEvent, OpId, TimerTable};
+use crate::machine::{IdGen, IoEvent, OpId, TimerTable, later};
 use crate::planner::Planner;
 use crate::records::Names;
 use crate::rng::SplitMix64;
@@ -331,8 +331,10 @@ impl Member {
         if self.phase != Phase::Init {
             return;
         }
-        self.timers
-            .set(Timer::StartupDeadline, now + self.config.startup_timeout);
+        self.timers.set(
+            Timer::StartupDeadline,
+            later(now, self.config.startup_timeout),
+        );
         self.begin_claim(now);
         self.settle(now);
     }

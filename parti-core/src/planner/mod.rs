@@ -177,7 +177,7 @@ mod target;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::assignment::Assignment;
 use crate::config::ValidConfig;
@@ -195,13 +195,7 @@ use target::PlanTarget;
 
 pub use notify::{PlanReason, PlannerInit, PlannerNotification, PlannerState};
 
-/// `t + d`, never panicking: a duration too large for the clock (a config value of centuries)
-/// gives a deadline ~136 years away instead of an overflow.
-fn later(t: Instant, d: Duration) -> Instant {
-    t.checked_add(d)
-        .or_else(|| t.checked_add(Duration::from_secs(1 << 32)))
-        .unwrap_or(t)
-}
+use crate::machine::later;
 
 /// Test-only fault injection: deliberately broken planner behaviour, so that the simulator
 /// (parti-testkit) can prove it finds the bugs these switches re-introduce. Never set outside
