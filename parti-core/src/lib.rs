@@ -21,6 +21,7 @@
 //! | [`assignment`] | who owns what, in one deterministic order, with diffs |
 //! | [`config`] | every setting, its default, and validation into [`config::ValidConfig`] |
 //! | [`member`] | the `Member` machine every worker runs: identity, heartbeats, election, applying records |
+//! | [`planner`] | the `Planner` machine the leader runs (embedded in its `Member`): liveness, planning, publication |
 //! | [`machine`] | what the sans-IO machines share: op ids, KV requests as data, timers, backoff |
 //! | [`records`] | the values written to the store, postcard behind a format version byte |
 //! | [`store`] | the `KvStore` port and its error type |

@@ -18,6 +18,8 @@ mod cluster_scenarios;
 mod degraded;
 #[path = "member_machine/disconnect.rs"]
 mod disconnect;
+#[path = "member_machine/driver_api.rs"]
+mod driver_api;
 #[path = "member_machine/election.rs"]
 mod election;
 #[path = "member_machine/harness.rs"]

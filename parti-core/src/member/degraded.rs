@@ -28,7 +28,7 @@ pub(super) struct Degraded {
 }
 
 impl Degraded {
-    pub(super) fn new(_now: Instant) -> Self {
+    pub(super) fn new() -> Self {
         Degraded {
             connected: true,
             since: None,
@@ -111,7 +111,7 @@ impl Member {
         if let Some(p) = self.planner.as_mut() {
             p.set_degraded(now, true);
         }
-        self.schedule_alert(now);
+        self.schedule_alert();
         if self.degraded.connected {
             self.timers.set(
                 Timer::DegradedExit,
@@ -129,7 +129,7 @@ impl Member {
         }
         if !self.degraded.exit_read_pending {
             self.degraded.exit_read_pending = true;
-            self.read_own_record(now, ReadPurpose::DegradedExit);
+            self.read_own_record(ReadPurpose::DegradedExit);
         }
     }
 
@@ -195,7 +195,7 @@ impl Member {
             .max()
     }
 
-    fn schedule_alert(&mut self, _now: Instant) {
+    fn schedule_alert(&mut self) {
         let Some(t0) = self.degraded.since else {
             return;
         };
@@ -233,6 +233,6 @@ impl Member {
                 degraded_for: age,
             });
         }
-        self.schedule_alert(now);
+        self.schedule_alert();
     }
 }

@@ -12,14 +12,14 @@
 
 use std::time::Instant;
 
-use super::{Action, Member, Notification, Op, Phase, SharedStrategy, Timer};
+use super::{Action, Member, Notification, Op, Phase, Timer};
 use crate::config::ValidConfig;
 use crate::machine::later;
 use crate::machine::{Backoff, IoAction, KvReply, KvRequest, KvResult, WatchId};
 use crate::planner::{Planner, PlannerInit};
 use crate::records::{Leadership, Names, Record, TermCounter};
 use crate::store::{KvError, KvOperation, WatchEvent, WatchKeys};
-use crate::types::{Revision, Term};
+use crate::types::{Revision, Term, WorkerId};
 
 /// The election side of a member.
 #[derive(Clone, Debug)]
@@ -32,6 +32,9 @@ pub(super) struct Election {
     /// A `create` attempt is open: sent, or timed out and re-reading the key.
     creating: bool,
     pub(super) lead: Option<Lead>,
+    /// The worker the leader key named last, as this member's watch showed it (`None`:
+    /// absent, undecodable, or not known since the watch (re)started).
+    pub(super) leader: Option<WorkerId>,
     backoff: Backoff,
 }
 
@@ -54,19 +57,21 @@ impl Election {
             key_present: false,
             creating: false,
             lead: None,
+            leader: None,
             backoff: Backoff::new(config.retry.clone(), seed),
         }
     }
 }
 
 impl Member {
-    pub(super) fn start_election(&mut self, _now: Instant) {
+    pub(super) fn start_election(&mut self) {
         let watch = self.ids.watch();
         self.election.watch = Some(watch);
         self.election.settled = false;
         self.election.snapshot_done = false;
         self.election.key_present = false;
         self.election.creating = false;
+        self.election.leader = None;
         self.actions.push_back(Action::Io(IoAction::Watch {
             watch,
             bucket: self.names.leader_bucket(),
@@ -74,7 +79,7 @@ impl Member {
         }));
     }
 
-    pub(super) fn stop_election(&mut self, _now: Instant) {
+    pub(super) fn stop_election(&mut self) {
         if let Some(watch) = self.election.watch.take() {
             self.actions
                 .push_back(Action::Io(IoAction::Unwatch { watch }));
@@ -97,12 +102,15 @@ impl Member {
             Ok(WatchEvent::Resync) => {
                 self.election.snapshot_done = false;
                 self.election.key_present = false;
+                self.election.leader = None;
             }
             Ok(WatchEvent::Change(change)) => match change.op {
                 KvOperation::Put(bytes) => {
                     self.election.key_present = true;
                     let bucket = self.names.leader_bucket();
-                    let _ = self.decode::<Leadership>(&bucket, &change.key, &bytes);
+                    self.election.leader = self
+                        .decode::<Leadership>(&bucket, &change.key, &bytes)
+                        .map(|l| l.worker);
                     if self.election.lead.is_none() {
                         // Expiry is silent: try again once this write would have expired.
                         self.timers
@@ -111,6 +119,7 @@ impl Member {
                 }
                 KvOperation::Delete | KvOperation::Purge => {
                     self.election.key_present = false;
+                    self.election.leader = None;
                     if self.election.snapshot_done {
                         self.stand(now);
                     }
@@ -171,10 +180,16 @@ impl Member {
             Err(KvError::Timeout) => self.read_leader(sent_at),
             Err(_) | Ok(_) => {
                 self.election.settled = true;
-                let at = later(now, self.election.backoff.next_delay());
+                let at = self.election_retry_at(now);
                 self.timers.set(Timer::Candidate, at);
             }
         }
+    }
+
+    /// When to retry an election step that failed (standing, taking a term, renewing); counted.
+    fn election_retry_at(&mut self, now: Instant) -> Instant {
+        self.retries.election += 1;
+        later(now, self.election.backoff.next_delay())
     }
 
     fn read_leader(&mut self, sent_at: Instant) {
@@ -246,7 +261,7 @@ impl Member {
     }
 
     fn retry_term_later(&mut self, now: Instant) {
-        let at = later(now, self.election.backoff.next_delay());
+        let at = self.election_retry_at(now);
         self.timers.set(Timer::TermRetry, at);
     }
 
@@ -345,7 +360,7 @@ impl Member {
                 if let Some(l) = self.election.lead.as_mut() {
                     l.revision = revision;
                 }
-                let at = later(now, self.election.backoff.next_delay());
+                let at = self.election_retry_at(now);
                 self.timers.set(Timer::RenewLeader, at);
             }
             (Ok(_), None, true) => self.step_down(now, false),
@@ -357,12 +372,12 @@ impl Member {
                 );
             }
             (Err(_), _, true) => {
-                let at = later(now, self.election.backoff.next_delay());
+                let at = self.election_retry_at(now);
                 self.timers.set(Timer::RenewLeader, at);
             }
             (Err(_), _, false) => {
                 self.election.settled = true;
-                let at = later(now, self.election.backoff.next_delay());
+                let at = self.election_retry_at(now);
                 self.timers.set(Timer::Candidate, at);
             }
         }
@@ -379,9 +394,8 @@ impl Member {
             partitions: self.partitions.to_vec(),
             seed: self.rng.next_u64(),
         };
-        let strategy = Box::new(SharedStrategy(self.strategy.clone()));
         self.relay.new_generation();
-        let mut planner = Planner::new(self.config.clone(), strategy, init, now);
+        let mut planner = Planner::new(self.config.clone(), self.strategy.clone(), init, now);
         if self.degraded.since.is_some() {
             planner.set_degraded(now, true);
         }
@@ -412,6 +426,7 @@ impl Member {
             self.timers.stop(t);
         }
         if let Some(mut p) = self.planner.take() {
+            self.retries.publication += p.retries();
             p.stop(now);
             while let Some(a) = p.poll_action() {
                 if matches!(a, IoAction::Unwatch { .. })

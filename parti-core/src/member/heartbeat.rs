@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use super::{Member, Notification, Op, Phase, ReadPurpose, Timer};
-use crate::config::{DisconnectPolicy, ValidConfig};
+use crate::config::DisconnectPolicy;
 use crate::machine::later;
 use crate::machine::{KvReply, KvRequest, KvResult};
 use crate::records::{Heartbeat, Intent, Record};
@@ -27,7 +27,7 @@ pub(super) struct Beat {
 }
 
 impl Beat {
-    pub(super) fn new(_config: &ValidConfig) -> Self {
+    pub(super) fn new() -> Self {
         Beat {
             seq: 0,
             intent: Intent::Active,
@@ -105,7 +105,7 @@ impl Member {
         }
     }
 
-    pub(super) fn on_heartbeat_done(&mut self, now: Instant, sent_at: Instant, result: KvResult) {
+    pub(super) fn on_heartbeat_done(&mut self, sent_at: Instant, result: KvResult) {
         if !matches!(result, Ok(KvReply::Written(_))) {
             return;
         }
@@ -128,11 +128,11 @@ impl Member {
         {
             f.read_pending = true;
             let round = f.round;
-            self.read_own_record(now, ReadPurpose::Unfence(round));
+            self.read_own_record(ReadPurpose::Unfence(round));
         }
     }
 
-    pub(super) fn read_own_record(&mut self, _now: Instant, purpose: ReadPurpose) {
+    pub(super) fn read_own_record(&mut self, purpose: ReadPurpose) {
         let Some(id) = self.identity.as_ref().map(|c| c.id.clone()) else {
             return;
         };

@@ -289,6 +289,7 @@ impl Member {
     }
 
     fn retry_claim_later(&mut self, now: Instant) {
+        self.retries.claim += 1;
         let at = later(now, self.claim.backoff.next_delay());
         self.timers
             .set(Timer::ClaimRetry, at.min(self.claim.deadline));
@@ -299,7 +300,7 @@ impl Member {
             return;
         }
         if now >= self.claim.deadline {
-            return self.fail_claim(now);
+            return self.fail_claim();
         }
         // A new pass: ids may have expired since.
         self.claim.taken.clear();
@@ -307,7 +308,8 @@ impl Member {
         self.list_ids();
     }
 
-    pub(super) fn fail_claim(&mut self, _now: Instant) {
+    pub(super) fn fail_claim(&mut self) {
+        self.retries.exhausted += 1;
         let error = if self.claim.exhausted {
             MemberError::IdentityPoolExhausted {
                 min: self.config.worker_id_min,
@@ -357,8 +359,8 @@ impl Member {
             // if it had lapsed — nothing is done under it until a renewal confirms it.
             self.on_identity_lapse(now);
         }
-        self.start_assignment_watch(now, &id);
-        self.start_election(now);
+        self.start_assignment_watch(&id);
+        self.start_election();
         self.send_heartbeat(now);
     }
 }

@@ -71,7 +71,7 @@ impl Member {
                 if was_suspect {
                     // Confirmed ours again: take the record that waited, announce ourselves,
                     // stand again (a candidate timer may have passed meanwhile).
-                    self.on_identity_confirmed(now);
+                    self.on_identity_confirmed();
                     self.send_heartbeat(now);
                     if self.election.watch.is_some() {
                         self.stand(now);
@@ -108,6 +108,7 @@ impl Member {
             }
             Ok(_) => self.identity_lost(now),
             Err(_) => {
+                self.retries.other += 1;
                 let at = later(now, self.claim.backoff.next_delay());
                 self.timers.set(Timer::RenewId, at);
             }
@@ -152,8 +153,8 @@ impl Member {
         });
         self.fence(now);
         self.step_down(now, true);
-        self.stop_election(now);
-        self.stop_assignment_watch(Some(lost.id));
+        self.stop_election();
+        self.stop_assignment_watch();
         self.beat.last_acked = None;
         for t in [
             Timer::RenewId,
