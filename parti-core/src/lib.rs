@@ -22,6 +22,7 @@
 //! | [`breaker`] | the circuit breaker in front of store calls, a pure state machine |
 //! | [`config`] | every setting, its default, and validation into [`config::ValidConfig`] |
 //! | [`member`] | the `Member` machine every worker runs: identity, heartbeats, election, applying records |
+//! | [`planner`] | the `Planner` machine the leader runs (embedded in its `Member`): liveness, planning, publication |
 //! | [`machine`] | what the sans-IO machines share: op ids, KV requests as data, timers, backoff |
 //! | [`records`] | the values written to the store, postcard behind a format version byte |
 //! | [`store`] | the `KvStore` port and its error type |

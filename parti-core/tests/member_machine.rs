@@ -8,6 +8,8 @@
 
 #[path = "member_machine/apply.rs"]
 mod apply;
+#[path = "member_machine/bounds.rs"]
+mod bounds;
 #[path = "member_machine/cluster.rs"]
 mod cluster;
 #[path = "member_machine/cluster_scenarios.rs"]
@@ -16,6 +18,8 @@ mod cluster_scenarios;
 mod degraded;
 #[path = "member_machine/disconnect.rs"]
 mod disconnect;
+#[path = "member_machine/driver_api.rs"]
+mod driver_api;
 #[path = "member_machine/election.rs"]
 mod election;
 #[path = "member_machine/harness.rs"]

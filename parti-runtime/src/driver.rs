@@ -22,7 +22,9 @@ use futures::stream::FuturesUnordered;
 use parti_core::breaker::{BreakerState, CircuitBreaker, counts_as_failure};
 use parti_core::machine::IoAction;
 use parti_core::machine::IoEvent;
-use parti_core::member::{Action, DeliveryId, Event, Member, Notification as MemberNote};
+use parti_core::member::{
+    Action, DeliveryId, Event, Member, Notification as MemberNote, RetryCounts,
+};
 use parti_core::planner::PlannerNotification;
 use parti_core::records::OwnedPartition;
 use parti_core::store::{ConnectionWatch, KvError};
@@ -89,6 +91,8 @@ struct Books {
     /// Plans started and not yet published: when, and how many partitions they move.
     plans: HashMap<String, (Instant, usize)>,
     owned_dirty: bool,
+    /// Retry counts already reported.
+    retries: RetryCounts,
     published_term: Option<u64>,
     published_version: u64,
 }
@@ -159,14 +163,10 @@ impl Driver {
         let now = now();
         match command {
             Some(Command::TriggerRebalance(reply)) => {
-                let result = if self.member.is_leader() {
-                    self.member.trigger_rebalance(now);
-                    Ok(())
-                } else {
-                    Err(Error::NotLeader {
-                        leader: self.views.status.borrow().leader.clone(),
-                    })
-                };
+                let result = self
+                    .member
+                    .trigger_rebalance(now)
+                    .map_err(|e| Error::NotLeader { leader: e.leader });
                 let _ = reply.send(result);
             }
             Some(Command::RefreshPartitions(reply)) => self.start_listing(books, Some(reply)),
@@ -549,6 +549,39 @@ impl Driver {
                 Some(t) => self.span.record("term", t),
                 None => self.span.record("term", field::Empty),
             };
+        }
+        if let Some(p) = self.member.planner() {
+            books
+                .labels
+                .gauge("parti_live_members", p.live_workers().len() as f64);
+            books
+                .labels
+                .gauge("parti_unowned_partitions", p.unowned() as f64);
+        }
+        let retries = self.member.retries();
+        for (op, now, seen) in [
+            ("claim", retries.claim, &mut books.retries.claim),
+            ("election", retries.election, &mut books.retries.election),
+            (
+                "publication",
+                retries.publication,
+                &mut books.retries.publication,
+            ),
+            ("other", retries.other, &mut books.retries.other),
+        ] {
+            if now > *seen {
+                books
+                    .labels
+                    .count_by("parti_retries_total", "op", op.to_owned(), now - *seen);
+                *seen = now;
+            }
+        }
+        if retries.exhausted > books.retries.exhausted {
+            books.labels.count(
+                "parti_retries_exhausted_total",
+                retries.exhausted - books.retries.exhausted,
+            );
+            books.retries.exhausted = retries.exhausted;
         }
         let version = self.member.applied_version().0;
         if version != books.published_version {

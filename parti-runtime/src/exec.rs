@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use parti_core::machine::{IoAction, KvReply, KvRequest, KvResult, OpId, WatchId};
-use parti_core::store::{KvError, KvStore, KvWatch, WatchEvent};
+use parti_core::store::{BackendError, KvError, KvStore, KvWatch, WatchEvent};
 
 /// A finished store operation.
 #[derive(Debug)]
@@ -98,6 +98,10 @@ impl Exec {
                 self.wanted.remove(&watch);
                 self.open.retain(|(w, _)| *w != watch);
             }
+            other => tracing::error!(
+                ?other,
+                "an I/O action this runtime does not know was skipped"
+            ),
         }
     }
 
@@ -209,6 +213,10 @@ fn call(store: Arc<dyn KvStore>, request: KvRequest) -> BoxFuture<'static, KvRes
             KvRequest::Keys { bucket, prefix } => {
                 store.keys(&bucket, &prefix).await.map(KvReply::Keys)
             }
+            other => Err(KvError::Backend(BackendError::msg(format!(
+                "a store request this runtime does not know: {}",
+                other.name()
+            )))),
         }
     }
     .boxed()

@@ -6,6 +6,9 @@
 //! machines accept — or returns **every** problem at once as structured [`ConfigError`]s that
 //! name the fields and values.
 //!
+//! No duration may exceed [`DURATION_MAX`] (a year): a longer value is refused as
+//! [`ConfigError::TooLong`], naming the field — it is almost certainly a unit mistake.
+//!
 //! Zero is a real value wherever it means something (an emergency grace of `"0s"` declares a
 //! crash as soon as its heartbeat expires); it never silently means "use the default". Settings
 //! that can be switched off are `Option`s, written `"off"` in files.
@@ -97,7 +100,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::StorageKind;
 
-pub use validate::{ConfigError, ConfigErrors, ConfigWarning, NAMESPACE_MAX_LEN, ValidConfig};
+pub use validate::{
+    ConfigError, ConfigErrors, ConfigWarning, DURATION_MAX, NAMESPACE_MAX_LEN, ValidConfig,
+};
 
 /// Every setting of a parti worker. See the [module documentation](self).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -41,6 +41,7 @@ fn variant_name(e: &ConfigError) -> &'static str {
         ConfigError::WorkerIdTooLong { .. } => "WorkerIdTooLong",
         ConfigError::PreferredIdOutsidePool { .. } => "PreferredIdOutsidePool",
         ConfigError::NotPositive { .. } => "NotPositive",
+        ConfigError::TooLong { .. } => "TooLong",
         ConfigError::HeartbeatTtlTooShort { .. } => "HeartbeatTtlTooShort",
         ConfigError::IdentityTtlTooShort { .. } => "IdentityTtlTooShort",
         ConfigError::IdentityTtlBelowHeartbeatTtl { .. } => "IdentityTtlBelowHeartbeatTtl",
@@ -93,6 +94,10 @@ fn one_per_variant() -> Vec<Config> {
     });
     v.push(Config {
         operation_timeout: Duration::ZERO,
+        ..d()
+    });
+    v.push(Config {
+        startup_timeout: secs(2_562_047_788_015_215 * 3600),
         ..d()
     });
     v.push(Config {
@@ -184,7 +189,7 @@ fn every_variant_is_produced_by_a_config_breaking_only_its_rule() {
         assert!(!e.to_string().is_empty());
         seen.insert(variant_name(&e));
     }
-    assert_eq!(seen.len(), 25, "each variant once: {seen:?}");
+    assert_eq!(seen.len(), 26, "each variant once: {seen:?}");
 }
 
 #[test]
@@ -283,6 +288,141 @@ fn every_positive_field_is_named_when_zero() {
         "degraded.alerts.interval",
     ] {
         assert!(fields.contains(f), "{f} missing from {fields:?}");
+    }
+}
+
+/// Every duration field, set through a config file's name.
+fn set_duration(c: &mut Config, field: &str, d: Duration) {
+    match field {
+        "identity_ttl" => c.identity_ttl = d,
+        "heartbeat_interval" => c.heartbeat_interval = d,
+        "heartbeat_ttl" => c.heartbeat_ttl = d,
+        "emergency_grace" => c.emergency_grace = d,
+        "election_ttl" => c.election_ttl = d,
+        "lease_margin" => c.lease_margin = d,
+        "fence_margin" => c.fence_margin = d,
+        "cold_start_window" => c.cold_start_window = d,
+        "planned_scale_window" => c.planned_scale_window = d,
+        "min_rebalance_interval" => c.min_rebalance_interval = d,
+        "rejoin_window" => c.rejoin_window = d,
+        "handler_timeout" => c.handler_timeout = d,
+        "revoke_timeout" => c.revoke_timeout = d,
+        "operation_timeout" => c.operation_timeout = d,
+        "startup_timeout" => c.startup_timeout = d,
+        "shutdown_timeout" => c.shutdown_timeout = d,
+        "degraded.enter_after" => c.degraded.enter_after = d,
+        "degraded.exit_after" => c.degraded.exit_after = d,
+        "degraded.kv_error_window" => c.degraded.kv_error_window = d,
+        "degraded.recovery_grace" => c.degraded.recovery_grace = d,
+        "degraded.alerts.info" => c.degraded.alerts.info = Some(d),
+        "degraded.alerts.warn" => c.degraded.alerts.warn = Some(d),
+        "degraded.alerts.error" => c.degraded.alerts.error = Some(d),
+        "degraded.alerts.critical" => c.degraded.alerts.critical = Some(d),
+        "degraded.alerts.interval" => c.degraded.alerts.interval = d,
+        "retry.initial_backoff" => c.retry.initial_backoff = d,
+        "retry.max_backoff" => c.retry.max_backoff = d,
+        other => panic!("unknown duration field {other}"),
+    }
+}
+
+const DURATION_FIELDS: [&str; 27] = [
+    "identity_ttl",
+    "heartbeat_interval",
+    "heartbeat_ttl",
+    "emergency_grace",
+    "election_ttl",
+    "lease_margin",
+    "fence_margin",
+    "cold_start_window",
+    "planned_scale_window",
+    "min_rebalance_interval",
+    "rejoin_window",
+    "handler_timeout",
+    "revoke_timeout",
+    "operation_timeout",
+    "startup_timeout",
+    "shutdown_timeout",
+    "degraded.enter_after",
+    "degraded.exit_after",
+    "degraded.kv_error_window",
+    "degraded.recovery_grace",
+    "degraded.alerts.info",
+    "degraded.alerts.warn",
+    "degraded.alerts.error",
+    "degraded.alerts.critical",
+    "degraded.alerts.interval",
+    "retry.initial_backoff",
+    "retry.max_backoff",
+];
+
+#[test]
+fn a_unit_mistake_is_refused_naming_the_field_the_value_and_the_limit() {
+    // Valid-looking, and `Member::start` panicked on it ("overflow when adding duration to
+    // instant") before durations had a bound.
+    let c: Config = toml::from_str(r#"startup_timeout = "2562047788015215h""#).unwrap();
+    let e = only_error(c);
+    assert_eq!(
+        e,
+        ConfigError::TooLong {
+            field: "startup_timeout",
+            value: secs(2_562_047_788_015_215 * 3600),
+            limit: DURATION_MAX,
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "startup_timeout (2562047788015215h) must be at most 8760h"
+    );
+    assert_eq!(DURATION_MAX, secs(365 * 24 * 3600), "documented as a year");
+}
+
+#[test]
+fn every_duration_above_the_limit_is_reported_once_and_all_at_once() {
+    let mut c = Config::default();
+    for f in DURATION_FIELDS {
+        set_duration(&mut c, f, Duration::MAX);
+    }
+    // Every rule runs on absurd values without overflowing; each field is named once.
+    let errs = errors(c);
+    let too_long: Vec<&str> = errs
+        .iter()
+        .filter_map(|e| match e {
+            ConfigError::TooLong {
+                field,
+                value,
+                limit,
+            } => {
+                assert_eq!((*value, *limit), (Duration::MAX, DURATION_MAX));
+                Some(*field)
+            }
+            _ => None,
+        })
+        .collect();
+    let mut expected = DURATION_FIELDS.to_vec();
+    expected.sort_unstable();
+    let mut got = too_long.clone();
+    got.sort_unstable();
+    assert_eq!(got, expected, "one error per field: {errs:#?}");
+    // The limit itself is allowed, one field at a time.
+    for f in DURATION_FIELDS {
+        let mut c = Config::default();
+        set_duration(&mut c, f, DURATION_MAX + Duration::from_nanos(1));
+        let errs = errors(c.clone());
+        assert!(
+            errs.contains(&ConfigError::TooLong {
+                field: f,
+                value: DURATION_MAX + Duration::from_nanos(1),
+                limit: DURATION_MAX
+            }),
+            "{f}: {errs:#?}"
+        );
+        set_duration(&mut c, f, DURATION_MAX);
+        assert!(
+            c.validate()
+                .err()
+                .is_none_or(|e| !e.0.iter().any(|e| matches!(e, ConfigError::TooLong { .. }))),
+            "{f} at the limit is not too long"
+        );
     }
 }
 

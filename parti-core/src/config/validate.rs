@@ -12,6 +12,16 @@ use crate::types::{WORKER_ID_MAX_LEN, check_name};
 /// Longest namespace accepted (bucket names add up to 12 characters to it).
 pub const NAMESPACE_MAX_LEN: usize = 32;
 
+/// The longest any duration setting may be: 365 days.
+///
+/// A timer a year away is "never" for every purpose parti has, and the bound keeps every sum
+/// and product the machines form from settings (`heartbeat_ttl + emergency_grace`,
+/// `2 × handler_timeout`, a window capped at twice its length) far inside what a clock can
+/// represent. The machines also saturate every deadline they compute (a deadline the clock
+/// cannot hold becomes the farthest one it can), so this bound is about meaning, not safety:
+/// a value above it is almost certainly a unit mistake (`"2562047788015215h"`).
+pub const DURATION_MAX: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// One broken rule. Each variant names the fields involved and their values.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -65,6 +75,16 @@ pub enum ConfigError {
     NotPositive {
         /// The field, as written in a config file (`degraded.alerts.interval`).
         field: &'static str,
+    },
+    /// A duration is longer than [`DURATION_MAX`] (probably a unit mistake).
+    #[error("{field} ({}) must be at most {}", fmt_d(*value), fmt_d(*limit))]
+    TooLong {
+        /// The field, as written in a config file (`degraded.alerts.interval`).
+        field: &'static str,
+        /// Its value.
+        value: Duration,
+        /// The limit ([`DURATION_MAX`]).
+        limit: Duration,
     },
     /// `heartbeat_ttl < 2 × heartbeat_interval`: one late heartbeat would look like a crash.
     #[error(
@@ -384,21 +404,27 @@ impl ValidConfig {
     /// A worker is dead after this long without a heartbeat: `heartbeat_ttl + emergency_grace`.
     #[must_use]
     pub fn dead_after(&self) -> Duration {
-        self.config.heartbeat_ttl + self.config.emergency_grace
+        self.config
+            .heartbeat_ttl
+            .saturating_add(self.config.emergency_grace)
     }
 
     /// Under `Fence`, a member revokes everything once its last acknowledged heartbeat is this
     /// old: `heartbeat_ttl - fence_margin`.
     #[must_use]
     pub fn fence_after(&self) -> Duration {
-        self.config.heartbeat_ttl - self.config.fence_margin
+        self.config
+            .heartbeat_ttl
+            .saturating_sub(self.config.fence_margin)
     }
 
     /// Leader lease, measured from the send time of the last successful renewal:
     /// `election_ttl - lease_margin`.
     #[must_use]
     pub fn lease(&self) -> Duration {
-        self.config.election_ttl - self.config.lease_margin
+        self.config
+            .election_ttl
+            .saturating_sub(self.config.lease_margin)
     }
 
     /// The leader key is renewed this often: `election_ttl / 3`.
@@ -418,7 +444,7 @@ impl ValidConfig {
     pub fn warnings(&self) -> Vec<ConfigWarning> {
         let c = &self.config;
         let mut w = Vec::new();
-        if c.identity_ttl < c.heartbeat_ttl * 2 {
+        if c.identity_ttl < c.heartbeat_ttl.saturating_mul(2) {
             w.push(ConfigWarning::IdentityTtlBelowTwiceHeartbeatTtl);
         }
         if c.min_rebalance_interval < Duration::from_secs(5) {
@@ -435,6 +461,52 @@ impl ValidConfig {
         }
         w
     }
+}
+
+/// Every duration setting, named as in a config file (an alert level that is off is left out).
+fn durations(c: &Config) -> Vec<(&'static str, Duration)> {
+    let d = &c.degraded;
+    let a = &d.alerts;
+    let mut v = vec![
+        ("identity_ttl", c.identity_ttl),
+        ("heartbeat_interval", c.heartbeat_interval),
+        ("heartbeat_ttl", c.heartbeat_ttl),
+        ("emergency_grace", c.emergency_grace),
+        ("election_ttl", c.election_ttl),
+        ("lease_margin", c.lease_margin),
+        ("fence_margin", c.fence_margin),
+        ("cold_start_window", c.cold_start_window),
+        ("planned_scale_window", c.planned_scale_window),
+        ("min_rebalance_interval", c.min_rebalance_interval),
+        ("rejoin_window", c.rejoin_window),
+        ("handler_timeout", c.handler_timeout),
+        ("revoke_timeout", c.revoke_timeout),
+        ("operation_timeout", c.operation_timeout),
+        ("startup_timeout", c.startup_timeout),
+        ("shutdown_timeout", c.shutdown_timeout),
+        ("degraded.enter_after", d.enter_after),
+        ("degraded.exit_after", d.exit_after),
+        ("degraded.kv_error_window", d.kv_error_window),
+        ("degraded.recovery_grace", d.recovery_grace),
+        ("degraded.alerts.interval", a.interval),
+        ("retry.initial_backoff", c.retry.initial_backoff),
+        ("retry.max_backoff", c.retry.max_backoff),
+        ("breaker.open_timeout", c.breaker.open_timeout),
+    ];
+    if let Some(every) = c.partition_refresh_interval {
+        v.push(("partition_refresh_interval", every));
+    }
+    for (field, level) in [
+        ("degraded.alerts.info", a.info),
+        ("degraded.alerts.warn", a.warn),
+        ("degraded.alerts.error", a.error),
+        ("degraded.alerts.critical", a.critical),
+    ] {
+        if let Some(after) = level {
+            v.push((field, after));
+        }
+    }
+    v
 }
 
 pub(super) fn validate(config: Config) -> Result<ValidConfig, ConfigErrors> {
@@ -525,15 +597,26 @@ pub(super) fn validate(config: Config) -> Result<ValidConfig, ConfigErrors> {
             field: "partition_refresh_interval",
         });
     }
+    // Every duration has an upper bound (one error per field). The rules below compare values
+    // with saturating arithmetic, so an absurd value is reported, never a panic.
+    for (field, value) in durations(c) {
+        if value > DURATION_MAX {
+            errs.push(ConfigError::TooLong {
+                field,
+                value,
+                limit: DURATION_MAX,
+            });
+        }
+    }
 
     // The Go library's rules (§2.3), in its order.
-    if c.heartbeat_ttl < c.heartbeat_interval * 2 {
+    if c.heartbeat_ttl < c.heartbeat_interval.saturating_mul(2) {
         errs.push(ConfigError::HeartbeatTtlTooShort {
             ttl: c.heartbeat_ttl,
             interval: c.heartbeat_interval,
         });
     }
-    if c.identity_ttl < c.heartbeat_interval * 3 {
+    if c.identity_ttl < c.heartbeat_interval.saturating_mul(3) {
         errs.push(ConfigError::IdentityTtlTooShort {
             identity_ttl: c.identity_ttl,
             heartbeat_interval: c.heartbeat_interval,
@@ -608,7 +691,7 @@ pub(super) fn validate(config: Config) -> Result<ValidConfig, ConfigErrors> {
             heartbeat_ttl: c.heartbeat_ttl,
         });
     } else if c.heartbeat_ttl.saturating_sub(c.fence_margin) <= c.heartbeat_interval
-        && c.heartbeat_ttl >= c.heartbeat_interval * 2
+        && c.heartbeat_ttl >= c.heartbeat_interval.saturating_mul(2)
     {
         errs.push(ConfigError::FenceBeforeNextHeartbeat {
             fence_after: c.heartbeat_ttl.saturating_sub(c.fence_margin),

@@ -24,6 +24,7 @@ use crate::types::Revision;
 
 pub use backoff::Backoff;
 pub use timer::TimerTable;
+pub(crate) use timer::later;
 
 /// Identifies one store operation requested by a machine; its result comes back with the same id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -97,6 +98,7 @@ impl IdGen {
 
 /// A store operation, as data (mirrors [`crate::store::KvStore`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KvRequest {
     /// `entry(bucket, key)`.
     Entry {
@@ -165,10 +167,44 @@ impl KvRequest {
             KvRequest::Keys { .. } => "keys",
         }
     }
+
+    /// The bucket it acts on.
+    #[must_use]
+    pub fn bucket(&self) -> &str {
+        match self {
+            KvRequest::Entry { bucket, .. }
+            | KvRequest::Create { bucket, .. }
+            | KvRequest::Update { bucket, .. }
+            | KvRequest::Put { bucket, .. }
+            | KvRequest::Delete { bucket, .. }
+            | KvRequest::Keys { bucket, .. } => bucket,
+        }
+    }
+
+    /// The key it acts on; for `Keys`, the prefix.
+    #[must_use]
+    pub fn key(&self) -> &str {
+        match self {
+            KvRequest::Entry { key, .. }
+            | KvRequest::Create { key, .. }
+            | KvRequest::Update { key, .. }
+            | KvRequest::Put { key, .. }
+            | KvRequest::Delete { key, .. } => key,
+            KvRequest::Keys { prefix, .. } => prefix,
+        }
+    }
+
+    /// Whether it writes (`create`, `update`, `put`, `delete`): a write that times out has an
+    /// unknown outcome.
+    #[must_use]
+    pub fn is_write(&self) -> bool {
+        !matches!(self, KvRequest::Entry { .. } | KvRequest::Keys { .. })
+    }
 }
 
 /// The successful result of a [`KvRequest`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KvReply {
     /// Result of `Entry`.
     Entry(Option<KvEntry>),
@@ -185,6 +221,7 @@ pub type KvResult = Result<KvReply, KvError>;
 
 /// I/O a machine asks the driver to perform.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IoAction {
     /// Run a store operation and report [`IoEvent::KvDone`] with the same `op`.
     Kv {
@@ -212,6 +249,7 @@ pub enum IoAction {
 /// Results of [`IoAction`]s, fed back by the driver. The driver stamps nothing: the `now` passed
 /// with the event is the receive time.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IoEvent {
     /// A store operation finished.
     KvDone {

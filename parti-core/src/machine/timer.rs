@@ -5,7 +5,24 @@
 //! and acts on each, so a spurious wake-up (nothing expired) does nothing.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// `t + d`, never panicking. Every deadline a machine computes from a setting goes through
+/// here: when the clock cannot represent `t + d` (a clock near its end, a duration of
+/// centuries) the deadline is the farthest instant it can represent within `d` — in practice
+/// "never" — instead of an overflow panic. Validation bounds every setting
+/// ([`DURATION_MAX`](crate::config::DURATION_MAX)); this keeps the machines safe whatever the
+/// clock.
+pub(crate) fn later(t: Instant, d: Duration) -> Instant {
+    let mut d = d;
+    loop {
+        if let Some(at) = t.checked_add(d) {
+            return at;
+        }
+        // Halving ends: `t + 0` is `t`.
+        d /= 2;
+    }
+}
 
 /// Deadlines keyed by a timer kind `T` (usually a small `enum`). At most one deadline per kind.
 #[derive(Clone, Debug)]
@@ -94,6 +111,25 @@ mod tests {
     enum T {
         A,
         B,
+    }
+
+    #[test]
+    fn later_saturates_instead_of_panicking() {
+        #[allow(clippy::disallowed_methods)] // the test's one epoch
+        let epoch = Instant::now();
+        assert_eq!(
+            later(epoch, Duration::from_secs(5)),
+            epoch + Duration::from_secs(5)
+        );
+        let far = later(epoch, Duration::MAX);
+        assert!(
+            far > epoch + Duration::from_secs(1 << 40),
+            "far in the future"
+        );
+        assert!(
+            later(far, Duration::MAX) >= far,
+            "no panic near the end of the clock"
+        );
     }
 
     #[test]

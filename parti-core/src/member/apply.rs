@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use super::target::Target;
 use super::{Action, DeliveryId, Member, Notification, Phase, ReadPurpose, Timer};
+use crate::machine::later;
 use crate::machine::{IoAction, KvReply, KvResult, WatchId};
 use crate::records::{AssignmentRecord, Intent, Names, OwnedPartition, TermCounter};
 use crate::store::{KvError, KvOperation, WatchEvent, WatchKeys};
@@ -83,7 +84,7 @@ impl Apply {
 }
 
 impl Member {
-    pub(super) fn start_assignment_watch(&mut self, _now: Instant, id: &WorkerId) {
+    pub(super) fn start_assignment_watch(&mut self, id: &WorkerId) {
         if self.apply.owner.as_ref() != Some(id) {
             self.apply.accepted = Version::ZERO;
             self.apply.applied = Version::ZERO;
@@ -102,7 +103,7 @@ impl Member {
         }));
     }
 
-    pub(super) fn stop_assignment_watch(&mut self, _lost: Option<WorkerId>) {
+    pub(super) fn stop_assignment_watch(&mut self) {
         if let Some(watch) = self.apply.watch.take() {
             self.actions
                 .push_back(Action::Io(IoAction::Unwatch { watch }));
@@ -115,7 +116,7 @@ impl Member {
             Ok(WatchEvent::SnapshotComplete) => {
                 if self.apply.in_snapshot {
                     self.apply.in_snapshot = false;
-                    self.on_snapshot_candidate(now);
+                    self.on_snapshot_candidate();
                     if !self.apply.seen_in_snapshot {
                         self.on_record_absent();
                     }
@@ -140,7 +141,7 @@ impl Member {
                     match &change.op {
                         KvOperation::Put(bytes) => {
                             match self.decode::<AssignmentRecord>(&bucket, &change.key, bytes) {
-                                Some(record) => self.on_record(now, record),
+                                Some(record) => self.on_record(record),
                                 None => self.on_record_absent(),
                             }
                         }
@@ -151,7 +152,7 @@ impl Member {
         }
     }
 
-    fn on_record(&mut self, now: Instant, record: AssignmentRecord) {
+    fn on_record(&mut self, record: AssignmentRecord) {
         if self.apply.closed {
             return;
         }
@@ -169,47 +170,47 @@ impl Member {
             }
             return;
         }
-        self.term_checked(now, record);
+        self.term_checked(record);
     }
 
     /// The snapshot ended: a record that came before the newest `term` is applied if exactly
     /// one bump separates them. Every leader takes `term + 1`, so that bump is the newest `term`
     /// itself, which came after the record: the record was written under the term in force.
     /// With two bumps or more, one of them may have preceded the record (a zombie): refused.
-    fn on_snapshot_candidate(&mut self, now: Instant) {
+    fn on_snapshot_candidate(&mut self) {
         let Some(record) = self.apply.snapshot_candidate.take() else {
             return;
         };
         if self.apply.stream_term == Some(record.term.next())
             && record.version > self.apply.accepted
         {
-            self.term_checked(now, record);
+            self.term_checked(record);
         } else {
             self.apply.refused += 1;
         }
     }
 
     /// A record that passed the term and version checks.
-    fn term_checked(&mut self, now: Instant, record: AssignmentRecord) {
+    fn term_checked(&mut self, record: AssignmentRecord) {
         if !self.identity_trusted() {
             // Maybe written for another holder of the id: wait for the renewal's verdict.
             self.apply.suspect_held = Some(record);
             return;
         }
-        self.take_record(now, record);
+        self.take_record(record);
     }
 
     /// The claim is confirmed ours again: the record that waited meanwhile is taken.
-    pub(super) fn on_identity_confirmed(&mut self, now: Instant) {
+    pub(super) fn on_identity_confirmed(&mut self) {
         if let Some(record) = self.apply.suspect_held.take()
             && record.version > self.apply.accepted
         {
-            self.take_record(now, record);
+            self.take_record(record);
         }
     }
 
     /// A record that passed the term and version checks, under a trusted claim.
-    fn take_record(&mut self, now: Instant, record: AssignmentRecord) {
+    fn take_record(&mut self, record: AssignmentRecord) {
         let addressed = self.addressed_to_us(&record);
         if let Some(f) = self.apply.fence.as_mut() {
             match f.floor {
@@ -223,7 +224,7 @@ impl Member {
                 }
                 // Only a record planned for our new round (after the leader saw the fence)
                 // ends it; an older one — a pipelined write landing late — counts as empty.
-                Some(_) if addressed => self.unfence(now),
+                Some(_) if addressed => self.unfence(),
                 Some(_) => {}
             }
         }
@@ -256,7 +257,7 @@ impl Member {
         self.apply.target_version = Some(record.version);
     }
 
-    fn unfence(&mut self, _now: Instant) {
+    fn unfence(&mut self) {
         self.apply.fence = None;
         // The acknowledgement heartbeat that follows the delivery carries the new intent.
         self.beat.intent = if self.phase == Phase::Leaving {
@@ -313,7 +314,7 @@ impl Member {
                     && !self.apply.closed
                 {
                     if self.addressed_to_us(&held) {
-                        self.unfence(now);
+                        self.unfence();
                     }
                     self.accept(held);
                 } else if floor > self.apply.applied {
@@ -362,8 +363,10 @@ impl Member {
             version: self.apply.target_version.take(),
             revoking: revoked.clone(),
         });
-        self.timers
-            .set(Timer::Handler, now + self.config.handler_timeout * parts);
+        self.timers.set(
+            Timer::Handler,
+            later(now, self.config.handler_timeout.saturating_mul(parts)),
+        );
         self.actions.push_back(Action::Deliver {
             delivery,
             revoked,

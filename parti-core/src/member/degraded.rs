@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::{AlertLevel, DegradedReason, Member, Notification, ReadPurpose, Timer};
+use crate::machine::later;
 use crate::store::ConnectionState;
 
 /// Degraded-mode bookkeeping.
@@ -27,7 +28,7 @@ pub(super) struct Degraded {
 }
 
 impl Degraded {
-    pub(super) fn new(_now: Instant) -> Self {
+    pub(super) fn new() -> Self {
         Degraded {
             connected: true,
             since: None,
@@ -45,8 +46,10 @@ impl Member {
             ConnectionState::Disconnected => {
                 if self.degraded.connected {
                     self.degraded.connected = false;
-                    self.timers
-                        .set(Timer::DegradedEnter, now + self.config.degraded.enter_after);
+                    self.timers.set(
+                        Timer::DegradedEnter,
+                        later(now, self.config.degraded.enter_after),
+                    );
                 }
                 self.timers.stop(Timer::DegradedExit);
             }
@@ -55,8 +58,10 @@ impl Member {
                     self.degraded.connected = true;
                     self.timers.stop(Timer::DegradedEnter);
                     if self.degraded.since.is_some() {
-                        self.timers
-                            .set(Timer::DegradedExit, now + self.config.degraded.exit_after);
+                        self.timers.set(
+                            Timer::DegradedExit,
+                            later(now, self.config.degraded.exit_after),
+                        );
                     }
                     // A member unsure of its id confirms it first; a fenced member announces
                     // itself as soon as it can.
@@ -106,10 +111,12 @@ impl Member {
         if let Some(p) = self.planner.as_mut() {
             p.set_degraded(now, true);
         }
-        self.schedule_alert(now);
+        self.schedule_alert();
         if self.degraded.connected {
-            self.timers
-                .set(Timer::DegradedExit, now + self.config.degraded.exit_after);
+            self.timers.set(
+                Timer::DegradedExit,
+                later(now, self.config.degraded.exit_after),
+            );
         }
     }
 
@@ -122,7 +129,7 @@ impl Member {
         }
         if !self.degraded.exit_read_pending {
             self.degraded.exit_read_pending = true;
-            self.read_own_record(now, ReadPurpose::DegradedExit);
+            self.read_own_record(ReadPurpose::DegradedExit);
         }
     }
 
@@ -131,8 +138,10 @@ impl Member {
         if self.degraded.exit_read_pending {
             self.degraded.exit_read_pending = false;
             if self.degraded.since.is_some() && self.degraded.connected {
-                self.timers
-                    .set(Timer::DegradedExit, now + self.config.degraded.exit_after);
+                self.timers.set(
+                    Timer::DegradedExit,
+                    later(now, self.config.degraded.exit_after),
+                );
             }
         }
     }
@@ -145,8 +154,10 @@ impl Member {
         if ok {
             self.exit_degraded(now);
         } else {
-            self.timers
-                .set(Timer::DegradedExit, now + self.config.degraded.exit_after);
+            self.timers.set(
+                Timer::DegradedExit,
+                later(now, self.config.degraded.exit_after),
+            );
         }
     }
 
@@ -184,7 +195,7 @@ impl Member {
             .max()
     }
 
-    fn schedule_alert(&mut self, _now: Instant) {
+    fn schedule_alert(&mut self) {
         let Some(t0) = self.degraded.since else {
             return;
         };
@@ -193,12 +204,12 @@ impl Member {
             .alert_thresholds()
             .into_iter()
             .filter(|(l, _)| current.is_none_or(|c| *l > c))
-            .filter_map(|(_, th)| th.map(|th| t0 + th))
+            .filter_map(|(_, th)| th.map(|th| later(t0, th)))
             .min();
         let repeat = self
             .degraded
             .last_alert
-            .map(|t| t + self.config.degraded.alerts.interval);
+            .map(|t| later(t, self.config.degraded.alerts.interval));
         let next = match (escalate, repeat) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -222,6 +233,6 @@ impl Member {
                 degraded_for: age,
             });
         }
-        self.schedule_alert(now);
+        self.schedule_alert();
     }
 }

@@ -12,13 +12,14 @@
 
 use std::time::Instant;
 
-use super::{Action, Member, Notification, Op, Phase, SharedStrategy, Timer};
+use super::{Action, Member, Notification, Op, Phase, Timer};
 use crate::config::ValidConfig;
+use crate::machine::later;
 use crate::machine::{Backoff, IoAction, KvReply, KvRequest, KvResult, WatchId};
 use crate::planner::{Planner, PlannerInit};
 use crate::records::{Leadership, Names, Record, TermCounter};
 use crate::store::{KvError, KvOperation, WatchEvent, WatchKeys};
-use crate::types::{Revision, Term};
+use crate::types::{Revision, Term, WorkerId};
 
 /// The election side of a member.
 #[derive(Clone, Debug)]
@@ -31,6 +32,9 @@ pub(super) struct Election {
     /// A `create` attempt is open: sent, or timed out and re-reading the key.
     creating: bool,
     pub(super) lead: Option<Lead>,
+    /// The worker the leader key named last, as this member's watch showed it (`None`:
+    /// absent, undecodable, or not known since the watch (re)started).
+    pub(super) leader: Option<WorkerId>,
     backoff: Backoff,
 }
 
@@ -53,19 +57,21 @@ impl Election {
             key_present: false,
             creating: false,
             lead: None,
+            leader: None,
             backoff: Backoff::new(config.retry.clone(), seed),
         }
     }
 }
 
 impl Member {
-    pub(super) fn start_election(&mut self, _now: Instant) {
+    pub(super) fn start_election(&mut self) {
         let watch = self.ids.watch();
         self.election.watch = Some(watch);
         self.election.settled = false;
         self.election.snapshot_done = false;
         self.election.key_present = false;
         self.election.creating = false;
+        self.election.leader = None;
         self.actions.push_back(Action::Io(IoAction::Watch {
             watch,
             bucket: self.names.leader_bucket(),
@@ -73,7 +79,7 @@ impl Member {
         }));
     }
 
-    pub(super) fn stop_election(&mut self, _now: Instant) {
+    pub(super) fn stop_election(&mut self) {
         if let Some(watch) = self.election.watch.take() {
             self.actions
                 .push_back(Action::Io(IoAction::Unwatch { watch }));
@@ -96,20 +102,24 @@ impl Member {
             Ok(WatchEvent::Resync) => {
                 self.election.snapshot_done = false;
                 self.election.key_present = false;
+                self.election.leader = None;
             }
             Ok(WatchEvent::Change(change)) => match change.op {
                 KvOperation::Put(bytes) => {
                     self.election.key_present = true;
                     let bucket = self.names.leader_bucket();
-                    let _ = self.decode::<Leadership>(&bucket, &change.key, &bytes);
+                    self.election.leader = self
+                        .decode::<Leadership>(&bucket, &change.key, &bytes)
+                        .map(|l| l.worker);
                     if self.election.lead.is_none() {
                         // Expiry is silent: try again once this write would have expired.
                         self.timers
-                            .set(Timer::Candidate, now + self.config.election_ttl);
+                            .set(Timer::Candidate, later(now, self.config.election_ttl));
                     }
                 }
                 KvOperation::Delete | KvOperation::Purge => {
                     self.election.key_present = false;
+                    self.election.leader = None;
                     if self.election.snapshot_done {
                         self.stand(now);
                     }
@@ -163,17 +173,23 @@ impl Member {
                 self.election.settled = true;
                 self.timers.set(
                     Timer::Candidate,
-                    now + self.config.election_renew_interval(),
+                    later(now, self.config.election_renew_interval()),
                 );
             }
             // Unknown outcome: re-read; our instance in the key means the create landed.
             Err(KvError::Timeout) => self.read_leader(sent_at),
             Err(_) | Ok(_) => {
                 self.election.settled = true;
-                let at = now + self.election.backoff.next_delay();
+                let at = self.election_retry_at(now);
                 self.timers.set(Timer::Candidate, at);
             }
         }
+    }
+
+    /// When to retry an election step that failed (standing, taking a term, renewing); counted.
+    fn election_retry_at(&mut self, now: Instant) -> Instant {
+        self.retries.election += 1;
+        later(now, self.election.backoff.next_delay())
     }
 
     fn read_leader(&mut self, sent_at: Instant) {
@@ -188,7 +204,7 @@ impl Member {
         self.election.settled = true;
         self.election.backoff.reset();
         self.timers.stop(Timer::Candidate);
-        let lease_until = sent_at + self.config.lease();
+        let lease_until = later(sent_at, self.config.lease());
         self.election.lead = Some(Lead {
             revision,
             lease_until,
@@ -198,7 +214,7 @@ impl Member {
         self.timers.set(Timer::LeaseEnd, lease_until);
         self.timers.set(
             Timer::RenewLeader,
-            (sent_at + self.config.election_renew_interval()).max(now),
+            (later(sent_at, self.config.election_renew_interval())).max(now),
         );
         // A new leader bumps the term before it reads or writes anything else.
         self.read_term();
@@ -245,7 +261,7 @@ impl Member {
     }
 
     fn retry_term_later(&mut self, now: Instant) {
-        let at = now + self.election.backoff.next_delay();
+        let at = self.election_retry_at(now);
         self.timers.set(Timer::TermRetry, at);
     }
 
@@ -304,14 +320,14 @@ impl Member {
             return self.read_leader(sent_at);
         };
         lead.revision = revision;
-        lead.lease_until = lead.lease_until.max(sent_at + self.config.lease());
+        lead.lease_until = lead.lease_until.max(later(sent_at, self.config.lease()));
         let lease_until = lead.lease_until;
         let term = lead.term;
         self.election.backoff.reset();
         self.timers.set(Timer::LeaseEnd, lease_until);
         self.timers.set(
             Timer::RenewLeader,
-            (sent_at + self.config.election_renew_interval()).max(now),
+            (later(sent_at, self.config.election_renew_interval())).max(now),
         );
         if self.planner.is_none()
             && let Some(term) = term
@@ -344,7 +360,7 @@ impl Member {
                 if let Some(l) = self.election.lead.as_mut() {
                     l.revision = revision;
                 }
-                let at = now + self.election.backoff.next_delay();
+                let at = self.election_retry_at(now);
                 self.timers.set(Timer::RenewLeader, at);
             }
             (Ok(_), None, true) => self.step_down(now, false),
@@ -352,16 +368,16 @@ impl Member {
                 self.election.settled = true;
                 self.timers.set(
                     Timer::Candidate,
-                    now + self.config.election_renew_interval(),
+                    later(now, self.config.election_renew_interval()),
                 );
             }
             (Err(_), _, true) => {
-                let at = now + self.election.backoff.next_delay();
+                let at = self.election_retry_at(now);
                 self.timers.set(Timer::RenewLeader, at);
             }
             (Err(_), _, false) => {
                 self.election.settled = true;
-                let at = now + self.election.backoff.next_delay();
+                let at = self.election_retry_at(now);
                 self.timers.set(Timer::Candidate, at);
             }
         }
@@ -378,9 +394,8 @@ impl Member {
             partitions: self.partitions.to_vec(),
             seed: self.rng.next_u64(),
         };
-        let strategy = Box::new(SharedStrategy(self.strategy.clone()));
         self.relay.new_generation();
-        let mut planner = Planner::new(self.config.clone(), strategy, init, now);
+        let mut planner = Planner::new(self.config.clone(), self.strategy.clone(), init, now);
         if self.degraded.since.is_some() {
             planner.set_degraded(now, true);
         }
@@ -411,6 +426,7 @@ impl Member {
             self.timers.stop(t);
         }
         if let Some(mut p) = self.planner.take() {
+            self.retries.publication += p.retries();
             p.stop(now);
             while let Some(a) = p.poll_action() {
                 if matches!(a, IoAction::Unwatch { .. })
@@ -448,7 +464,7 @@ impl Member {
         if self.phase == Phase::Member {
             self.timers.set(
                 Timer::Candidate,
-                now + self.config.election_renew_interval(),
+                later(now, self.config.election_renew_interval()),
             );
         }
     }

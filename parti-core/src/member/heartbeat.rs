@@ -10,7 +10,8 @@
 use std::time::Instant;
 
 use super::{Member, Notification, Op, Phase, ReadPurpose, Timer};
-use crate::config::{DisconnectPolicy, ValidConfig};
+use crate::config::DisconnectPolicy;
+use crate::machine::later;
 use crate::machine::{KvReply, KvRequest, KvResult};
 use crate::records::{Heartbeat, Intent, Record};
 
@@ -26,7 +27,7 @@ pub(super) struct Beat {
 }
 
 impl Beat {
-    pub(super) fn new(_config: &ValidConfig) -> Self {
+    pub(super) fn new() -> Self {
         Beat {
             seq: 0,
             intent: Intent::Active,
@@ -51,7 +52,7 @@ impl Member {
         if !self.identity_trusted() {
             // The id may be someone else's: no heartbeat under it until a renewal confirms it.
             self.timers
-                .set(Timer::Heartbeat, now + self.config.heartbeat_interval);
+                .set(Timer::Heartbeat, later(now, self.config.heartbeat_interval));
             return;
         }
         self.beat.running = true;
@@ -86,13 +87,13 @@ impl Member {
             && self.apply.fence.is_none()
         {
             self.timers
-                .set(Timer::Fence, now + self.config.fence_after());
+                .set(Timer::Fence, later(now, self.config.fence_after()));
         }
         if self.phase == Phase::Restarting {
             self.timers.stop(Timer::Heartbeat);
         } else {
             self.timers
-                .set(Timer::Heartbeat, now + self.config.heartbeat_interval);
+                .set(Timer::Heartbeat, later(now, self.config.heartbeat_interval));
         }
     }
 
@@ -104,7 +105,7 @@ impl Member {
         }
     }
 
-    pub(super) fn on_heartbeat_done(&mut self, now: Instant, sent_at: Instant, result: KvResult) {
+    pub(super) fn on_heartbeat_done(&mut self, sent_at: Instant, result: KvResult) {
         if !matches!(result, Ok(KvReply::Written(_))) {
             return;
         }
@@ -117,7 +118,8 @@ impl Member {
             && matches!(self.phase, Phase::Member | Phase::Leaving)
             && let Some(t) = self.beat.last_acked
         {
-            self.timers.set(Timer::Fence, t + self.config.fence_after());
+            self.timers
+                .set(Timer::Fence, later(t, self.config.fence_after()));
         }
         // A stored `Fenced` heartbeat: the leader can now see us; read our record afresh.
         if let Some(f) = self.apply.fence.as_mut()
@@ -126,11 +128,11 @@ impl Member {
         {
             f.read_pending = true;
             let round = f.round;
-            self.read_own_record(now, ReadPurpose::Unfence(round));
+            self.read_own_record(ReadPurpose::Unfence(round));
         }
     }
 
-    pub(super) fn read_own_record(&mut self, _now: Instant, purpose: ReadPurpose) {
+    pub(super) fn read_own_record(&mut self, purpose: ReadPurpose) {
         let Some(id) = self.identity.as_ref().map(|c| c.id.clone()) else {
             return;
         };
@@ -166,7 +168,7 @@ impl Member {
     /// are in the next round, and those records count as empty.
     fn arm_round_timer(&mut self, now: Instant) {
         self.timers
-            .set(Timer::Fence, now + self.config.fence_after());
+            .set(Timer::Fence, later(now, self.config.fence_after()));
     }
 
     /// Starts a new round of the fence in force: no floor, nothing held, a fresh read after the

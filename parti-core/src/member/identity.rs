@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use super::{Member, Notification, Op, Phase, Timer};
 use crate::config::ValidConfig;
+use crate::machine::later;
 use crate::machine::{Backoff, KvReply, KvRequest, KvResult};
 use crate::records::IdClaim;
 use crate::records::Record;
@@ -58,7 +59,7 @@ impl Claim {
             taken: BTreeSet::new(),
             tried_preferred: false,
             exhausted: false,
-            deadline: now + config.startup_timeout,
+            deadline: later(now, config.startup_timeout),
             backoff: Backoff::new(config.retry.clone(), seed),
         }
     }
@@ -71,7 +72,7 @@ impl Member {
         self.claim.taken.clear();
         self.claim.tried_preferred = false;
         self.claim.exhausted = false;
-        self.claim.deadline = now + self.config.startup_timeout;
+        self.claim.deadline = later(now, self.config.startup_timeout);
         self.claim.backoff.reset();
         self.list_ids();
     }
@@ -288,7 +289,8 @@ impl Member {
     }
 
     fn retry_claim_later(&mut self, now: Instant) {
-        let at = now + self.claim.backoff.next_delay();
+        self.retries.claim += 1;
+        let at = later(now, self.claim.backoff.next_delay());
         self.timers
             .set(Timer::ClaimRetry, at.min(self.claim.deadline));
     }
@@ -298,7 +300,7 @@ impl Member {
             return;
         }
         if now >= self.claim.deadline {
-            return self.fail_claim(now);
+            return self.fail_claim();
         }
         // A new pass: ids may have expired since.
         self.claim.taken.clear();
@@ -306,7 +308,8 @@ impl Member {
         self.list_ids();
     }
 
-    pub(super) fn fail_claim(&mut self, _now: Instant) {
+    pub(super) fn fail_claim(&mut self) {
+        self.retries.exhausted += 1;
         let error = if self.claim.exhausted {
             MemberError::IdentityPoolExhausted {
                 min: self.config.worker_id_min,
@@ -334,7 +337,7 @@ impl Member {
     ) {
         let Some(id) = self.id_of(number) else { return };
         self.timers.stop(Timer::ClaimRetry);
-        let valid_until = sent_at + self.identity_validity();
+        let valid_until = later(sent_at, self.identity_validity());
         self.identity = Some(Claimed {
             id: id.clone(),
             revision,
@@ -346,16 +349,18 @@ impl Member {
         self.timers.set(Timer::IdentityLapse, valid_until);
         self.phase = Phase::Member;
         self.notify(Notification::IdentityClaimed { worker: id.clone() });
-        self.timers
-            .set(Timer::RenewId, now + self.config.identity_renew_interval());
+        self.timers.set(
+            Timer::RenewId,
+            later(now, self.config.identity_renew_interval()),
+        );
         if now >= valid_until {
             // The answer came too late to be trusted (a paused process, a slow reply): the
             // claim may have expired and been taken since. Suspect from the start, exactly as
             // if it had lapsed — nothing is done under it until a renewal confirms it.
             self.on_identity_lapse(now);
         }
-        self.start_assignment_watch(now, &id);
-        self.start_election(now);
+        self.start_assignment_watch(&id);
+        self.start_election();
         self.send_heartbeat(now);
     }
 }

@@ -14,7 +14,7 @@ use crate::types::WorkerState;
 impl Member {
     pub(super) fn on_timer(&mut self, now: Instant, timer: Timer) {
         match timer {
-            Timer::StartupDeadline => self.on_startup_deadline(now),
+            Timer::StartupDeadline => self.on_startup_deadline(),
             Timer::ClaimRetry => self.on_claim_retry(now),
             Timer::RenewId => self.renew_id(now),
             Timer::IdentityLapse => self.on_identity_lapse(now),
@@ -28,7 +28,7 @@ impl Member {
             Timer::DegradedEnter => self.on_degraded_enter_deadline(now),
             Timer::DegradedExit => self.on_degraded_exit_check(now),
             Timer::Alert => self.on_alert(now),
-            Timer::LeaveDeadline => self.on_leave_deadline(now),
+            Timer::LeaveDeadline => self.on_leave_deadline(),
         }
     }
 
@@ -51,7 +51,7 @@ impl Member {
             } => self.on_claim_written(now, number, claimed_at_ms, sent_at, result, true),
             Op::RenewId { sent_at } => self.on_id_renewed(now, sent_at, result),
             Op::ReadIdAfterRenew => self.on_id_read_after_renew(now, result),
-            Op::Heartbeat { sent_at } => self.on_heartbeat_done(now, sent_at, result),
+            Op::Heartbeat { sent_at } => self.on_heartbeat_done(sent_at, result),
             Op::CreateLeader { sent_at } => self.on_leader_created(now, sent_at, result),
             Op::ReadLeader { sent_at } => self.on_leader_read(now, sent_at, result),
             Op::WriteLeader { sent_at, term } => self.on_leader_written(now, sent_at, term, result),
@@ -63,7 +63,7 @@ impl Member {
             | Op::ReleaseLeader
             | Op::ReleaseId
             | Op::DropLeader => {
-                self.on_release_step(now, op, result);
+                self.on_release_step(op);
             }
         }
     }
@@ -177,9 +177,9 @@ impl Member {
         }
     }
 
-    pub(super) fn on_startup_deadline(&mut self, now: Instant) {
+    pub(super) fn on_startup_deadline(&mut self) {
         match self.phase {
-            Phase::Claiming => self.fail_claim(now),
+            Phase::Claiming => self.fail_claim(),
             Phase::Member if !self.ready => {
                 self.ready = true;
                 self.notify(Notification::Ready);

@@ -20,7 +20,8 @@
 use std::time::Instant;
 
 use super::{Member, Notification, Op, Phase, Timer};
-use crate::machine::{KvRequest, KvResult};
+use crate::machine::KvRequest;
+use crate::machine::later;
 use crate::planner::PlannerState;
 use crate::records::{IdClaim, Intent, Names, Record};
 use crate::types::Revision;
@@ -37,9 +38,11 @@ impl Member {
             Phase::Init | Phase::Claiming => self.stop_now(),
             Phase::Member => {
                 self.phase = Phase::Leaving;
-                self.stop_election(now);
-                self.timers
-                    .set(Timer::LeaveDeadline, now + self.config.shutdown_timeout);
+                self.stop_election();
+                self.timers.set(
+                    Timer::LeaveDeadline,
+                    later(now, self.config.shutdown_timeout),
+                );
                 self.set_intent(now, Intent::Leaving);
             }
             Phase::Leaving | Phase::Releasing | Phase::Restarting | Phase::Stopped => {}
@@ -59,7 +62,7 @@ impl Member {
             Phase::Init | Phase::Claiming => self.stop_now(),
             Phase::Member | Phase::Leaving => {
                 self.phase = Phase::Restarting;
-                self.stop_election(now);
+                self.stop_election();
                 // The claim stays renewed (and its lapse watched) until it is handed over.
                 for t in [Timer::Fence, Timer::LeaveDeadline] {
                     self.timers.stop(t);
@@ -78,7 +81,7 @@ impl Member {
     /// process to take over.
     fn hand_over_for_restart(&mut self, now: Instant) {
         self.step_down(now, true);
-        self.stop_assignment_watch(None);
+        self.stop_assignment_watch();
         for t in [Timer::RenewId, Timer::IdentityLapse] {
             self.timers.stop(t);
         }
@@ -105,7 +108,7 @@ impl Member {
         self.kv(Op::RestartClaim, request);
     }
 
-    pub(super) fn on_leave_deadline(&mut self, _now: Instant) {
+    pub(super) fn on_leave_deadline(&mut self) {
         if self.phase == Phase::Leaving {
             self.revoke_locally_for_good();
         }
@@ -212,7 +215,9 @@ impl Member {
         self.kv(Op::ReleaseHeartbeat, request);
     }
 
-    pub(super) fn on_release_step(&mut self, _now: Instant, op: Op, _result: KvResult) {
+    /// The next release step follows whatever the outcome of the last one: each is attempted
+    /// once (a key left behind expires; the member is going away either way).
+    pub(super) fn on_release_step(&mut self, op: Op) {
         match op {
             Op::ReleaseHeartbeat => match self.release_leader.take() {
                 Some(revision) => self.release_leader_key(revision),
@@ -247,7 +252,7 @@ impl Member {
     }
 
     fn finish_release(&mut self) {
-        self.stop_assignment_watch(None);
+        self.stop_assignment_watch();
         self.phase = Phase::Stopped;
         self.timers.clear();
         self.notify(Notification::Stopped);

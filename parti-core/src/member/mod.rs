@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::ValidConfig;
-use crate::machine::{IdGen, IoEvent, OpId, TimerTable};
+use crate::machine::{IdGen, IoEvent, OpId, TimerTable, later};
 use crate::planner::Planner;
 use crate::records::Names;
 use crate::rng::SplitMix64;
@@ -25,7 +25,8 @@ use crate::strategy::AssignmentStrategy;
 use crate::types::{InstanceId, Partition, Term, Version, WorkerId, WorkerState};
 
 pub use types::{
-    Action, AlertLevel, DegradedReason, DeliveryId, Event, MemberError, MemberInit, Notification,
+    Action, AlertLevel, DegradedReason, DeliveryId, Event, MemberError, MemberInit, NotLeader,
+    Notification, RetryCounts,
 };
 
 use apply::Apply;
@@ -137,6 +138,7 @@ enum Phase {
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Instant;
+/// use parti_core::machine::IoAction;
 /// use parti_core::member::{Action, Member, MemberInit, Notification};
 /// use parti_core::strategy::AssignmentStrategy;
 /// use parti_core::{Config, InstanceId};
@@ -153,8 +155,26 @@ enum Phase {
 ///     member.start(now);
 ///     while let Some(action) = member.poll_action() {
 ///         match action {
-///             Action::Io(io) => { /* run it, feed the result back with handle_event */ }
-///             Action::Deliver { .. } => { /* run the handlers, report Event::Delivered */ }
+///             Action::Io(IoAction::Kv { op, request }) => {
+///                 // Run `request` on the store; feed the result back as
+///                 // `Event::Io(IoEvent::KvDone { op, result })`.
+///                 let _ = (op, request);
+///             }
+///             Action::Io(IoAction::Watch { watch, bucket, keys }) => {
+///                 // Open the watch; feed every item as `IoEvent::Watch { watch, .. }`.
+///                 let _ = (watch, bucket, keys);
+///             }
+///             Action::Io(IoAction::Unwatch { watch }) => {
+///                 // Close it; report nothing more for `watch`.
+///                 let _ = watch;
+///             }
+///             Action::Deliver { delivery, revoked, assigned } => {
+///                 // On the handler task: on_revoked(revoked), on_assigned(assigned), then
+///                 // feed `Event::Delivered { delivery }`.
+///                 let _ = (delivery, revoked, assigned);
+///             }
+///             // `Action` and `IoAction` are non-exhaustive: a variant added in a later
+///             // version is ignored by a driver written before it.
 ///             _ => {}
 ///         }
 ///     }
@@ -191,6 +211,8 @@ pub struct Member {
     apply: Apply,
     degraded: Degraded,
     release_leader: Option<crate::types::Revision>,
+    /// Retries so far; `publication` counts the planners already dropped (see `retries()`).
+    retries: RetryCounts,
     decode_errors: u64,
     undecodable_notified: BTreeSet<(String, String)>,
 }
@@ -207,9 +229,9 @@ impl Member {
         let mut rng = SplitMix64::new(init.seed);
         let names = config.names();
         let claim = Claim::new(&config, rng.next_u64(), now);
-        let beat = Beat::new(&config);
+        let beat = Beat::new();
         let election = Election::new(&config, rng.next_u64());
-        let degraded = Degraded::new(now);
+        let degraded = Degraded::new();
         Member {
             names,
             instance: init.instance,
@@ -235,6 +257,7 @@ impl Member {
             apply: Apply::new(),
             degraded,
             release_leader: None,
+            retries: RetryCounts::default(),
             decode_errors: 0,
             undecodable_notified: BTreeSet::new(),
             config,
@@ -266,6 +289,34 @@ impl Member {
     #[must_use]
     pub fn is_leader(&self) -> bool {
         self.planner.is_some()
+    }
+
+    /// The embedded planner, read-only, while this member leads (for a status view and
+    /// metrics: [`Planner::state`], [`Planner::version`], [`Planner::live_workers`],
+    /// [`Planner::unowned`], …). Commands go through the member.
+    #[must_use]
+    pub fn planner(&self) -> Option<&Planner> {
+        self.planner.as_ref()
+    }
+
+    /// The worker the leader key named when this member last saw it (its own id while it
+    /// leads); `None` when unknown: no id held yet, the key absent or undecodable, or its
+    /// watch just (re)started. It may be stale: the key's expiry is silent, so a leader that
+    /// crashed is still named until another one writes the key.
+    #[must_use]
+    pub fn leader(&self) -> Option<WorkerId> {
+        self.election.leader.clone()
+    }
+
+    /// How often this member's retry loops retried so far (claims, election, its planners'
+    /// publications, other) and how many gave up; for metrics.
+    #[must_use]
+    pub fn retries(&self) -> RetryCounts {
+        let mut r = self.retries;
+        if let Some(p) = &self.planner {
+            r.publication += p.retries();
+        }
+        r
     }
 
     /// The term this member leads, when it leads.
@@ -331,8 +382,10 @@ impl Member {
         if self.phase != Phase::Init {
             return;
         }
-        self.timers
-            .set(Timer::StartupDeadline, now + self.config.startup_timeout);
+        self.timers.set(
+            Timer::StartupDeadline,
+            later(now, self.config.startup_timeout),
+        );
         self.begin_claim(now);
         self.settle(now);
     }
@@ -397,13 +450,24 @@ impl Member {
         self.settle(now);
     }
 
-    /// Asks the planner to replan now (ignored unless leading).
-    pub fn trigger_rebalance(&mut self, now: Instant) {
+    /// Asks the planner to replan now with the current members, ignoring the cooldown and any
+    /// window (an operator's request). During the planner's takeover the request is honoured
+    /// when the takeover ends.
+    ///
+    /// # Errors
+    ///
+    /// [`NotLeader`], naming the leader this member last saw (if any and not itself), when it
+    /// does not lead now (the lease is checked first). Nothing happens then.
+    pub fn trigger_rebalance(&mut self, now: Instant) -> Result<(), NotLeader> {
         self.check_lease(now);
-        if let Some(p) = self.planner.as_mut() {
-            p.trigger_rebalance(now);
-        }
+        let result = match self.planner.as_mut() {
+            Some(p) => p.trigger_rebalance(now),
+            None => Err(NotLeader {
+                leader: self.leader().filter(|l| Some(l) != self.worker_id()),
+            }),
+        };
         self.settle(now);
+        result
     }
 
     // ----- outputs -------------------------------------------------------------------------
@@ -429,22 +493,5 @@ impl Member {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
-    }
-}
-
-/// Lets every planner share the member's strategy (a planner takes a `Box`).
-#[derive(Debug)]
-struct SharedStrategy(Arc<dyn AssignmentStrategy>);
-
-impl AssignmentStrategy for SharedStrategy {
-    fn name(&self) -> &'static str {
-        self.0.name()
-    }
-
-    fn assign(
-        &self,
-        input: &crate::strategy::AssignInput<'_>,
-    ) -> Result<crate::strategy::Plan, crate::strategy::StrategyError> {
-        self.0.assign(input)
     }
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::{Member, Notification, Op, Phase, Timer};
 use crate::config::DisconnectPolicy;
+use crate::machine::later;
 use crate::machine::{KvReply, KvRequest, KvResult};
 use crate::records::{IdClaim, Record};
 
@@ -59,16 +60,18 @@ impl Member {
                     return;
                 };
                 c.revision = revision;
-                c.valid_until = c.valid_until.max(sent_at + validity);
+                c.valid_until = c.valid_until.max(later(sent_at, validity));
                 let (valid_until, was_suspect) = (c.valid_until, c.suspect);
                 c.suspect = false;
                 self.timers.set(Timer::IdentityLapse, valid_until);
-                self.timers
-                    .set(Timer::RenewId, now + self.config.identity_renew_interval());
+                self.timers.set(
+                    Timer::RenewId,
+                    later(now, self.config.identity_renew_interval()),
+                );
                 if was_suspect {
                     // Confirmed ours again: take the record that waited, announce ourselves,
                     // stand again (a candidate timer may have passed meanwhile).
-                    self.on_identity_confirmed(now);
+                    self.on_identity_confirmed();
                     self.send_heartbeat(now);
                     if self.election.watch.is_some() {
                         self.stand(now);
@@ -105,7 +108,8 @@ impl Member {
             }
             Ok(_) => self.identity_lost(now),
             Err(_) => {
-                let at = now + self.claim.backoff.next_delay();
+                self.retries.other += 1;
+                let at = later(now, self.claim.backoff.next_delay());
                 self.timers.set(Timer::RenewId, at);
             }
         }
@@ -149,8 +153,8 @@ impl Member {
         });
         self.fence(now);
         self.step_down(now, true);
-        self.stop_election(now);
-        self.stop_assignment_watch(Some(lost.id));
+        self.stop_election();
+        self.stop_assignment_watch();
         self.beat.last_acked = None;
         for t in [
             Timer::RenewId,

@@ -8,6 +8,43 @@ use crate::records::{DecodeError, OwnedPartition};
 use crate::store::ConnectionState;
 use crate::types::{InstanceId, Partition, Term, WorkerId, WorkerState};
 
+/// A command only the leader can carry out was given to a worker that does not lead
+/// ([`Member::trigger_rebalance`](super::Member::trigger_rebalance),
+/// [`Planner::trigger_rebalance`](crate::planner::Planner::trigger_rebalance)).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("this worker does not lead; {}", ask(.leader.as_ref()))]
+pub struct NotLeader {
+    /// The leader this worker last saw in the leader key, if it knows one (it may be stale:
+    /// the key's expiry is silent).
+    pub leader: Option<WorkerId>,
+}
+
+fn ask(leader: Option<&WorkerId>) -> String {
+    match leader {
+        Some(l) => format!("ask the leader ({l}) or call it on every worker"),
+        None => "the leader is not known; call it on every worker".to_owned(),
+    }
+}
+
+/// How often the member's retry loops retried, for metrics: each count is one retry scheduled
+/// after a failed operation (with the backoff of `config.retry`). Counting changes nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct RetryCounts {
+    /// Claiming a worker id (listing, `create`, re-reads) after a failure or a full pool.
+    pub claim: u64,
+    /// Standing for election, taking a term and renewing the leader key after a failure.
+    pub election: u64,
+    /// The planners' takeover reads and publication batches (every planner this member ran).
+    pub publication: u64,
+    /// Anything else: re-reading the id claim after a failed renewal.
+    pub other: u64,
+    /// Retry loops that gave up. Only the claim does: at `startup_timeout` the member fails
+    /// ([`MemberError`]); every other loop retries until its purpose ends (a lease lapse, a
+    /// step-down, a stop).
+    pub exhausted: u64,
+}
+
 /// What the driver gives a new member.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberInit {

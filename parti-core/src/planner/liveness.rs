@@ -218,7 +218,7 @@ impl Liveness {
             self.sent = self.sent.split_off(&hb.seq.saturating_add(1));
             let fresh_until = later(self.own_echo, self.interval);
             if sent_at > fresh_until {
-                self.frozen += sent_at - fresh_until;
+                self.frozen = self.frozen.saturating_add(sent_at - fresh_until);
             }
             self.own_echo = self.own_echo.max(sent_at);
             // Everything stored before the echo was sent has been delivered: its position.

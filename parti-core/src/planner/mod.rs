@@ -49,9 +49,10 @@
 //! [`Planner::heartbeat_sent`] must be called with the `seq` of every heartbeat it sends (the
 //! echo counts at its send time). Getters for
 //! state and metrics: [`Planner::state`], [`Planner::lifecycle`], [`Planner::version`],
-//! [`Planner::current`], [`Planner::live_members`], [`Planner::planned_members`],
-//! [`Planner::partition_count`], [`Planner::unowned_partitions`], [`Planner::decode_errors`],
-//! [`Planner::watch_errors`]. A leader that leaves can delete the leader key once the state is
+//! [`Planner::current`], [`Planner::live_workers`], [`Planner::planned_members`],
+//! [`Planner::partitions`], [`Planner::unowned`], [`Planner::decode_errors`],
+//! [`Planner::watch_errors`], [`Planner::retries`] (a member exposes its planner read-only
+//! through [`Member::planner`](crate::member::Member::planner)). A leader that leaves can delete the leader key once the state is
 //! `Idle` after its own `intent = Leaving` was published (its record is empty).
 //!
 //! # States
@@ -177,11 +178,13 @@ mod target;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use crate::assignment::Assignment;
 use crate::config::ValidConfig;
 use crate::machine::{Backoff, IdGen, IoAction, IoEvent, TimerTable, WatchId};
+use crate::member::NotLeader;
 use crate::records::Lifecycle;
 use crate::strategy::AssignmentStrategy;
 use crate::types::{Partition, PartitionId, Term, Version, WorkerId};
@@ -195,13 +198,7 @@ use target::PlanTarget;
 
 pub use notify::{PlanReason, PlannerInit, PlannerNotification, PlannerState};
 
-/// `t + d`, never panicking: a duration too large for the clock (a config value of centuries)
-/// gives a deadline ~136 years away instead of an overflow.
-fn later(t: Instant, d: Duration) -> Instant {
-    t.checked_add(d)
-        .or_else(|| t.checked_add(Duration::from_secs(1 << 32)))
-        .unwrap_or(t)
-}
+use crate::machine::later;
 
 /// Test-only fault injection: deliberately broken planner behaviour, so that the simulator
 /// (parti-testkit) can prove it finds the bugs these switches re-introduce. Never set outside
@@ -277,7 +274,7 @@ enum Stage {
 /// The leader's planning machine. See the [module documentation](self).
 pub struct Planner {
     config: ValidConfig,
-    strategy: Box<dyn AssignmentStrategy>,
+    strategy: Arc<dyn AssignmentStrategy>,
     me: WorkerId,
     term: Term,
     hb_bucket: String,
@@ -312,6 +309,8 @@ pub struct Planner {
     state: PlannerState,
     decode_errors: u64,
     watch_errors: u64,
+    /// Retries scheduled after failed operations (takeover reads, publication batches).
+    retries: u64,
     /// Something may have changed since the last classification.
     dirty: bool,
     /// `trigger_rebalance` arrived during the takeover: honoured once it is done.
@@ -338,7 +337,7 @@ impl Planner {
     #[must_use]
     pub fn new(
         config: ValidConfig,
-        strategy: Box<dyn AssignmentStrategy>,
+        strategy: Arc<dyn AssignmentStrategy>,
         init: PlannerInit,
         now: Instant,
     ) -> Self {
@@ -393,6 +392,7 @@ impl Planner {
             state: PlannerState::Loading,
             decode_errors: 0,
             watch_errors: 0,
+            retries: 0,
             dirty: true,
             manual_pending: false,
             reported: BTreeSet::new(),
@@ -415,7 +415,7 @@ impl Planner {
         matches!(self.stage, Stage::Stopped)
     }
 
-    /// The planner's state.
+    /// The planner's state (see the table in the [module documentation](self)).
     #[must_use]
     pub fn state(&self) -> PlannerState {
         self.state
@@ -427,7 +427,9 @@ impl Planner {
         self.lifecycle
     }
 
-    /// The highest version seen or issued.
+    /// The newest assignment version: the version of this leader's latest publication wave
+    /// (a wave still in flight included), or the highest version found in the store or
+    /// acknowledged by a member when it is higher. The next wave publishes a higher one.
     #[must_use]
     pub fn version(&self) -> Version {
         self.version
@@ -439,9 +441,10 @@ impl Planner {
         &self.target
     }
 
-    /// Workers not declared dead, sorted.
+    /// Workers with a heartbeat (or expected from `meta` at takeover) that are not declared
+    /// dead, sorted by id. Includes the leader itself and members on their way out.
     #[must_use]
-    pub fn live_members(&self) -> Vec<WorkerId> {
+    pub fn live_workers(&self) -> Vec<WorkerId> {
         self.live
             .workers()
             .filter(|(_, i)| !i.dead)
@@ -455,16 +458,17 @@ impl Planner {
         self.planned.iter().cloned().collect()
     }
 
-    /// Partitions of the catalog (`parti_partitions`).
+    /// How many partitions the catalog has (`parti_partitions`).
     #[must_use]
-    pub fn partition_count(&self) -> usize {
+    pub fn partitions(&self) -> usize {
         self.catalog.len()
     }
 
-    /// Partitions of the catalog that no record in the store gives to a live worker
-    /// (`parti_unowned_partitions`).
+    /// How many partitions of the catalog have no holder: no record in the store gives them
+    /// to a live worker (`parti_unowned_partitions`). Zero in a settled cluster; during a
+    /// handoff a moved partition counts until its grant is written.
     #[must_use]
-    pub fn unowned_partitions(&self) -> usize {
+    pub fn unowned(&self) -> usize {
         let owned: BTreeSet<&PartitionId> = self
             .slots
             .iter()
@@ -475,16 +479,26 @@ impl Planner {
         self.catalog.keys().filter(|p| !owned.contains(p)).count()
     }
 
-    /// Values that did not decode so far (`parti_decode_errors_total`).
+    /// Values this planner could not decode so far, each treated as absent
+    /// (`parti_decode_errors_total`; every one is also reported once per key as
+    /// [`PlannerNotification::Undecodable`]).
     #[must_use]
     pub fn decode_errors(&self) -> u64 {
         self.decode_errors
     }
 
-    /// Watch errors so far.
+    /// Errors its watches reported so far (each also a [`PlannerNotification::WatchFailed`]).
     #[must_use]
     pub fn watch_errors(&self) -> u64 {
         self.watch_errors
+    }
+
+    /// Retries scheduled so far after failed operations (takeover reads and publication
+    /// batches, with the [`Backoff`] of `config.retry`). Counts only; a retry loop of the
+    /// planner never gives up (it ends when the planner stops).
+    #[must_use]
+    pub fn retries(&self) -> u64 {
+        self.retries
     }
 
     /// Feeds the result of one of the planner's actions, stamped with its receive time `now`.
@@ -557,15 +571,21 @@ impl Planner {
     }
 
     /// Replans now with the current members, ignoring the cooldown and any window (an
-    /// operator's request).
-    pub fn trigger_rebalance(&mut self, now: Instant) {
+    /// operator's request). During the takeover the request is remembered and honoured when
+    /// it ends.
+    ///
+    /// # Errors
+    ///
+    /// [`NotLeader`] (leader unknown) once the planner has stopped: it leads no more.
+    pub fn trigger_rebalance(&mut self, now: Instant) -> Result<(), NotLeader> {
         match self.stage {
             Stage::Running => self.replan(now, PlanReason::Manual),
             Stage::Loading(_) => self.manual_pending = true,
-            Stage::Stopped => return,
+            Stage::Stopped => return Err(NotLeader { leader: None }),
         }
         self.dirty = true;
         self.step(now);
+        Ok(())
     }
 
     /// Tells the planner that its member sent its own heartbeat `seq` at `now`. Liveness time
@@ -593,6 +613,7 @@ impl Planner {
 
     /// Stops for good: the lease lapsed or the member leaves. Abandons every in-flight
     /// publication; from now on only the `Unwatch` of the planner's watches is emitted.
+    /// `now` is taken like every other input's (STYLE.md §1); stopping depends on no time.
     pub fn stop(&mut self, _now: Instant) {
         if self.is_stopped() {
             return;

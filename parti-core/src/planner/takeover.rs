@@ -155,6 +155,7 @@ impl super::Planner {
 
     pub(super) fn backoff_retry(&mut self, now: Instant) {
         if !self.timers.is_set(Timer::Retry) {
+            self.retries += 1;
             let d = self.backoff.next_delay();
             self.timers.set(Timer::Retry, later(now, d));
         }

@@ -43,27 +43,11 @@ pub struct Cluster {
 }
 
 pub fn kv_bucket(r: &parti_core::machine::KvRequest) -> &str {
-    use parti_core::machine::KvRequest;
-    match r {
-        KvRequest::Entry { bucket, .. }
-        | KvRequest::Create { bucket, .. }
-        | KvRequest::Update { bucket, .. }
-        | KvRequest::Put { bucket, .. }
-        | KvRequest::Delete { bucket, .. }
-        | KvRequest::Keys { bucket, .. } => bucket,
-    }
+    r.bucket()
 }
 
 pub fn kv_key(r: &parti_core::machine::KvRequest) -> &str {
-    use parti_core::machine::KvRequest;
-    match r {
-        KvRequest::Entry { key, .. }
-        | KvRequest::Create { key, .. }
-        | KvRequest::Update { key, .. }
-        | KvRequest::Put { key, .. }
-        | KvRequest::Delete { key, .. } => key,
-        KvRequest::Keys { prefix, .. } => prefix,
-    }
+    r.key()
 }
 
 pub fn catalog(n: usize) -> Vec<Partition> {

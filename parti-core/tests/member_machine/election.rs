@@ -9,35 +9,15 @@ use parti_core::store::KvError;
 use crate::harness::*;
 
 fn leader_bucket(r: &KvRequest) -> bool {
-    match r {
-        KvRequest::Entry { bucket, .. }
-        | KvRequest::Create { bucket, .. }
-        | KvRequest::Update { bucket, .. }
-        | KvRequest::Put { bucket, .. }
-        | KvRequest::Delete { bucket, .. }
-        | KvRequest::Keys { bucket, .. } => bucket == "parti-leader",
-    }
+    r.bucket() == "parti-leader"
 }
 
 fn is_write(r: &KvRequest) -> bool {
-    matches!(
-        r,
-        KvRequest::Create { .. }
-            | KvRequest::Update { .. }
-            | KvRequest::Put { .. }
-            | KvRequest::Delete { .. }
-    )
+    r.is_write()
 }
 
 fn bucket_of(r: &KvRequest) -> &str {
-    match r {
-        KvRequest::Entry { bucket, .. }
-        | KvRequest::Create { bucket, .. }
-        | KvRequest::Update { bucket, .. }
-        | KvRequest::Put { bucket, .. }
-        | KvRequest::Delete { bucket, .. }
-        | KvRequest::Keys { bucket, .. } => bucket,
-    }
+    r.bucket()
 }
 
 fn other_leader() -> Vec<u8> {
@@ -72,14 +52,7 @@ fn acquires_the_free_leader_key_takes_the_next_term_then_writes_its_leadership()
         .into_iter()
         .filter(|r| bucket_of(r) != "parti-heartbeats" && bucket_of(r) != "parti-ids")
         .map(|r| {
-            let key = match &r {
-                KvRequest::Entry { key, .. }
-                | KvRequest::Create { key, .. }
-                | KvRequest::Update { key, .. }
-                | KvRequest::Put { key, .. }
-                | KvRequest::Delete { key, .. } => key.clone(),
-                KvRequest::Keys { prefix, .. } => prefix.clone(),
-            };
+            let key = r.key().to_owned();
             (bucket_of(&r).to_owned(), r.name(), key)
         })
         .collect();

@@ -233,6 +233,7 @@ impl Kv {
                     })
                     .unwrap_or_default(),
             )),
+            other => panic!("the test store does not know {other:?}"),
         }
     }
 

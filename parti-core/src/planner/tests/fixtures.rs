@@ -102,10 +102,10 @@ pub(crate) enum Strat {
 }
 
 impl Strat {
-    pub(crate) fn make(self) -> Box<dyn AssignmentStrategy> {
+    pub(crate) fn make(self) -> std::sync::Arc<dyn AssignmentStrategy> {
         match self {
-            Strat::Sticky => Box::new(Sticky),
-            Strat::RoundRobin => Box::new(RoundRobin),
+            Strat::Sticky => std::sync::Arc::new(Sticky),
+            Strat::RoundRobin => std::sync::Arc::new(RoundRobin),
         }
     }
 }

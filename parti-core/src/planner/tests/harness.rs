@@ -158,7 +158,7 @@ impl Sim {
         let names = cfg.names();
         let dummy = Planner::new(
             cfg.clone(),
-            Box::new(Sticky),
+            std::sync::Arc::new(Sticky),
             PlannerInit {
                 me: w(0),
                 instance: InstanceId(0),

@@ -21,10 +21,10 @@ fn a_worker_is_dead_exactly_after_heartbeat_ttl_plus_emergency_grace() {
     let mut s = Sim::settled(3, 6);
     s.crash(2); // last heartbeat stamped at 0 s (takeover snapshot)
     s.run_to(ms(8_999));
-    assert!(s.p.live_members().contains(&w(2)));
+    assert!(s.p.live_workers().contains(&w(2)));
     assert!(dead(&s).is_empty());
     s.run_to(secs(9));
-    assert!(!s.p.live_members().contains(&w(2)));
+    assert!(!s.p.live_workers().contains(&w(2)));
     assert_eq!(dead(&s), vec![w(2)]);
 }
 
@@ -86,7 +86,7 @@ fn a_lagging_heartbeat_watch_declares_no_worker_dead_that_heartbeated_since() {
     s.lag_heartbeats(None);
     s.run_to(secs(60));
     assert!(dead(&s).is_empty(), "false death under a lagging watch");
-    assert!(s.p.live_members().contains(&w(2)));
+    assert!(s.p.live_workers().contains(&w(2)));
     assert!(s.violations.is_empty(), "{:?}", s.violations);
 }
 
@@ -147,7 +147,7 @@ fn heartbeats_received_while_the_leaders_slow_echo_is_stale_count_once_it_is_cur
     assert!(dead(&s).is_empty());
     s.run_to(ms(30_500));
     assert_eq!(dead(&s), vec![w(2)]);
-    assert!(s.p.live_members().contains(&w(1)));
+    assert!(s.p.live_workers().contains(&w(1)));
     assert!(s.violations.is_empty(), "{:?}", s.violations);
 }
 
@@ -306,8 +306,8 @@ fn takeover_opens_two_watches_and_reads_meta_and_every_record_exactly() {
             "entry w.worker-1".to_owned(),
         ]
     );
-    assert_eq!(s.p.unowned_partitions(), 0);
-    assert_eq!(s.p.partition_count(), 4);
+    assert_eq!(s.p.unowned(), 0);
+    assert_eq!(s.p.partitions(), 4);
 }
 
 #[test]

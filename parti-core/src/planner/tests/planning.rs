@@ -325,9 +325,16 @@ fn manual_rebalance_ignores_the_cooldown() {
     s.join(2);
     s.run_to(ms(11_500));
     let now = s.now;
-    s.p.trigger_rebalance(now);
+    s.p.trigger_rebalance(now)
+        .expect("a running planner replans");
     s.pump();
     assert_eq!(s.published().last().unwrap().0, PlanReason::Manual);
+    // A stopped planner leads no more and says so.
+    s.p.stop(now);
+    assert_eq!(
+        s.p.trigger_rebalance(now),
+        Err(crate::member::NotLeader { leader: None })
+    );
 }
 
 #[test]

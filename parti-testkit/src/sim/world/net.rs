@@ -224,6 +224,7 @@ impl World {
             KvRequest::Keys { bucket, prefix } => {
                 self.store.keys(bucket, prefix, t).map(KvReply::Keys)
             }
+            other => panic!("the simulated store does not execute {other:?}; teach it"),
         }
     }
 
