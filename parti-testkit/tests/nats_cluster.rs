@@ -6,9 +6,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use parti_core::store::{
-    BucketSpec, KvError, KvStore, OnMismatch, StorageKind, WatchEvent, WatchKeys,
-};
+use parti_core::store::{BucketSpec, KvStore, OnMismatch, StorageKind, WatchEvent, WatchKeys};
 use parti_nats::{NatsStore, NatsStoreConfig};
 use parti_testkit::nats::NatsCluster;
 
@@ -65,18 +63,9 @@ async fn killing_the_stream_leader_leaves_the_store_usable() {
     assert_eq!(first.unwrap().unwrap(), WatchEvent::SnapshotComplete);
 
     // Write continuously; kill the leader after 1 s; stop 2 s after writes resume.
-    // Right after creation the stream's subjects may not have reached the client's server yet
-    // ("no responders": nothing was written, so retrying is safe).
-    let mut rev = loop {
-        match store.create("failover", "k", b"0".to_vec()).await {
-            Ok(rev) => break rev,
-            Err(KvError::Unavailable { reason }) => {
-                assert!(Instant::now() < deadline, "first write refused: {reason}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(err) => panic!("first write: {err}"),
-        }
-    };
+    // Provisioning returned only once the stream answered writes through the client's server,
+    // so the first write needs no retry.
+    let mut rev = store.create("failover", "k", b"0".to_vec()).await.unwrap();
     let mut last_ok = Instant::now();
     let mut longest_gap = Duration::ZERO;
     let mut killed_at = None;
@@ -172,4 +161,46 @@ async fn killing_the_stream_leader_leaves_the_store_usable() {
         .await
         .unwrap();
     println!("test took {:?}", test_start.elapsed());
+}
+
+/// A freshly provisioned replicated bucket takes writes at once: `provision` returns only once
+/// the stream answers a write through the client's server (a new R3 stream needs a leader, and
+/// its subjects' interest must reach that server; before, the first write could meet "no
+/// responders"). Checked with a plain async-nats client on the same server that publishes
+/// once, without any retry, right after each `provision`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provisioned_replicated_bucket_takes_writes_at_once() {
+    let cluster = NatsCluster::start().unwrap();
+    let mut refused = Vec::new();
+    for i in 0..6 {
+        let node = &cluster.nodes()[i % 3];
+        let config = NatsStoreConfig::default().with_op_timeout(Duration::from_secs(20));
+        let store = NatsStore::connect_url(&node.url(), config).await.unwrap();
+        let client = async_nats::connect(node.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let bucket = format!("fresh{i}");
+        let spec = BucketSpec {
+            name: bucket.clone(),
+            history: 1,
+            max_age: None,
+            replicas: 3,
+            storage: StorageKind::File,
+        };
+        let start = Instant::now();
+        store.provision(&spec, OnMismatch::Fail).await.unwrap();
+        let provisioned = start.elapsed();
+        let ack = match js.publish(format!("$KV.{bucket}.k"), "v".into()).await {
+            Ok(ack) => ack.await,
+            Err(err) => Err(err),
+        };
+        println!(
+            "{bucket} on {}: provisioned in {provisioned:?}; first write {:?}",
+            node.name(),
+            ack.as_ref().map(|a| a.sequence)
+        );
+        if let Err(err) = ack {
+            refused.push(format!("{bucket}: {err}"));
+        }
+    }
+    assert!(refused.is_empty(), "first writes refused: {refused:?}");
 }

@@ -599,3 +599,41 @@ async fn latency_and_a_severed_link() {
         None
     );
 }
+
+/// `provision` returns `Ok` only once the bucket's stream answers writes through the client's
+/// server, so a caller's next write never meets "no responders" (on a cluster, a new R3
+/// stream's interest reaches the client's server some time after the stream reports a leader).
+/// Pinned down deterministically with a bucket whose stream exists but listens on no key
+/// subject: provisioning must not call that bucket ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_is_ready_only_when_the_stream_takes_writes() {
+    let server = NatsServer::start().unwrap();
+    let store = store(&server.url(), true).await;
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "KV_deaf".into(),
+        subjects: vec!["elsewhere.>".into()],
+        max_messages_per_subject: 1,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let start = Instant::now();
+    let provisioned = store.provision(&spec("deaf"), OnMismatch::Fail).await;
+    let took = start.elapsed();
+    println!("provision of a bucket that takes no writes: {provisioned:?} after {took:?}");
+    if provisioned.is_ok() {
+        let write = store.put("deaf", "k", b"v".to_vec()).await;
+        panic!("provision said ready, but the first write got {write:?}");
+    }
+    assert!(
+        matches!(provisioned, Err(KvError::Unavailable { .. })),
+        "{provisioned:?}"
+    );
+    assert!(took <= OP_TIMEOUT + SLACK, "provision took {took:?}");
+
+    // A bucket that does take writes is ready at once, and written without a retry.
+    store.provision(&spec("b"), OnMismatch::Fail).await.unwrap();
+    store.put("b", "k", b"v".to_vec()).await.unwrap();
+}
