@@ -112,13 +112,9 @@ enum Phase {
 enum Next {
     /// The reader is gone: stop.
     Stop,
-    /// The consumer may have lost its place (a connection transition, an error): check the
-    /// stream and build a new one.
+    /// The consumer may have lost its place (a connection transition, an error, a stream
+    /// advisory): check the stream and build a new one.
     Rebuild,
-    /// The stream lost history, or is another stream: resync.
-    Lost,
-    /// The bucket is gone.
-    Gone,
 }
 
 /// What a stream check finds.
@@ -333,13 +329,7 @@ impl Supervisor {
                 if matches!(self.phase, Phase::Gathering(_)) {
                     self.phase = Phase::SnapshotOwed;
                 }
-                let alive = match next {
-                    Next::Stop => false,
-                    Next::Rebuild => true,
-                    Next::Lost => self.lose().await,
-                    Next::Gone => self.lose().await && self.tell_gone().await,
-                };
-                if !alive {
+                if matches!(next, Next::Stop) {
                     return;
                 }
             }
@@ -389,6 +379,9 @@ impl Supervisor {
                 let down = health.since.map(|s| now - s).unwrap_or_default();
                 let why = match (&health.last_error, self.inner.conn.current()) {
                     (_, ConnectionState::Disconnected) => "not connected to NATS".to_owned(),
+                    (Some(KvError::Timeout), _) => {
+                        "no answer within the operation timeout".to_owned()
+                    }
                     (Some(err), _) => err.to_string(),
                     (None, _) => "re-establishing".to_owned(),
                 };
@@ -540,7 +533,7 @@ impl Supervisor {
     }
 
     /// Reads the consumer until it fails, the reader goes away, the connection changes, or a
-    /// stream advisory shows the history lost.
+    /// stream advisory arrives.
     async fn follow(&mut self, mut messages: Ordered) -> Next {
         loop {
             let gathering = matches!(self.phase, Phase::Gathering(_));
@@ -550,19 +543,15 @@ impl Supervisor {
                 // A disconnect or a reconnect: wherever the consumer stands now (gone with a
                 // restarted server, resumed on a recreated stream), it is rebuilt after a check.
                 Some(_) = self.conn.next() => return Next::Rebuild,
+                // The stream was deleted, created, updated or got a new leader (an R1 watch
+                // consumer on a node that died is gone with it): rebuild after a check, rather
+                // than wait for two missed heartbeats.
                 advisory = next_advisory(&mut self.advisories) => {
                     if advisory.is_none() {
                         self.advisories = None;
                         continue;
                     }
-                    let deadline = Instant::now() + self.op_timeout();
-                    match self.check(deadline).await {
-                        // Unknown (the check failed) counts as intact: the consumer carries on,
-                        // and its own failure would bring us back here.
-                        Ok(History::Intact) | Err(_) => {}
-                        Ok(History::Lost) => return Next::Lost,
-                        Ok(History::Gone) => return Next::Gone,
-                    }
+                    return Next::Rebuild;
                 }
                 item = messages.next() => match item {
                     None => return Next::Rebuild,
