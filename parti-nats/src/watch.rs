@@ -343,6 +343,7 @@ impl Supervisor {
                         tracing::info!(bucket = %bucket, failures = health.failures, "watch re-established");
                     }
                     health.failures = 0;
+                    health.last_error = None;
                     self.told_gone = false;
                     consumer = Some(messages);
                 }
