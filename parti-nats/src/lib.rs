@@ -146,6 +146,7 @@
 mod config;
 mod connection;
 mod error;
+mod provision;
 mod shared;
 mod store;
 mod watch;
