@@ -25,7 +25,8 @@ pub struct NatsStoreConfig {
     /// write refused this way was certainly not applied, which is better than an unknown
     /// outcome.
     pub fail_fast_when_disconnected: bool,
-    /// Longest pause between two attempts to re-establish a watch. Default 2 s.
+    /// Longest pause between two attempts to re-establish a watch (at least 50 ms, the first
+    /// pause). Default 2 s.
     pub watch_backoff_max: Duration,
     /// How long a watch may be without a working consumer (disconnected, or every attempt to
     /// re-establish it failing) before its stream yields an
@@ -34,7 +35,9 @@ pub struct NatsStoreConfig {
     /// A member counts these items towards its degraded mode. Default 5 s: well above a normal
     /// re-establishment after a reconnect (one stream info and one consumer creation, a few
     /// milliseconds) and its backoff, and below parti's default heartbeat TTL (6 s), so a
-    /// member learns that it is blind before its peers would declare it dead.
+    /// member learns that it is blind before its peers would declare it dead. A report may
+    /// come up to one `op_timeout` late (an attempt in progress is not cut short); values below
+    /// 100 ms count as 100 ms.
     pub watch_unhealthy_after: Duration,
     /// How often the connection state is sampled when the store was built from a
     /// [`Client`](async_nats::Client) (a store that connected itself gets async-nats connection

@@ -60,6 +60,9 @@ const HEALTHY: Duration = Duration::from_secs(5);
 /// must reach.
 const SNAPSHOT_RECHECK: Duration = Duration::from_millis(250);
 
+/// The shortest interval between two unhealthy reports of a watch.
+const MIN_REPORT_INTERVAL: Duration = Duration::from_millis(100);
+
 /// The counter of watch consumers re-established (after a reconnect, an error, a resync).
 pub(crate) const RESTARTS: &str = "parti_watch_restarts_total";
 /// The counter of failed attempts to re-establish a watch consumer.
@@ -273,6 +276,15 @@ impl Supervisor {
         self.inner.config.op_timeout
     }
 
+    /// How long the watch may be without a working consumer before a report, and between
+    /// reports (at least [`MIN_REPORT_INTERVAL`], so a zero setting cannot flood the reader).
+    fn report_after(&self) -> Duration {
+        self.inner
+            .config
+            .watch_unhealthy_after
+            .max(MIN_REPORT_INTERVAL)
+    }
+
     /// Starts a snapshot: asks the stream who it is and the leader how far the snapshot must
     /// reach, then creates a consumer that delivers the last message of every matching key.
     async fn start_snapshot(&mut self, deadline: Instant) -> Result<Ordered, KvError> {
@@ -311,7 +323,7 @@ impl Supervisor {
 
     async fn run(mut self, first: Ordered) {
         let bucket = self.target.bucket.clone();
-        let report_after = self.inner.config.watch_unhealthy_after;
+        let report_after = self.report_after();
         let mut consumer = Some(first);
         let mut health = Health::new();
         loop {
@@ -373,7 +385,7 @@ impl Supervisor {
     /// attempt's cue). Sends the unhealthy reports that fall due meanwhile. `false` when the
     /// reader is gone.
     async fn wait_for_attempt(&mut self, health: &mut Health) -> bool {
-        let report_after = self.inner.config.watch_unhealthy_after;
+        let report_after = self.report_after();
         loop {
             let now = Instant::now();
             if health.next_report.is_some_and(|due| due <= now) {
@@ -399,7 +411,7 @@ impl Supervisor {
                 continue;
             }
             let connected = self.inner.conn.current() == ConnectionState::Connected;
-            let pause = health.pause(self.inner.config.watch_backoff_max);
+            let pause = health.pause(self.inner.config.watch_backoff_max.max(BACKOFF_MIN));
             if connected && pause.is_zero() {
                 break;
             }
