@@ -76,9 +76,9 @@
 //!
 //! | plan | median | p90 | best |
 //! |---|---|---|---|
-//! | sequential (each write awaited) | 225–320 ms | 320–370 ms | 150–255 ms |
-//! | pipelined (all in flight) | 30–37 ms | 43–53 ms | 17–28 ms |
-//! | the same through async-nats directly | 26–29 ms | 37–44 ms | 18–24 ms |
+//! | sequential (each write awaited) | 225–320 ms | 300–390 ms | 150–255 ms |
+//! | pipelined (all in flight) | 27–37 ms | 36–57 ms | 17–28 ms |
+//! | the same through async-nats directly | 23–32 ms | 31–50 ms | 16–24 ms |
 //!
 //! Pipelining is 7–10× faster; the store costs ~15 % over the bare client. The 25 ms target
 //! for a pipelined plan was met by the best runs only on that loaded machine.
