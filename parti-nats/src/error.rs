@@ -4,8 +4,10 @@
 //!
 //! - a **timeout** of any kind (publish ack, API request, direct get, consumer creation) is
 //!   [`KvError::Timeout`]: for a write the outcome is unknown;
-//! - **no responders**, a broken connection or a stream without leader is
-//!   [`KvError::Unavailable`];
+//! - a write whose bytes may have left before the connection broke (`BrokenPipe`: sent, then
+//!   the reply channel closed) is [`KvError::Timeout`] too: its outcome is unknown;
+//! - **no responders**, a stream without leader, or a connection that was down before anything
+//!   was sent is [`KvError::Unavailable`];
 //! - `wrong last sequence` (10071) is [`KvError::RevisionMismatch`], with the sequence the server
 //!   names; its clustered variant without a number (10164, another write to the key still in
 //!   flight) is a mismatch with no current revision;
@@ -183,9 +185,12 @@ fn publish_kind(err: &PublishError) -> Option<KvError> {
         PublishErrorKind::StreamNotFound => KvError::Unavailable {
             reason: "no responders: the bucket's stream does not exist or has no leader".into(),
         },
-        PublishErrorKind::BrokenPipe => KvError::Unavailable {
-            reason: "connection lost before the write was acknowledged".into(),
-        },
+        // The message was handed to the connection, then the reply channel closed (the
+        // connection dropped): the bytes may have reached the server and the write may be
+        // applied, now or when async-nats replays it after reconnecting. An unknown outcome,
+        // which the port calls a timeout — never `Unavailable`, which callers may read as
+        // "certainly not applied".
+        PublishErrorKind::BrokenPipe => KvError::Timeout,
         PublishErrorKind::MaxAckPending => KvError::Unavailable {
             reason: "too many writes awaiting acknowledgement".into(),
         },
@@ -432,6 +437,24 @@ mod tests {
             mismatch_from_message("wrong last sequence: 0"),
             KvError::RevisionMismatch { current: None }
         );
+    }
+
+    /// A write whose reply channel closed after it was sent may have been applied: unknown
+    /// outcome, not "unavailable".
+    #[test]
+    fn a_broken_pipe_is_an_unknown_outcome() {
+        assert_eq!(
+            publish(PublishError::new(PublishErrorKind::BrokenPipe)),
+            KvError::Timeout
+        );
+        assert_eq!(
+            publish(PublishError::new(PublishErrorKind::TimedOut)),
+            KvError::Timeout
+        );
+        assert!(matches!(
+            publish(PublishError::new(PublishErrorKind::StreamNotFound)),
+            KvError::Unavailable { .. }
+        ));
     }
 
     #[test]

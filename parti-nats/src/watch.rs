@@ -1,48 +1,72 @@
-//! Watches that survive disconnects: an ordered push consumer per watch, supervised by a task.
+//! Watches that survive disconnects, server restarts and lost history: an ordered push consumer
+//! per watch, supervised by a task that owns every re-establishment.
 //!
-//! async-nats' ordered consumer already recreates itself after a reconnect or a sequence gap,
-//! resuming from the last stream sequence it delivered. This module adds what the port
-//! promises on top:
+//! async-nats' ordered consumer recreates itself after a reconnect or a sequence gap, resuming
+//! from the last stream sequence it delivered — but it cannot tell that the stream it resumes on
+//! is not the one it left (a bucket deleted and created again, a memory bucket lost in a restart
+//! and provisioned again), it retries a failing recreation forever without a word, and it sees
+//! reconnects through a coalescing `watch` that a short disconnect can slip through. So the
+//! supervisor drops the consumer whenever anything may have moved under it — any connection
+//! transition (queued per reader, never coalesced), any consumer error including a missed
+//! heartbeat, a stream advisory for the bucket — and builds the next one itself:
 //!
-//! - a snapshot that is never older than the watch: the stream leader is asked for the last
-//!   matching revision first, and the consumer (which may live on a lagging follower) is read
-//!   until it has reached it; the messages up to there are folded per key, so the snapshot holds
-//!   each key's latest live value, in revision order, and then the marker — also on an empty
-//!   bucket, where async-nats yields nothing at all;
-//! - at-most-once delivery: a revision at or below the last one delivered is dropped;
-//! - detection of lost history after a reconnect (the stream's last revision is below the last
-//!   one delivered): [`WatchEvent::Resync`] and a fresh snapshot;
-//! - re-establishment with backoff when the consumer fails for good, from the last revision
-//!   delivered.
+//! - it asks the stream for its creation time and last revision: the same stream, still
+//!   reaching the last revision received, resumes after it; anything else is lost history:
+//!   [`WatchEvent::Resync`], then a fresh snapshot;
+//! - a fresh snapshot, once owed, stays owed until one has started ([`Phase::SnapshotOwed`]):
+//!   a failed attempt right after a `Resync` is retried as a snapshot, never as a resume from
+//!   revision 1 without a [`WatchEvent::SnapshotComplete`];
+//! - a snapshot is never older than the watch: the stream leader is asked for the last matching
+//!   revision first, and the consumer (which may live on a lagging follower) is read until it
+//!   has reached it; the messages up to there are folded per key, so the snapshot holds each
+//!   key's latest live value, in revision order, then the marker — also on an empty bucket;
+//! - delivery is at most once: a revision at or below the last one received is dropped;
+//! - failures to re-establish are counted (`parti_watch_failures_total{bucket}`), logged at
+//!   `warn!` after 1, 2, 4, 8, … consecutive failures, retried with backoff, and after
+//!   [`NatsStoreConfig::watch_unhealthy_after`](crate::NatsStoreConfig::watch_unhealthy_after)
+//!   without a working consumer reported to the reader as an `Err(`[`KvError::Unavailable`]`)`
+//!   item; the stream carries on after it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::push::{Ordered, OrderedConfig, OrderedErrorKind};
-use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy};
+use async_nats::datetime::DateTime;
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::consumer::ReplayPolicy;
+use async_nats::jetstream::consumer::push::{Ordered, OrderedConfig};
 use async_nats::jetstream::kv;
-use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use futures::StreamExt;
 use parti_core::store::{
     ConnectionState, KvError, KvEvent, KvOperation, KvWatch, WatchEvent, WatchKeys,
 };
 use parti_core::types::Revision;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
+use crate::connection::Transitions;
 use crate::error;
-use crate::store::{Inner, KV_OPERATION, MARKER_REASON};
+use crate::shared::{self, Inner, KV_OPERATION, MARKER_REASON, until};
 
 /// Items buffered between the supervising task and the watch's reader. When full, the task
 /// stops reading and the server's flow control holds further messages.
 const BUFFER: usize = 256;
 /// First pause before re-establishing a failed watch.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-/// How long a consumer must have run for its failure to reset the backoff.
+/// How long a consumer must have run for its failure to reset the backoff (and start a new
+/// unhealthy period).
 const HEALTHY: Duration = Duration::from_secs(5);
 /// How long a snapshot waits without any message before asking the leader again how far it
 /// must reach.
 const SNAPSHOT_RECHECK: Duration = Duration::from_millis(250);
+
+/// The shortest interval between two unhealthy reports of a watch.
+const MIN_REPORT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The counter of watch consumers re-established (after a reconnect, an error, a resync).
+pub(crate) const RESTARTS: &str = "parti_watch_restarts_total";
+/// The counter of failed attempts to re-establish a watch consumer.
+pub(crate) const FAILURES: &str = "parti_watch_failures_total";
 
 /// What a watch follows.
 pub(crate) struct WatchTarget {
@@ -55,74 +79,90 @@ pub(crate) struct WatchTarget {
     pub(crate) keys: WatchKeys,
 }
 
-/// The widest subject filter that a key prefix can use: NATS wildcards match whole tokens, so
-/// `w.` becomes `$KV.b.w.>`, `w.ab` also `$KV.b.w.>` (refined on the client), `worker-` the
-/// whole bucket.
-pub(crate) fn prefix_filter(bucket: &str, prefix: &str) -> String {
-    let token_ok = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/' | b'_' | b'='))
-    };
-    match prefix.rfind('.') {
-        Some(dot) if prefix[..dot].split('.').all(token_ok) => {
-            format!("$KV.{bucket}.{}.>", &prefix[..dot])
-        }
-        _ => format!("$KV.{bucket}.>"),
+/// Which stream revisions came from: its creation time. A bucket deleted and created again, or
+/// a memory bucket lost in a restart and provisioned again, is another stream, whose revisions
+/// say nothing about the old one's — even when they reach as far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct StreamId(DateTime);
+
+impl StreamId {
+    fn of(info: &async_nats::jetstream::stream::Info) -> StreamId {
+        StreamId(info.created)
     }
 }
 
-/// The revision of the last message matching `filter`, asked of the stream leader (0 if no
-/// message matches). A consumer may live on a follower that lags behind the leader; a snapshot
-/// or a listing is complete only once it has seen this revision.
-pub(crate) async fn last_matching(
-    stream: &async_nats::jetstream::stream::Stream,
-    bucket: &str,
-    filter: &str,
-) -> Result<u64, KvError> {
-    match stream.get_last_raw_message_by_subject(filter).await {
-        Ok(message) => Ok(message.sequence),
-        Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
-        Err(err) => Err(error::last_message(bucket, err)),
-    }
+/// A snapshot being gathered: every matching message up to `target`, folded per key.
+struct Snapshot {
+    /// The leader's last matching revision when the snapshot started.
+    target: u64,
+    /// The latest message of each key seen so far: `(revision, value)`, `None` for a tombstone.
+    keys: HashMap<String, (u64, Option<Vec<u8>>)>,
 }
 
-/// The largest [`last_matching`] revision over several filters (asked together).
-async fn last_matching_any(
-    stream: &async_nats::jetstream::stream::Stream,
-    bucket: &str,
-    filters: &[String],
-) -> Result<u64, KvError> {
-    let each = futures::future::join_all(
-        filters
-            .iter()
-            .map(|filter| last_matching(stream, bucket, filter)),
-    )
-    .await;
-    let mut last = 0;
-    for revision in each {
-        last = last.max(revision?);
-    }
-    Ok(last)
+/// Where the watch stands towards its reader.
+enum Phase {
+    /// The reader is owed a fresh snapshot: the watch started, or sent `Resync`, and no
+    /// snapshot has started since. Only a successful start of one leaves this phase, so a
+    /// failed attempt cannot turn it into a resume.
+    SnapshotOwed,
+    /// A snapshot is being gathered; nothing of it has been delivered yet.
+    Gathering(Snapshot),
+    /// The snapshot was delivered; live changes after `last` follow.
+    Live,
+}
+
+/// Why the supervisor stopped reading its consumer.
+enum Next {
+    /// The reader is gone: stop.
+    Stop,
+    /// The consumer may have lost its place (a connection transition, an error, a stream
+    /// advisory): check the stream and build a new one.
+    Rebuild,
+}
+
+/// What a stream check finds.
+enum History {
+    Intact,
+    Lost,
+    Gone,
 }
 
 /// Creates the first consumer (so that errors reach the caller of `watch`) and hands it to a
-/// supervising task.
+/// supervising task, all before `deadline`.
 pub(crate) async fn start(
     inner: Arc<Inner>,
     store: Arc<kv::Store>,
     target: WatchTarget,
+    deadline: Instant,
 ) -> Result<KvWatch, KvError> {
     let (tx, rx) = mpsc::channel(BUFFER);
+    let mut conn = inner.conn.subscribe();
+    // The state now, not a transition.
+    let _ = conn.try_next();
+    // Stream created / deleted / updated / leader elected, for this bucket's stream: a bucket
+    // recreated while the connection stays up is noticed at once. Best effort (the account may
+    // not allow it); a missed heartbeat notices it too, later.
+    let subject = format!(
+        "$JS.EVENT.ADVISORY.STREAM.*.{}",
+        shared::stream_name(&target.bucket)
+    );
+    let advisories = until(deadline, async {
+        Ok(inner.client.subscribe(subject).await.ok())
+    })
+    .await?;
     let mut supervisor = Supervisor {
         inner,
         store,
         target,
         tx,
+        conn,
+        advisories,
         last: 0,
-        snapshot: None,
+        stream: None,
+        phase: Phase::SnapshotOwed,
+        told_gone: false,
     };
-    let messages = supervisor.start_snapshot().await?;
+    let messages = supervisor.start_snapshot(deadline).await?;
     tokio::spawn(supervisor.run(messages));
     Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
@@ -158,12 +198,58 @@ async fn establish(
     consumer.messages().await.map_err(error::consumer_stream)
 }
 
-/// A snapshot being gathered: every matching message up to `target`, folded per key.
-struct Snapshot {
-    /// The leader's last matching revision when the snapshot started.
-    target: u64,
-    /// The latest message of each key seen so far: `(revision, value)`, `None` for a tombstone.
-    keys: HashMap<String, (u64, Option<Vec<u8>>)>,
+/// The next stream advisory, or never when there is no subscription.
+async fn next_advisory(
+    advisories: &mut Option<async_nats::Subscriber>,
+) -> Option<async_nats::Message> {
+    match advisories {
+        Some(subscriber) => subscriber.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The watch's health: backoff, failure logging and unhealthy reports.
+struct Health {
+    /// Attempts since the last consumer that worked for [`HEALTHY`] (drives the backoff).
+    attempts: u32,
+    /// Consecutive failed attempts (drives the `warn!` backoff).
+    failures: u32,
+    /// Since when the watch has had no consumer that worked for [`HEALTHY`].
+    since: Option<Instant>,
+    /// When the next unhealthy report is due.
+    next_report: Option<Instant>,
+    /// The last failure, for the logs and the report.
+    last_error: Option<KvError>,
+}
+
+impl Health {
+    fn new() -> Health {
+        Health {
+            attempts: 0,
+            failures: 0,
+            since: None,
+            next_report: None,
+            last_error: None,
+        }
+    }
+
+    /// The consumer stopped after running `ran`.
+    fn consumer_ended(&mut self, now: Instant, ran: Duration, report_after: Duration) {
+        if ran >= HEALTHY || self.since.is_none() {
+            self.attempts = 0;
+            self.since = Some(now);
+            self.next_report = Some(now + report_after);
+        }
+    }
+
+    fn pause(&self, max: Duration) -> Duration {
+        if self.attempts == 0 {
+            return Duration::ZERO;
+        }
+        BACKOFF_MIN
+            .saturating_mul(2u32.saturating_pow(self.attempts.min(16)))
+            .min(max)
+    }
 }
 
 struct Supervisor {
@@ -171,31 +257,18 @@ struct Supervisor {
     store: Arc<kv::Store>,
     target: WatchTarget,
     tx: mpsc::Sender<Result<WatchEvent, KvError>>,
+    /// Connection transitions, every one of them.
+    conn: Transitions,
+    /// Stream advisories of the bucket.
+    advisories: Option<async_nats::Subscriber>,
     /// The last revision received (delivered or filtered out): nothing at or below it is
     /// delivered again.
     last: u64,
-    /// `Some` while a snapshot is being gathered.
-    snapshot: Option<Snapshot>,
-}
-
-/// What a reconnected watch finds on the server.
-enum History {
-    /// Everything it has seen is still there: the consumer resumes.
-    Intact,
-    /// The stream's last revision is below the last one seen: data was lost.
-    Lost,
-    /// The bucket is gone.
-    Gone,
-}
-
-/// Why the supervisor stopped reading its consumer.
-enum Next {
-    /// The reader is gone (or the watch ended with an error): stop.
-    Stop,
-    /// The consumer failed: build a new one.
-    Rebuild,
-    /// The stream lost history: resync.
-    Resync,
+    /// The stream the revisions since the last snapshot came from.
+    stream: Option<StreamId>,
+    phase: Phase,
+    /// Whether the reader was told that the bucket is gone (once per absence).
+    told_gone: bool,
 }
 
 impl Supervisor {
@@ -203,21 +276,34 @@ impl Supervisor {
         self.inner.config.op_timeout
     }
 
-    /// Starts a snapshot: asks the leader how far it must reach, then creates a consumer that
-    /// delivers the last message of every matching key.
-    async fn start_snapshot(&mut self) -> Result<Ordered, KvError> {
-        let target = tokio::time::timeout(
-            self.op_timeout(),
-            last_matching_any(
-                &self.store.stream,
-                &self.target.bucket,
-                &self.target.filters,
-            ),
-        )
-        .await
-        .map_err(|_| KvError::Timeout)??;
-        let messages = tokio::time::timeout(
-            self.op_timeout(),
+    /// How long the watch may be without a working consumer before a report, and between
+    /// reports (at least [`MIN_REPORT_INTERVAL`], so a zero setting cannot flood the reader).
+    fn report_after(&self) -> Duration {
+        self.inner
+            .config
+            .watch_unhealthy_after
+            .max(MIN_REPORT_INTERVAL)
+    }
+
+    /// Starts a snapshot: asks the stream who it is and the leader how far the snapshot must
+    /// reach, then creates a consumer that delivers the last message of every matching key.
+    async fn start_snapshot(&mut self, deadline: Instant) -> Result<Ordered, KvError> {
+        let bucket = &self.target.bucket;
+        let (info, target) = until(deadline, async {
+            futures::try_join!(
+                async {
+                    self.store
+                        .stream
+                        .get_info()
+                        .await
+                        .map_err(|e| error::stream_info(bucket, e))
+                },
+                shared::last_matching_any(&self.store.stream, bucket, &self.target.filters),
+            )
+        })
+        .await?;
+        let messages = until(
+            deadline,
             establish(
                 &self.inner,
                 &self.store,
@@ -225,75 +311,159 @@ impl Supervisor {
                 DeliverPolicy::LastPerSubject,
             ),
         )
-        .await
-        .map_err(|_| KvError::Timeout)??;
+        .await?;
         self.last = 0;
-        self.snapshot = Some(Snapshot {
+        self.stream = Some(StreamId::of(&info));
+        self.phase = Phase::Gathering(Snapshot {
             target,
             keys: HashMap::new(),
         });
         Ok(messages)
     }
 
-    async fn run(mut self, messages: Ordered) {
-        let mut current = Some(messages);
-        let mut attempt: u32 = 0;
+    async fn run(mut self, first: Ordered) {
+        let bucket = self.target.bucket.clone();
+        let report_after = self.report_after();
+        let mut consumer = Some(first);
+        let mut health = Health::new();
         loop {
-            let next = match current.take() {
-                Some(messages) => {
-                    // Nothing matched on the leader: the snapshot is empty and complete.
-                    if self.snapshot.as_ref().is_some_and(|s| s.target == 0)
-                        && !self.complete_snapshot().await
+            if let Some(messages) = consumer.take() {
+                // Nothing matched on the leader: the snapshot is empty and complete.
+                if matches!(&self.phase, Phase::Gathering(s) if s.target == 0)
+                    && !self.complete_snapshot().await
+                {
+                    return;
+                }
+                let began = Instant::now();
+                let next = self.follow(messages).await;
+                health.consumer_ended(Instant::now(), began.elapsed(), report_after);
+                // An interrupted snapshot delivered nothing: start it again, without a Resync.
+                if matches!(self.phase, Phase::Gathering(_)) {
+                    self.phase = Phase::SnapshotOwed;
+                }
+                if matches!(next, Next::Stop) {
+                    return;
+                }
+            }
+            if !self.wait_for_attempt(&mut health).await {
+                return;
+            }
+            match self.reestablish().await {
+                Ok(Some(messages)) => {
+                    metrics::counter!(RESTARTS, "bucket" => bucket.clone()).increment(1);
+                    if health.failures > 0 {
+                        tracing::info!(bucket = %bucket, failures = health.failures, "watch re-established");
+                    }
+                    health.failures = 0;
+                    health.last_error = None;
+                    self.told_gone = false;
+                    consumer = Some(messages);
+                }
+                Ok(None) => return,
+                Err(err) => {
+                    metrics::counter!(FAILURES, "bucket" => bucket.clone()).increment(1);
+                    health.failures = health.failures.saturating_add(1);
+                    let down = health.since.map(|s| s.elapsed()).unwrap_or_default();
+                    if health.failures.is_power_of_two() {
+                        tracing::warn!(bucket = %bucket, failures = health.failures, ?down, error = %err, "watch not re-established; retrying with backoff");
+                    } else {
+                        tracing::debug!(bucket = %bucket, failures = health.failures, ?down, error = %err, "watch not re-established");
+                    }
+                    if matches!(err, KvError::BucketNotFound { .. })
+                        && !(self.lose().await && self.tell_gone().await)
                     {
                         return;
                     }
-                    let began = tokio::time::Instant::now();
-                    let next = self.follow(messages).await;
-                    // Back off afresh only after a consumer that worked for a while: one that
-                    // fails at once keeps the backoff growing (no hot loop).
-                    if began.elapsed() >= HEALTHY {
-                        attempt = 0;
-                    }
-                    next
-                }
-                None => Next::Rebuild,
-            };
-            match next {
-                Next::Stop => return,
-                Next::Rebuild | Next::Resync => {
-                    if matches!(next, Next::Resync) {
-                        if self.tx.send(Ok(WatchEvent::Resync)).await.is_err() {
-                            return;
-                        }
-                        self.snapshot = None;
-                        self.last = 0;
-                    }
-                    if attempt > 0 {
-                        let pause = BACKOFF_MIN
-                            .saturating_mul(2u32.saturating_pow(attempt.min(16)))
-                            .min(self.inner.config.watch_backoff_max);
-                        tokio::select! {
-                            () = self.tx.closed() => return,
-                            () = tokio::time::sleep(pause) => {}
-                        }
-                    }
-                    attempt = attempt.saturating_add(1);
-                    match self.reestablish(matches!(next, Next::Resync)).await {
-                        Ok(Some(found)) => current = Some(found),
-                        Ok(None) => return,
-                        Err(err) => {
-                            tracing::debug!(bucket = %self.target.bucket, error = %err, "watch not re-established yet");
-                        }
-                    }
+                    health.last_error = Some(err);
                 }
             }
         }
     }
 
+    /// Waits until the next attempt to re-establish is due: at once after a consumer that
+    /// worked, after a growing pause otherwise, and only while connected (a reconnect is an
+    /// attempt's cue). Sends the unhealthy reports that fall due meanwhile. `false` when the
+    /// reader is gone.
+    async fn wait_for_attempt(&mut self, health: &mut Health) -> bool {
+        let report_after = self.report_after();
+        loop {
+            let now = Instant::now();
+            if health.next_report.is_some_and(|due| due <= now) {
+                let down = health.since.map(|s| now - s).unwrap_or_default();
+                let why = match (&health.last_error, self.inner.conn.current()) {
+                    (_, ConnectionState::Disconnected) => "not connected to NATS".to_owned(),
+                    (Some(KvError::Timeout), _) => {
+                        "no answer within the operation timeout".to_owned()
+                    }
+                    (Some(err), _) => err.to_string(),
+                    (None, _) => "re-establishing".to_owned(),
+                };
+                let report = KvError::Unavailable {
+                    reason: format!(
+                        "watch of bucket {:?} not working for {down:?}: {why}",
+                        self.target.bucket
+                    ),
+                };
+                if self.tx.send(Err(report)).await.is_err() {
+                    return false;
+                }
+                health.next_report = Some(now + report_after);
+                continue;
+            }
+            let connected = self.inner.conn.current() == ConnectionState::Connected;
+            let pause = health.pause(self.inner.config.watch_backoff_max.max(BACKOFF_MIN));
+            if connected && pause.is_zero() {
+                break;
+            }
+            let wake = connected.then(|| now + pause);
+            let report = health.next_report;
+            tokio::select! {
+                biased;
+                () = self.tx.closed() => return false,
+                state = self.conn.next() => {
+                    if state == Some(ConnectionState::Connected) {
+                        break;
+                    }
+                }
+                () = sleep_until(report), if report.is_some() => {}
+                () = sleep_until(wake), if wake.is_some() => break,
+            }
+        }
+        health.attempts = health.attempts.saturating_add(1);
+        true
+    }
+
+    /// The watch's delivered state is void: tell the reader (`Resync`) if it was given any, and
+    /// owe it a fresh snapshot. `false` when the reader is gone.
+    async fn lose(&mut self) -> bool {
+        let delivered = matches!(self.phase, Phase::Live);
+        self.phase = Phase::SnapshotOwed;
+        self.last = 0;
+        self.stream = None;
+        if delivered {
+            tracing::info!(bucket = %self.target.bucket, "watch lost its history; resyncing");
+            return self.tx.send(Ok(WatchEvent::Resync)).await.is_ok();
+        }
+        true
+    }
+
+    /// Tells the reader, once per absence, that the bucket is gone. `false` when the reader is
+    /// gone.
+    async fn tell_gone(&mut self) -> bool {
+        if self.told_gone {
+            return true;
+        }
+        self.told_gone = true;
+        let gone = KvError::BucketNotFound {
+            bucket: self.target.bucket.clone(),
+        };
+        self.tx.send(Err(gone)).await.is_ok()
+    }
+
     /// Sends the gathered snapshot (live values in revision order) and the marker; `false`
     /// when the reader is gone.
     async fn complete_snapshot(&mut self) -> bool {
-        let Some(snapshot) = self.snapshot.take() else {
+        let Phase::Gathering(snapshot) = std::mem::replace(&mut self.phase, Phase::Live) else {
             return true;
         };
         let mut live: Vec<(u64, String, Vec<u8>)> = snapshot
@@ -315,107 +485,92 @@ impl Supervisor {
         self.tx.send(Ok(WatchEvent::SnapshotComplete)).await.is_ok()
     }
 
-    /// Builds a new consumer: from the last revision if the snapshot was delivered and the
-    /// stream still reaches that far, else (after a `Resync`) with a fresh snapshot.
-    /// `Ok(None)`: the watch ended (bucket gone, reader gone).
-    async fn reestablish(&mut self, resynced: bool) -> Result<Option<Ordered>, KvError> {
-        let info = tokio::time::timeout(self.op_timeout(), self.store.stream.get_info())
-            .await
-            .map_err(|_| KvError::Timeout)?;
-        let last_sequence = match info {
-            Ok(info) => info.state.last_sequence,
-            Err(err) => {
-                let err = error::stream_info(&self.target.bucket, err);
-                return self.fatal_or_retry(err).await;
+    /// Builds a new consumer, all within one operation timeout: after a delivered snapshot,
+    /// from the last revision if the stream is the same and still reaches that far (else
+    /// `Resync` and a fresh snapshot); when a snapshot is owed, a fresh snapshot.
+    /// `Ok(None)`: the reader is gone.
+    async fn reestablish(&mut self) -> Result<Option<Ordered>, KvError> {
+        let deadline = Instant::now() + self.op_timeout();
+        if matches!(self.phase, Phase::Live) {
+            match self.check(deadline).await? {
+                History::Intact => {
+                    let policy = DeliverPolicy::ByStartSequence {
+                        start_sequence: self.last + 1,
+                    };
+                    let messages = until(
+                        deadline,
+                        establish(&self.inner, &self.store, &self.target, policy),
+                    )
+                    .await?;
+                    return Ok(Some(messages));
+                }
+                History::Lost => {
+                    if !self.lose().await {
+                        return Ok(None);
+                    }
+                }
+                History::Gone => {
+                    return Err(KvError::BucketNotFound {
+                        bucket: self.target.bucket.clone(),
+                    });
+                }
             }
-        };
-        let resumable = self.snapshot.is_none() && !resynced && last_sequence >= self.last;
-        if resumable {
-            let policy = DeliverPolicy::ByStartSequence {
-                start_sequence: self.last + 1,
-            };
-            let established = tokio::time::timeout(
-                self.op_timeout(),
-                establish(&self.inner, &self.store, &self.target, policy),
-            )
-            .await
-            .map_err(|_| KvError::Timeout)?;
-            return match established {
-                Ok(messages) => Ok(Some(messages)),
-                Err(err) => self.fatal_or_retry(err).await,
-            };
         }
-        // History is gone or a snapshot was interrupted: start over, and say so (unless the
-        // caller already did, or nothing was delivered yet).
-        // (An interrupted snapshot delivered nothing: it is gathered before it is sent.)
-        let delivered = self.snapshot.is_none();
-        if !resynced && delivered && self.tx.send(Ok(WatchEvent::Resync)).await.is_err() {
-            return Ok(None);
-        }
-        match self.start_snapshot().await {
-            Ok(messages) => Ok(Some(messages)),
-            Err(err) => self.fatal_or_retry(err).await,
+        self.start_snapshot(deadline).await.map(Some)
+    }
+
+    /// Whether the stream still holds what this watch has received: the same stream (same
+    /// creation time), its last revision not below the last one received.
+    async fn check(&self, deadline: Instant) -> Result<History, KvError> {
+        let bucket = &self.target.bucket;
+        let info = until(deadline, async {
+            self.store
+                .stream
+                .get_info()
+                .await
+                .map_err(|e| error::stream_info(bucket, e))
+        })
+        .await;
+        match info {
+            Ok(info) => {
+                let same = self.stream == Some(StreamId::of(&info));
+                Ok(if same && info.state.last_sequence >= self.last {
+                    History::Intact
+                } else {
+                    History::Lost
+                })
+            }
+            Err(KvError::BucketNotFound { .. }) => Ok(History::Gone),
+            Err(err) => Err(err),
         }
     }
 
-    async fn fatal_or_retry<T>(&mut self, err: KvError) -> Result<Option<T>, KvError> {
-        match err {
-            KvError::BucketNotFound { .. } => {
-                let _ = self.tx.send(Err(err)).await;
-                Ok(None)
-            }
-            other => Err(other),
-        }
-    }
-
-    /// Reads the consumer until it fails, the reader goes away, or history is found lost
-    /// after a reconnect.
+    /// Reads the consumer until it fails, the reader goes away, the connection changes, or a
+    /// stream advisory arrives.
     async fn follow(&mut self, mut messages: Ordered) -> Next {
-        let mut state = self.inner.state.subscribe();
-        let mut state_alive = true;
-        let mut was_down = *state.borrow_and_update() == ConnectionState::Disconnected;
-        let mut check_history = false;
         loop {
-            let gathering = self.snapshot.is_some();
+            let gathering = matches!(self.phase, Phase::Gathering(_));
             tokio::select! {
                 biased;
                 () = self.tx.closed() => return Next::Stop,
-                changed = state.changed(), if state_alive => {
-                    if changed.is_err() {
-                        state_alive = false;
+                // A disconnect or a reconnect: wherever the consumer stands now (gone with a
+                // restarted server, resumed on a recreated stream), it is rebuilt after a check.
+                Some(_) = self.conn.next() => return Next::Rebuild,
+                // The stream was deleted, created, updated or got a new leader (an R1 watch
+                // consumer on a node that died is gone with it): rebuild after a check, rather
+                // than wait for two missed heartbeats.
+                advisory = next_advisory(&mut self.advisories) => {
+                    if advisory.is_none() {
+                        self.advisories = None;
                         continue;
                     }
-                    match *state.borrow_and_update() {
-                        ConnectionState::Disconnected => was_down = true,
-                        ConnectionState::Connected => {
-                            if was_down {
-                                was_down = false;
-                                check_history = true;
-                            }
-                        }
-                    }
-                }
-                () = std::future::ready(()), if check_history => {
-                    check_history = false;
-                    match self.check_history().await {
-                        History::Intact => {}
-                        History::Lost => return Next::Resync,
-                        History::Gone => {
-                            let gone = KvError::BucketNotFound {
-                                bucket: self.target.bucket.clone(),
-                            };
-                            let _ = self.tx.send(Err(gone)).await;
-                            return Next::Stop;
-                        }
-                    }
+                    return Next::Rebuild;
                 }
                 item = messages.next() => match item {
                     None => return Next::Rebuild,
                     Some(Err(err)) => {
-                        if err.kind() == OrderedErrorKind::MissingHeartbeat {
-                            // Not terminal: the consumer recreates itself once the server is back.
-                            continue;
-                        }
+                        // A missed heartbeat included: the consumer is gone (a restarted server,
+                        // a deleted stream); build the next one ourselves, after a check.
                         tracing::debug!(bucket = %self.target.bucket, error = %error::ordered(err), "watch consumer failed; re-establishing");
                         return Next::Rebuild;
                     }
@@ -428,14 +583,15 @@ impl Supervisor {
                 // A snapshot waits for the leader's last matching revision; if that message
                 // expired meanwhile it never comes: after a quiet spell, ask the leader again.
                 () = tokio::time::sleep(SNAPSHOT_RECHECK), if gathering => {
-                    if let Ok(Ok(now)) = tokio::time::timeout(
-                        self.op_timeout(),
-                        last_matching_any(&self.store.stream, &self.target.bucket, &self.target.filters),
+                    let deadline = Instant::now() + self.op_timeout();
+                    let asked = until(
+                        deadline,
+                        shared::last_matching_any(&self.store.stream, &self.target.bucket, &self.target.filters),
                     )
-                    .await
-                    {
+                    .await;
+                    if let Ok(now) = asked {
                         let reached = now <= self.last;
-                        if let Some(snapshot) = self.snapshot.as_mut() {
+                        if let Phase::Gathering(snapshot) = &mut self.phase {
                             snapshot.target = now;
                         }
                         if reached && !self.complete_snapshot().await {
@@ -445,30 +601,6 @@ impl Supervisor {
                 }
             }
         }
-    }
-
-    /// Whether the stream still holds what this watch has seen: its last revision must not be
-    /// below the last one received (else the server lost data), and it must exist. Unknown
-    /// (the requests keep failing) counts as intact: the consumer resumes by itself.
-    async fn check_history(&self) -> History {
-        // The server may still be recovering its streams right after a restart: a few tries.
-        for _ in 0..5 {
-            let info = tokio::time::timeout(self.op_timeout(), self.store.stream.get_info()).await;
-            match info {
-                Ok(Ok(info)) if info.state.last_sequence < self.last => return History::Lost,
-                Ok(Ok(_)) => return History::Intact,
-                Ok(Err(err)) => {
-                    if let KvError::BucketNotFound { .. } =
-                        error::stream_info(&self.target.bucket, err)
-                    {
-                        return History::Gone;
-                    }
-                }
-                Err(_) => {}
-            }
-            tokio::time::sleep(BACKOFF_MIN).await;
-        }
-        History::Intact
     }
 
     /// Handles one message: folded into the snapshot being gathered, or forwarded as a live
@@ -488,7 +620,7 @@ impl Supervisor {
         self.last = sequence;
         let key = message.subject.as_str().strip_prefix(&self.target.prefix);
         let key = key.filter(|key| self.target.keys.matches(key));
-        if let Some(snapshot) = self.snapshot.as_mut() {
+        if let Phase::Gathering(snapshot) = &mut self.phase {
             if let Some(key) = key {
                 let value = match operation(message) {
                     KvOperationKind::Put => Some(message.payload.to_vec()),
@@ -514,6 +646,14 @@ impl Supervisor {
             },
         };
         self.tx.send(Ok(WatchEvent::Change(event))).await.is_ok()
+    }
+}
+
+/// Sleeps until `at`, or forever for `None`.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -546,13 +686,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prefixes_become_token_filters() {
-        assert_eq!(prefix_filter("b", ""), "$KV.b.>");
-        assert_eq!(prefix_filter("b", "w."), "$KV.b.w.>");
-        assert_eq!(prefix_filter("b", "w.ab"), "$KV.b.w.>");
-        assert_eq!(prefix_filter("b", "a.b.c"), "$KV.b.a.b.>");
-        assert_eq!(prefix_filter("b", "worker-"), "$KV.b.>");
-        assert_eq!(prefix_filter("b", "*.x"), "$KV.b.>");
-        assert_eq!(prefix_filter("b", ".x"), "$KV.b.>");
+    fn backoff_grows_to_its_cap() {
+        let mut health = Health::new();
+        assert_eq!(health.pause(Duration::from_secs(2)), Duration::ZERO);
+        health.attempts = 1;
+        assert_eq!(health.pause(Duration::from_secs(2)), BACKOFF_MIN * 2);
+        health.attempts = 30;
+        assert_eq!(health.pause(Duration::from_secs(2)), Duration::from_secs(2));
     }
 }

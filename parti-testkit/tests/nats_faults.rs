@@ -326,8 +326,9 @@ async fn a_paused_server_gives_timeout_then_recovers() {
 }
 
 /// A memory bucket loses its data when the server restarts: the watch cannot resume from its
-/// last revision, so it says so — `Resync` and a fresh snapshot — or, if the bucket itself is
-/// gone, reports `BucketNotFound` and ends. It never goes silent.
+/// last revision, so it says so — `Resync` — and reports the bucket gone while it is; once the
+/// bucket is provisioned again (as a runtime does at start) a fresh snapshot and its marker
+/// follow, then live changes. It never goes silent, and never ends while it is read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_says_so_when_the_server_lost_its_history() {
     let mut server = NatsServer::start().unwrap();
@@ -359,19 +360,119 @@ async fn a_watch_says_so_when_the_server_lost_its_history() {
         .await
         .expect("the watch reports the lost history within 20 s");
     println!("after restart: {outcome:?}");
-    match outcome {
-        Some(Ok(WatchEvent::Resync)) => {
-            // Whatever the server has now, a fresh snapshot follows, then the marker.
-            loop {
-                match next_event(&mut watch, Duration::from_secs(10)).await {
-                    Some(WatchEvent::SnapshotComplete) => break,
-                    Some(WatchEvent::Change(_)) => {}
-                    other => panic!("unexpected {other:?}"),
-                }
-            }
+    assert_eq!(outcome, Some(Ok(WatchEvent::Resync)));
+    // The bucket is gone until provisioned again: said once, not more.
+    match tokio::time::timeout(Duration::from_secs(10), watch.next()).await {
+        Ok(Some(Err(KvError::BucketNotFound { bucket }))) => assert_eq!(bucket, "mem"),
+        other => panic!("expected BucketNotFound, got {other:?}"),
+    }
+    store.provision(&memory, OnMismatch::Fail).await.unwrap();
+    let rev = store.put("mem", "back", b"v".to_vec()).await.unwrap();
+    // A fresh snapshot (the new key, or nothing yet), its marker, then live changes.
+    let mut seen = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), watch.next()).await {
+            Ok(Some(Ok(WatchEvent::SnapshotComplete))) => break,
+            Ok(Some(Ok(WatchEvent::Change(ev)))) => seen.push((ev.key, ev.revision)),
+            // Reports while the bucket was still missing.
+            Ok(Some(Err(KvError::Unavailable { .. }))) => {}
+            other => panic!("expected the fresh snapshot's marker after {seen:?}, got {other:?}"),
         }
-        Some(Err(KvError::BucketNotFound { .. })) => {}
-        other => panic!("expected Resync or BucketNotFound, got {other:?}"),
+    }
+    if seen.is_empty() {
+        match next_event(&mut watch, Duration::from_secs(10)).await {
+            Some(WatchEvent::Change(ev)) => seen.push((ev.key, ev.revision)),
+            other => panic!("expected the new key, got {other:?}"),
+        }
+    }
+    assert_eq!(seen, vec![("back".to_string(), rev)]);
+}
+
+/// `connection()` queues every transition per reader: one that did not read while the link
+/// was cut and re-established still gets `Disconnected` then `Connected` — not `Connected`
+/// twice (a repeated state), and not nothing (a hidden disconnect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_reader_sees_a_short_disconnect() {
+    let server = NatsServer::start().unwrap();
+    let proxy = ChaosProxy::start(server.addr()).await.unwrap();
+    let store = store(&proxy.url(), true).await;
+    let mut late = store.connection();
+    assert_eq!(late.next().await, Some(ConnectionState::Connected));
+
+    proxy.sever();
+    // Another reader follows the disconnect and the reconnect as they happen.
+    let mut eager = store.connection();
+    let mut states = vec![eager.next().await];
+    while states.last() != Some(&Some(ConnectionState::Connected)) || states.len() < 2 {
+        let next = tokio::time::timeout(Duration::from_secs(10), eager.next())
+            .await
+            .unwrap_or_else(|_| panic!("no reconnect within 10 s: {states:?}"));
+        states.push(next);
+    }
+    println!("eager reader: {states:?}");
+
+    // The late reader, reading only now, gets both transitions, in order.
+    let mut later = Vec::new();
+    for _ in 0..2 {
+        let next = tokio::time::timeout(Duration::from_secs(1), late.next()).await;
+        later.push(next.ok().flatten());
+    }
+    assert_eq!(
+        later,
+        vec![
+            Some(ConnectionState::Disconnected),
+            Some(ConnectionState::Connected)
+        ]
+    );
+}
+
+/// One call finishes, or fails with `Timeout`, within its operation timeout — whatever it does
+/// inside. With 400 ms added each way, one round trip takes 800 ms: a `create` over a
+/// tombstone (publish, re-read, publish: 2.4 s) and an `update` that conflicts (publish,
+/// re-read: 1.6 s) used to take several timeouts' worth, each step with its own timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_returns_within_its_operation_timeout() {
+    use parti_testkit::chaos::Direction;
+    const TIMEOUT: Duration = Duration::from_secs(1);
+    const MARGIN: Duration = Duration::from_millis(250);
+    let server = NatsServer::start().unwrap();
+    let proxy = ChaosProxy::start(server.addr()).await.unwrap();
+    let config = NatsStoreConfig::default().with_op_timeout(TIMEOUT);
+    let store = NatsStore::connect_url(&proxy.url(), config).await.unwrap();
+    store.provision(&spec("b"), OnMismatch::Fail).await.unwrap();
+    let tomb = store.put("b", "tomb", b"v".to_vec()).await.unwrap();
+    store.delete("b", "tomb", Some(tomb)).await.unwrap();
+    let stale = store.put("b", "cas", b"1".to_vec()).await.unwrap();
+    let current = store
+        .update("b", "cas", b"2".to_vec(), stale)
+        .await
+        .unwrap();
+
+    proxy.set_latency(Direction::ToServer, Duration::from_millis(400));
+    proxy.set_latency(Direction::ToClient, Duration::from_millis(400));
+    let (_, created, took_create) =
+        timed("create", store.create("b", "tomb", b"again".to_vec())).await;
+    println!("create over a tombstone, 800 ms round trips: {created:?} after {took_create:?}");
+    let (_, updated, took_update) =
+        timed("update", store.update("b", "cas", b"3".to_vec(), stale)).await;
+    println!("conflicting update, 800 ms round trips: {updated:?} after {took_update:?}");
+    proxy.heal();
+
+    assert!(
+        took_create <= TIMEOUT + MARGIN,
+        "create took {took_create:?}"
+    );
+    assert_eq!(created, Err(KvError::Timeout));
+    assert!(
+        took_update <= TIMEOUT + MARGIN,
+        "update took {took_update:?}"
+    );
+    // The refusal is known even when the re-read is cut short: a conflict, not a timeout.
+    match updated {
+        Err(KvError::RevisionMismatch { current: now }) => {
+            assert!(now.is_none() || now == Some(current), "{now:?}");
+        }
+        other => panic!("expected a revision mismatch, got {other:?}"),
     }
 }
 
@@ -497,4 +598,42 @@ async fn latency_and_a_severed_link() {
         next_event(&mut watch, Duration::from_millis(300)).await,
         None
     );
+}
+
+/// `provision` returns `Ok` only once the bucket's stream answers writes through the client's
+/// server, so a caller's next write never meets "no responders" (on a cluster, a new R3
+/// stream's interest reaches the client's server some time after the stream reports a leader).
+/// Pinned down deterministically with a bucket whose stream exists but listens on no key
+/// subject: provisioning must not call that bucket ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_is_ready_only_when_the_stream_takes_writes() {
+    let server = NatsServer::start().unwrap();
+    let store = store(&server.url(), true).await;
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "KV_deaf".into(),
+        subjects: vec!["elsewhere.>".into()],
+        max_messages_per_subject: 1,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let start = Instant::now();
+    let provisioned = store.provision(&spec("deaf"), OnMismatch::Fail).await;
+    let took = start.elapsed();
+    println!("provision of a bucket that takes no writes: {provisioned:?} after {took:?}");
+    if provisioned.is_ok() {
+        let write = store.put("deaf", "k", b"v".to_vec()).await;
+        panic!("provision said ready, but the first write got {write:?}");
+    }
+    assert!(
+        matches!(provisioned, Err(KvError::Unavailable { .. })),
+        "{provisioned:?}"
+    );
+    assert!(took <= OP_TIMEOUT + SLACK, "provision took {took:?}");
+
+    // A bucket that does take writes is ready at once, and written without a retry.
+    store.provision(&spec("b"), OnMismatch::Fail).await.unwrap();
+    store.put("b", "k", b"v".to_vec()).await.unwrap();
 }

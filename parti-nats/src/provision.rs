@@ -1,0 +1,216 @@
+//! Provisioning: a bucket created, or checked against its [`BucketSpec`], and ready for
+//! writes before [`KvStore::provision`](parti_core::store::KvStore::provision) returns.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream::StorageType};
+use parti_core::store::{BucketSpec, KvError, OnMismatch, Provisioned, StorageKind};
+use tokio::time::Instant;
+
+use crate::error;
+use crate::shared;
+use crate::store::NatsStore;
+
+/// The key of the refused probe write with which provisioning checks that a bucket's
+/// stream answers writes (it expects a revision the key cannot have, so nothing is stored).
+const PROBE_KEY: &str = "parti-provision-probe";
+
+impl NatsStore {
+    /// Creates, checks or reconciles the bucket, then waits until it takes writes; all before
+    /// `deadline`.
+    pub(crate) async fn provision_inner(
+        &self,
+        spec: &BucketSpec,
+        on_mismatch: OnMismatch,
+        deadline: Instant,
+    ) -> Result<Provisioned, KvError> {
+        let wanted = kv_config(spec);
+        let stream_name = shared::stream_name(&spec.name);
+        // Two attempts: a concurrent provisioner may create the bucket between our look-up and
+        // our create.
+        let mut last_err = None;
+        for _ in 0..2 {
+            let existing = match self.inner.js.get_stream(&stream_name).await {
+                Ok(stream) => Some(stream.cached_info().config.clone()),
+                Err(err) => match error::get_stream(&spec.name, &err) {
+                    KvError::BucketNotFound { .. } => None,
+                    other => return Err(other),
+                },
+            };
+            let Some(existing) = existing else {
+                match self.inner.js.create_key_value(wanted.clone()).await {
+                    Ok(store) => {
+                        self.remember(&spec.name, store);
+                        self.wait_until_writable(&spec.name, deadline).await?;
+                        return Ok(Provisioned::Created);
+                    }
+                    Err(err) => {
+                        let err = error::create_bucket(err);
+                        if err.is_connectivity() {
+                            return Err(err);
+                        }
+                        tracing::debug!(bucket = %spec.name, error = %err, "bucket create failed; checking again");
+                        last_err = Some(err);
+                        continue;
+                    }
+                }
+            };
+            let changes = differences(spec, &existing);
+            if changes.is_empty() {
+                let store = self
+                    .inner
+                    .js
+                    .get_key_value(&spec.name)
+                    .await
+                    .map_err(|e| error::open_bucket(&spec.name, e))?;
+                self.remember(&spec.name, store);
+                self.wait_until_writable(&spec.name, deadline).await?;
+                return Ok(Provisioned::Existing);
+            }
+            return match on_mismatch {
+                OnMismatch::Fail => {
+                    let (field, existing, wanted) = changes
+                        .into_iter()
+                        .next()
+                        .unwrap_or_else(|| ("config".into(), "?".into(), "?".into()));
+                    Err(KvError::BucketMismatch {
+                        bucket: spec.name.clone(),
+                        field,
+                        existing,
+                        wanted,
+                    })
+                }
+                OnMismatch::Reconcile => {
+                    tracing::warn!(bucket = %spec.name, ?changes, "reconciling bucket configuration");
+                    let store = self
+                        .inner
+                        .js
+                        .update_key_value(wanted.clone())
+                        .await
+                        .map_err(|e| error::update_bucket(&spec.name, e))?;
+                    self.remember(&spec.name, store);
+                    self.wait_until_writable(&spec.name, deadline).await?;
+                    Ok(Provisioned::Reconciled { changes })
+                }
+            };
+        }
+        Err(last_err.unwrap_or_else(|| KvError::Unavailable {
+            reason: format!(
+                "bucket {:?} could neither be created nor found (concurrent provisioning?)",
+                spec.name
+            ),
+        }))
+    }
+
+    /// Waits until the bucket's stream answers a write sent through this client's server, so
+    /// that a caller's first write after provisioning does not meet "no responders": a new
+    /// replicated stream needs a leader, and its subjects' interest must reach the server the
+    /// client is connected to. The probe is a write that is certainly refused (it expects a
+    /// revision its key cannot have), so nothing is stored; any answer from the stream will do.
+    /// Bounded by the provisioning call's deadline: past it, the bucket exists but
+    /// [`KvError::Unavailable`] says it does not take writes yet.
+    async fn wait_until_writable(&self, bucket: &str, deadline: Instant) -> Result<(), KvError> {
+        let subject = shared::subject(bucket, PROBE_KEY)?;
+        let mut pause = Duration::from_millis(2);
+        let mut last_refusal = None;
+        loop {
+            let probe = jetstream::message::PublishMessage::build()
+                .expected_last_subject_sequence(u64::MAX);
+            let sent = tokio::time::timeout_at(deadline, self.send(&subject, probe)).await;
+            match sent {
+                // Stored after all (it cannot be: the key's last revision is never u64::MAX).
+                Ok(Ok(Ok(_))) => return Ok(()),
+                // No responders / a write in flight: nobody answered yet.
+                Ok(Ok(Err(refused))) => last_refusal = Some(refused),
+                // The stream answered: refused for the wrong revision, as intended.
+                Ok(Err(KvError::RevisionMismatch { .. })) => return Ok(()),
+                Ok(Err(other)) if !other.is_connectivity() => return Ok(()),
+                Ok(Err(other)) => last_refusal = Some(other),
+                Err(_) => {}
+            }
+            if Instant::now() + pause >= deadline {
+                let why = last_refusal.map_or_else(|| "no answer".to_owned(), |e| e.to_string());
+                return Err(KvError::Unavailable {
+                    reason: format!(
+                        "bucket {bucket:?} exists but its stream did not answer a write within \
+                         the operation timeout ({why}); provision again"
+                    ),
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+}
+
+fn kv_config(spec: &BucketSpec) -> kv::Config {
+    kv::Config {
+        bucket: spec.name.clone(),
+        history: i64::from(spec.history.max(1)),
+        max_age: spec.max_age.unwrap_or(Duration::ZERO),
+        num_replicas: spec.replicas.max(1),
+        storage: match spec.storage {
+            StorageKind::Memory => StorageType::Memory,
+            _ => StorageType::File,
+        },
+        ..Default::default()
+    }
+}
+
+/// The spec a bucket's stream has, in the port's terms.
+fn existing_spec(name: &str, existing: &jetstream::stream::Config) -> BucketSpec {
+    BucketSpec {
+        name: name.to_owned(),
+        history: u8::try_from(existing.max_messages_per_subject.max(1)).unwrap_or(u8::MAX),
+        max_age: (!existing.max_age.is_zero()).then_some(existing.max_age),
+        replicas: existing.num_replicas.max(1),
+        storage: match existing.storage {
+            StorageType::Memory => StorageKind::Memory,
+            StorageType::File => StorageKind::File,
+        },
+    }
+}
+
+/// What differs between a bucket's stream and the spec: `(field, existing, wanted)`, as
+/// [`BucketSpec::mismatches`] says it (the same words as every other store).
+fn differences(
+    spec: &BucketSpec,
+    existing: &jetstream::stream::Config,
+) -> Vec<(String, String, String)> {
+    let wanted = BucketSpec {
+        history: spec.history.max(1),
+        replicas: spec.replicas.max(1),
+        ..spec.clone()
+    };
+    existing_spec(&spec.name, existing).mismatches(&wanted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differences_name_each_field() {
+        let spec = BucketSpec {
+            name: "b".into(),
+            history: 1,
+            max_age: Some(Duration::from_secs(10)),
+            replicas: 1,
+            storage: StorageKind::File,
+        };
+        let mut existing = jetstream::stream::Config {
+            max_age: Duration::from_secs(10),
+            max_messages_per_subject: 1,
+            num_replicas: 1,
+            storage: StorageType::File,
+            ..Default::default()
+        };
+        assert!(differences(&spec, &existing).is_empty());
+        existing.max_age = Duration::from_secs(20);
+        existing.max_messages_per_subject = 5;
+        let changes = differences(&spec, &existing);
+        assert_eq!(changes[0], ("max_age".into(), "20s".into(), "10s".into()));
+        assert_eq!(changes.len(), 2);
+        assert_eq!(changes[1], ("history".into(), "5".into(), "1".into()));
+    }
+}
