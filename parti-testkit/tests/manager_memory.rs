@@ -406,3 +406,50 @@ async fn the_breaker_opens_while_cut_off_and_closes_after_the_heal() {
     c.ledger.assert_clean();
     c.shutdown_all().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_store_or_a_mismatched_bucket_fails_start_with_what_to_fix() {
+    let switch = Switch::new();
+    switch.cut();
+    let err = Manager::builder(config())
+        .store(switch.wrap(MemoryStore::new()))
+        .start()
+        .await
+        .expect_err("unreachable");
+    assert!(
+        matches!(
+            &err,
+            StartError::Provision {
+                error: parti_core::store::KvError::Unavailable { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    let mem = MemoryStore::new();
+    let mut other = config();
+    other.buckets.storage = parti_core::store::StorageKind::Memory;
+    let first = Manager::builder(other)
+        .store(mem.clone())
+        .start()
+        .await
+        .expect("buckets in memory");
+    let err = Manager::builder(config())
+        .store(mem.clone())
+        .start()
+        .await
+        .expect_err("file storage wanted, memory found");
+    assert!(
+        matches!(
+            &err,
+            StartError::Provision {
+                error: parti_core::store::KvError::BucketMismatch { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("storage"), "{err}");
+    first.shutdown().await;
+}

@@ -51,12 +51,10 @@ impl Nats {
 #[async_trait::async_trait]
 impl Backend for Nats {
     async fn store(&self) -> Arc<dyn KvStore> {
-        let store = NatsStore::connect_url(
-            &self.url,
-            NatsStoreConfig::default().with_op_timeout(self.config.operation_timeout),
-        )
-        .await
-        .expect("connect to the test server");
+        let valid = self.config.clone().validate().expect("a valid test config");
+        let store = NatsStore::connect_url(&self.url, NatsStoreConfig::from_config(&valid))
+            .await
+            .expect("connect to the test server");
         Arc::new(store)
     }
     fn config(&self) -> Config {
@@ -91,6 +89,7 @@ scenarios!(
     slow_handler,
     states_and_rebalance,
     leader_leaves_after_a_crash_moves_only_its_partitions,
+    broken_handover_is_caught,
 );
 
 /// Three workers on `server` under `policy`, settled.
