@@ -3,7 +3,7 @@
 //! **What this crate is.** The [`Manager`] handle an application holds, the driver task that
 //! feeds the pure machines of `parti-core` with events and executes their actions, the
 //! application's [`AssignmentHandler`] and [`PartitionSource`], the embedded in-process
-//! [`MemoryStore`], and metrics (see [`metrics`](crate::metrics) for every name).
+//! [`MemoryStore`], and metrics (see [`metrics`] for every name).
 //!
 //! **What it is not.** It decides nothing: every coordination decision is made in `parti-core`
 //! (the `Member` and `Planner` machines the simulator proves); this crate runs them. It never

@@ -453,3 +453,76 @@ async fn an_unreachable_store_or_a_mismatched_bucket_fails_start_with_what_to_fi
     assert!(err.to_string().contains("storage"), "{err}");
     first.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_source_is_listed_again_every_refresh_interval() {
+    let mem = MemoryStore::new();
+    let source = StaticSource::numbered(4);
+    let config = config();
+    let every = config.partition_refresh_interval.expect("fast() refreshes");
+    let worker = Manager::builder(config)
+        .store(mem.clone())
+        .partitions(source.clone())
+        .start()
+        .await
+        .expect("start");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(worker.owned().len(), 4);
+    source.update((0..7).map(|i| parti_core::Partition::new([format!("n{i}")], 1).expect("valid")));
+    // Nobody calls refresh_partitions: the interval does.
+    tokio::time::sleep(every * 2 + Duration::from_secs(2)).await;
+    let owned: Vec<String> = worker
+        .owned()
+        .iter()
+        .map(|p| p.partition.id().to_string())
+        .collect();
+    assert_eq!(owned.len(), 7, "{owned:?}");
+    assert!(owned.iter().all(|p| p.contains('n')), "{owned:?}");
+    worker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_worker_leaves_without_waiting_for_its_shutdown_timeout() {
+    let mem = MemoryStore::new();
+    let config = config();
+    let worker = Manager::builder(config.clone())
+        .store(mem.clone())
+        .partitions(StaticSource::numbered(4))
+        .start()
+        .await
+        .expect("start");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = tokio::time::Instant::now();
+    worker.shutdown().await;
+    let took = started.elapsed();
+    println!("the last worker left after {took:?}");
+    assert!(took < config.shutdown_timeout, "left after {took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn workers_leaving_one_after_the_other_never_wait_for_their_shutdown_timeout() {
+    let mem = MemoryStore::new();
+    let mut c = Cluster::new(config(), 30);
+    for i in 0..3 {
+        // Handlers that take a moment, as real ones do: a leave can begin while one runs.
+        let handler = c.next_handler().with_delay(Duration::from_millis(20));
+        c.start_with(Arc::new(mem.clone()), Some(i), handler)
+            .await
+            .expect("start");
+    }
+    settle(&c).await;
+    let leader = c.leader().expect("leader");
+    let mut order: Vec<usize> = c.live().into_iter().filter(|&i| i != leader).collect();
+    order.push(leader);
+    for i in order {
+        let started = tokio::time::Instant::now();
+        c.shutdown(i).await;
+        let took = started.elapsed();
+        println!("worker {i} left after {took:?}");
+        assert!(
+            took < c.config.shutdown_timeout,
+            "worker {i} left after {took:?}, its whole shutdown_timeout"
+        );
+    }
+    c.ledger.assert_clean();
+}
