@@ -278,9 +278,13 @@ impl Driver {
             return; // one listing at a time; the waiter gets the running one's answer
         }
         let source = self.source.clone();
-        let task = tokio::spawn(async move { source.list().await });
+        // Its own task (a slow source never holds the driver up), aborted if the driver stops
+        // first: no background work outlives the driver.
+        let task = AbortOnDrop(tokio::spawn(async move { source.list().await }));
         books.listing.push(Box::pin(async move {
-            task.await
+            let mut task = task;
+            (&mut task.0)
+                .await
                 .unwrap_or_else(|e| Err(SourceError::failed(format!("the source panicked: {e}"))))
         }));
     }
@@ -650,6 +654,15 @@ impl Driver {
         }
         self.views.status.send_modify(|s| s.stopped = true);
         tracing::info!("stopped");
+    }
+}
+
+/// A task that is aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

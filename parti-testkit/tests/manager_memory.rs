@@ -526,3 +526,40 @@ async fn workers_leaving_one_after_the_other_never_wait_for_their_shutdown_timeo
     }
     c.ledger.assert_clean();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_listing_still_running_when_the_worker_stops_is_abandoned() {
+    /// Answers the first listing, then hangs, holding a token while it does.
+    struct Hangs(Arc<()>, std::sync::atomic::AtomicBool);
+    #[async_trait::async_trait]
+    impl parti_runtime::PartitionSource for Hangs {
+        async fn list(&self) -> Result<Vec<parti_core::Partition>, parti_runtime::SourceError> {
+            if !self.1.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return Ok(vec![parti_core::Partition::new(["a"], 1).expect("valid")]);
+            }
+            let _held = self.0.clone();
+            std::future::pending().await
+        }
+    }
+    let token = Arc::new(());
+    let worker = Manager::builder(config())
+        .store(MemoryStore::new())
+        .partitions(Hangs(token.clone(), false.into()))
+        .start()
+        .await
+        .expect("start");
+    tokio::time::sleep(Duration::from_secs(3)).await; // a refresh is hanging now
+    assert_eq!(
+        Arc::strong_count(&token),
+        3,
+        "the source, this test and the hanging listing"
+    );
+    worker.shutdown().await;
+    drop(worker);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        Arc::strong_count(&token),
+        1,
+        "the listing task ended with the driver"
+    );
+}
