@@ -85,6 +85,8 @@ impl Planner {
                         return;
                     }
                 };
+                // An older heartbeat than one already seen (reordered or replayed writes)
+                // changes nothing; `observe` ignores it.
                 let seen = self.live.observe(now, &worker, &hb);
                 if matches!(self.stage, Stage::Loading(_)) {
                     return;
