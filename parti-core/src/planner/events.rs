@@ -58,6 +58,7 @@ impl Planner {
                 }
             }
             WatchEvent::SnapshotComplete => {
+                self.watch_settled();
                 if let Stage::Loading(l) = &mut self.stage {
                     l.term_snapshot = true;
                 }
@@ -107,6 +108,7 @@ impl Planner {
             }
             WatchEvent::SnapshotComplete => {
                 self.dirty = true;
+                self.watch_settled();
                 if let Stage::Loading(l) = &mut self.stage {
                     l.hb_snapshot = true;
                 }

@@ -61,6 +61,35 @@ fn an_older_heartbeat_arriving_after_a_newer_one_changes_nothing() {
     assert_eq!(dead(&s), vec![w(2)]);
 }
 
+/// The heartbeats watch ends at 1 s and cannot be opened again until 20 s (the driver reports
+/// every attempt ended). Without the leader's own echo observed time stands still: nobody is
+/// declared dead meanwhile, however long worker-2 (crashed at 0 s) is silent. The planner
+/// keeps reopening it with backoff; once open, the snapshot and the echoes move observed time
+/// on and worker-2 is declared dead.
+#[test]
+fn nobody_dies_while_the_heartbeats_watch_is_gone_and_it_is_reopened() {
+    let mut s = Sim::settled(3, 6);
+    s.crash(2);
+    s.run_to(secs(1));
+    s.refuse_hb_watches_until = Some(s.epoch + secs(20));
+    s.end_heartbeats_watch(None);
+    s.run_to(ms(19_900));
+    assert!(dead(&s).is_empty(), "blind is not dead");
+    assert!(s.p.rewatches() >= 5, "retried: {}", s.p.rewatches());
+    assert!(s.p.watch_errors() >= 5, "each refusal counted");
+    let hb = s.names.heartbeats_bucket();
+    assert!(s.watches.values().all(|(b, _)| *b != hb));
+    s.run_to(secs(40));
+    assert_eq!(dead(&s), vec![w(2)]);
+    assert_eq!(
+        s.watches.values().filter(|(b, _)| *b == hb).count(),
+        1,
+        "open again"
+    );
+    assert!(s.fully_covered(&parts(6)));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
+
 #[test]
 fn reappearance_inside_the_grace_forgets_the_absence_and_a_new_absence_gets_a_full_grace() {
     // Go keeps the first-missing time and declares the second absence at once (§17 row 9).
