@@ -128,7 +128,8 @@ pub struct Heartbeat {
     /// How many times this process has fenced itself. Records are addressed to
     /// `(instance, round)`: a record planned before the leader saw this round gives nothing.
     pub round: u32,
-    /// Increases with every heartbeat of this instance.
+    /// Increases with every heartbeat of this instance; readers order the heartbeats of one
+    /// instance by it, not by arrival (two puts may land out of order, `store` contract).
     pub seq: u64,
     /// The member's lifecycle state.
     pub state: WorkerState,

@@ -30,5 +30,7 @@ mod identity;
 mod lifecycle;
 #[path = "member_machine/properties.rs"]
 mod properties;
+#[path = "member_machine/watch_end.rs"]
+mod watch_end;
 #[path = "member_machine/with_planner.rs"]
 mod with_planner;

@@ -56,6 +56,11 @@ fn flapping_inside_the_grace_period_is_no_emergency() {
 }
 
 #[test]
+fn watches_that_end_are_reopened() {
+    check("watches-end");
+}
+
+#[test]
 fn a_store_stall_is_no_false_emergency() {
     check("store-stall-no-false-emergency");
 }

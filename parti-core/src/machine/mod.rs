@@ -258,12 +258,23 @@ pub enum IoEvent {
         /// Its result.
         result: KvResult,
     },
-    /// A watch delivered an item (or failed: `Err`; the driver keeps or re-opens the watch as
-    /// the store does, the machine decides nothing from the failure but counts it).
+    /// A watch delivered an item, or an error the store reported without ending the stream
+    /// (`Err`: counted; the stream goes on).
     Watch {
         /// The id it was opened with.
         watch: WatchId,
         /// The item.
         event: Result<WatchEvent, KvError>,
+    },
+    /// The watch is over: its stream ended (`error: None`), or it could not be opened or failed
+    /// for good (`error: Some`). After this the driver reports nothing more for `watch` and
+    /// forgets it (no [`IoAction::Unwatch`] follows). The machine decides what happens next:
+    /// it opens a new watch (a new id) after the `retry` backoff and treats its snapshot like a
+    /// [`WatchEvent::Resync`].
+    WatchEnded {
+        /// The id it was opened with.
+        watch: WatchId,
+        /// Why, when it was not a plain end of the stream.
+        error: Option<KvError>,
     },
 }

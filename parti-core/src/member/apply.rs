@@ -81,6 +81,19 @@ impl Apply {
     pub(super) fn new() -> Self {
         Apply::default()
     }
+
+    /// A snapshot starts again (a resync, or a new watch after one ended): what it shows is
+    /// judged afresh; the highest term seen stays known (terms only grow).
+    pub(super) fn resync(&mut self) {
+        self.snapshot_candidate = None;
+        self.in_snapshot = true;
+        self.seen_in_snapshot = false;
+    }
+
+    /// The key of our record (`w.<id>`).
+    pub(super) fn key(&self) -> &str {
+        &self.key
+    }
 }
 
 impl Member {
@@ -104,6 +117,7 @@ impl Member {
     }
 
     pub(super) fn stop_assignment_watch(&mut self) {
+        self.timers.stop(Timer::RewatchAssignments);
         if let Some(watch) = self.apply.watch.take() {
             self.actions
                 .push_back(Action::Io(IoAction::Unwatch { watch }));
@@ -114,6 +128,7 @@ impl Member {
         match event {
             Err(_) => self.on_kv_error(now),
             Ok(WatchEvent::SnapshotComplete) => {
+                self.watch_settled();
                 if self.apply.in_snapshot {
                     self.apply.in_snapshot = false;
                     self.on_snapshot_candidate();
@@ -122,11 +137,7 @@ impl Member {
                     }
                 }
             }
-            Ok(WatchEvent::Resync) => {
-                self.apply.snapshot_candidate = None;
-                self.apply.in_snapshot = true;
-                self.apply.seen_in_snapshot = false;
-            }
+            Ok(WatchEvent::Resync) => self.apply.resync(),
             Ok(WatchEvent::Change(change)) => {
                 let bucket = self.names.assignments_bucket();
                 if change.key == Names::TERM_KEY {

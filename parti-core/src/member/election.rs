@@ -63,6 +63,16 @@ impl Election {
     }
 }
 
+impl Election {
+    /// A snapshot starts again (a resync, or a new watch after one ended): the key is learnt
+    /// afresh.
+    pub(super) fn resync(&mut self) {
+        self.snapshot_done = false;
+        self.key_present = false;
+        self.leader = None;
+    }
+}
+
 impl Member {
     pub(super) fn start_election(&mut self) {
         let watch = self.ids.watch();
@@ -80,6 +90,7 @@ impl Member {
     }
 
     pub(super) fn stop_election(&mut self) {
+        self.timers.stop(Timer::RewatchLeader);
         if let Some(watch) = self.election.watch.take() {
             self.actions
                 .push_back(Action::Io(IoAction::Unwatch { watch }));
@@ -92,6 +103,7 @@ impl Member {
         match event {
             Err(_) => self.on_kv_error(now),
             Ok(WatchEvent::SnapshotComplete) => {
+                self.watch_settled();
                 self.election.snapshot_done = true;
                 if self.election.key_present {
                     self.election.settled = true;
@@ -99,11 +111,7 @@ impl Member {
                     self.stand(now);
                 }
             }
-            Ok(WatchEvent::Resync) => {
-                self.election.snapshot_done = false;
-                self.election.key_present = false;
-                self.election.leader = None;
-            }
+            Ok(WatchEvent::Resync) => self.election.resync(),
             Ok(WatchEvent::Change(change)) => match change.op {
                 KvOperation::Put(bytes) => {
                     self.election.key_present = true;
@@ -427,6 +435,7 @@ impl Member {
         }
         if let Some(mut p) = self.planner.take() {
             self.retries.publication += p.retries();
+            self.retries.other += p.rewatches();
             p.stop(now);
             while let Some(a) = p.poll_action() {
                 if matches!(a, IoAction::Unwatch { .. })

@@ -29,6 +29,8 @@ impl Member {
             Timer::DegradedExit => self.on_degraded_exit_check(now),
             Timer::Alert => self.on_alert(now),
             Timer::LeaveDeadline => self.on_leave_deadline(),
+            Timer::RewatchAssignments => self.reopen_assignment_watch(),
+            Timer::RewatchLeader => self.reopen_leader_watch(),
         }
     }
 

@@ -9,6 +9,7 @@ mod internals;
 mod leave;
 mod relay;
 mod renewal;
+mod rewatch;
 mod target;
 mod types;
 
@@ -54,6 +55,10 @@ enum Timer {
     DegradedExit,
     Alert,
     LeaveDeadline,
+    /// Reopen the assignment watch after it ended.
+    RewatchAssignments,
+    /// Reopen the leader watch after it ended.
+    RewatchLeader,
 }
 
 /// What a member's own operation was for; the answer is routed by it.
@@ -161,7 +166,8 @@ enum Phase {
 ///                 let _ = (op, request);
 ///             }
 ///             Action::Io(IoAction::Watch { watch, bucket, keys }) => {
-///                 // Open the watch; feed every item as `IoEvent::Watch { watch, .. }`.
+///                 // Open the watch; feed every item as `IoEvent::Watch { watch, .. }`, and
+///                 // `IoEvent::WatchEnded { watch, .. }` once if it ends or cannot be opened.
 ///                 let _ = (watch, bucket, keys);
 ///             }
 ///             Action::Io(IoAction::Unwatch { watch }) => {
@@ -213,6 +219,8 @@ pub struct Member {
     release_leader: Option<crate::types::Revision>,
     /// Retries so far; `publication` counts the planners already dropped (see `retries()`).
     retries: RetryCounts,
+    /// Backoff before a member watch that ended is opened again.
+    watch_backoff: crate::machine::Backoff,
     decode_errors: u64,
     undecodable_notified: BTreeSet<(String, String)>,
 }
@@ -258,6 +266,11 @@ impl Member {
             degraded,
             release_leader: None,
             retries: RetryCounts::default(),
+            // Its own generator: reopening a watch leaves every other random choice alone.
+            watch_backoff: crate::machine::Backoff::new(
+                config.retry.clone(),
+                init.seed ^ 0x5741_5443_4845_5321,
+            ),
             decode_errors: 0,
             undecodable_notified: BTreeSet::new(),
             config,
@@ -315,6 +328,7 @@ impl Member {
         let mut r = self.retries;
         if let Some(p) = &self.planner {
             r.publication += p.retries();
+            r.other += p.rewatches();
         }
         r
     }
@@ -419,6 +433,9 @@ impl Member {
                 } else if Some(watch) == self.election.watch {
                     self.on_leader_watch(now, event);
                 }
+            }
+            Event::Io(IoEvent::WatchEnded { watch, error }) => {
+                self.on_watch_ended(now, watch, error);
             }
             Event::Delivered { delivery } => self.on_delivered(now, delivery, false),
             Event::Connection(state) => self.on_connection(now, state),

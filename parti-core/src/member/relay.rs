@@ -78,6 +78,14 @@ impl Relay {
         (generation == self.generation).then_some(op)
     }
 
+    /// A watch ended (the driver forgot it): the current planner's id for it, if it is its;
+    /// the renaming is dropped either way.
+    pub(super) fn watch_ended(&mut self, ours: WatchId) -> Option<WatchId> {
+        let (generation, watch) = self.watches.remove(&ours.0)?;
+        self.watch_ids.remove(&(generation, watch));
+        (generation == self.generation).then_some(watch)
+    }
+
     /// The current planner's id for a watch delivery, if the watch is its and open.
     pub(super) fn watch_in(&self, ours: WatchId) -> Option<WatchId> {
         let (generation, watch) = self.watches.get(&ours.0)?;

@@ -37,7 +37,8 @@ pub struct RetryCounts {
     pub election: u64,
     /// The planners' takeover reads and publication batches (every planner this member ran).
     pub publication: u64,
-    /// Anything else: re-reading the id claim after a failed renewal.
+    /// Anything else: re-reading the id claim after a failed renewal, opening a watch again
+    /// after it ended (the member's and its planners').
     pub other: u64,
     /// Retry loops that gave up. Only the claim does: at `startup_timeout` the member fails
     /// ([`MemberError`]); every other loop retries until its purpose ends (a lease lapse, a

@@ -58,6 +58,7 @@ impl Planner {
                 }
             }
             WatchEvent::SnapshotComplete => {
+                self.watch_settled();
                 if let Stage::Loading(l) = &mut self.stage {
                     l.term_snapshot = true;
                 }
@@ -85,6 +86,8 @@ impl Planner {
                         return;
                     }
                 };
+                // An older heartbeat than one already seen (reordered or replayed writes)
+                // changes nothing; `observe` ignores it.
                 let seen = self.live.observe(now, &worker, &hb);
                 if matches!(self.stage, Stage::Loading(_)) {
                     return;
@@ -105,6 +108,7 @@ impl Planner {
             }
             WatchEvent::SnapshotComplete => {
                 self.dirty = true;
+                self.watch_settled();
                 if let Stage::Loading(l) = &mut self.stage {
                     l.hb_snapshot = true;
                 }

@@ -106,6 +106,10 @@ pub(super) struct WorkerInfo {
     pub reserved_until: Option<Instant>,
     /// The reservation ran out without the worker coming back: handled as a crash.
     pub reservation_expired: bool,
+    /// Process and sequence number of the newest heartbeat observed: a heartbeat of that
+    /// process with a sequence number not above it is older (or the same one again) and
+    /// changes nothing (see [`Liveness::observe`]).
+    pub last_seq: Option<(InstanceId, u64)>,
 }
 
 /// What observing one heartbeat changed.
@@ -210,8 +214,28 @@ impl Liveness {
         !self.gating || now <= later(self.own_echo, self.interval)
     }
 
+    /// Whether `hb` is older than (or the same as) a heartbeat of the same process already
+    /// observed for `worker`.
+    pub(super) fn is_stale(&self, worker: &WorkerId, hb: &Heartbeat) -> bool {
+        self.workers
+            .get(worker)
+            .and_then(|i| i.last_seq)
+            .is_some_and(|(instance, seq)| instance == hb.instance && hb.seq <= seq)
+    }
+
     /// Stamps a heartbeat of `worker` received at `now`.
+    ///
+    /// **The sequence number decides, not arrival order.** A store may apply two puts of one
+    /// heartbeat key in another order than they were sent (pipelined puts, a write replayed
+    /// after a reconnect: [`KvStore`](crate::store::KvStore) contract), and a watch that
+    /// resyncs delivers the current value again. A heartbeat of a process whose newer (or
+    /// same) heartbeat was already observed is ignored entirely: it moves neither the stamp
+    /// nor the intent, capacity or acknowledged version back — nor, for the leader's own
+    /// echo, the channel's position (its send time is no longer known and would count as now).
     pub(super) fn observe(&mut self, now: Instant, worker: &WorkerId, hb: &Heartbeat) -> Observed {
+        if self.is_stale(worker, hb) {
+            return Observed::default();
+        }
         if *worker == self.me && hb.instance == self.my_instance {
             // Channel time: the send time of this echo (its receive time if unknown).
             let sent_at = self.sent.get(&hb.seq).copied().unwrap_or(now).min(now);
@@ -239,7 +263,9 @@ impl Liveness {
             dead: false,
             reserved_until: None,
             reservation_expired: false,
+            last_seq: None,
         });
+        info.last_seq = Some((hb.instance, hb.seq));
         if info.dead {
             out.revived = true;
         } else {
@@ -317,6 +343,7 @@ impl Liveness {
                 dead: false,
                 reserved_until: None,
                 reservation_expired: false,
+                last_seq: None,
             },
         );
         self.by_seen.insert((stamp, worker.clone()));

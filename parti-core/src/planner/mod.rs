@@ -173,6 +173,7 @@ mod results;
 mod slots;
 mod takeover;
 mod target;
+mod watches;
 
 #[cfg(test)]
 mod tests;
@@ -263,6 +264,8 @@ enum Timer {
     Stall,
     /// A rate-limited re-grant of a member that stays fenced is due.
     Regrant,
+    /// A watch that ended is opened again.
+    Rewatch,
 }
 
 enum Stage {
@@ -285,6 +288,13 @@ pub struct Planner {
     stage: Stage,
     hb_watch: WatchId,
     term_watch: WatchId,
+    /// Whether each watch is open (not ended, not closed): only an open one is unwatched.
+    hb_open: bool,
+    term_open: bool,
+    /// Backoff before a watch that ended is opened again.
+    watch_backoff: Backoff,
+    /// Watches opened again after they ended.
+    rewatches: u64,
     live: Liveness,
     slots: BTreeMap<WorkerId, Slot>,
     /// The desired plan.
@@ -362,6 +372,8 @@ impl Planner {
             .map(|p| (p.id().clone(), p))
             .collect();
         let backoff = Backoff::new(config.retry.clone(), init.seed);
+        // Its own generator, so that reopening a watch leaves the publication's jitter alone.
+        let watch_backoff = Backoff::new(config.retry.clone(), init.seed ^ 0x5741_5443_4845_5321);
         let mut p = Planner {
             strategy,
             me: init.me,
@@ -373,6 +385,10 @@ impl Planner {
             stage: Stage::Running,
             hb_watch,
             term_watch,
+            hb_open: false,
+            term_open: false,
+            watch_backoff,
+            rewatches: 0,
             live,
             slots: BTreeMap::new(),
             target: PlanTarget::default(),
@@ -501,6 +517,13 @@ impl Planner {
         self.retries
     }
 
+    /// Watches opened again after the driver reported them ended
+    /// ([`IoEvent::WatchEnded`]).
+    #[must_use]
+    pub fn rewatches(&self) -> u64 {
+        self.rewatches
+    }
+
     /// Feeds the result of one of the planner's actions, stamped with its receive time `now`.
     pub fn handle_event(&mut self, now: Instant, event: IoEvent) {
         if self.is_stopped() {
@@ -536,6 +559,7 @@ impl Planner {
                         .push_back(PlannerNotification::WatchFailed { bucket, error });
                 }
             },
+            IoEvent::WatchEnded { watch, error } => self.on_watch_ended(now, watch, error),
         }
         self.step(now);
     }
@@ -545,7 +569,11 @@ impl Planner {
         if self.is_stopped() {
             return;
         }
-        if !self.timers.expired(now).is_empty() {
+        let expired = self.timers.expired(now);
+        if expired.contains(&Timer::Rewatch) {
+            self.reopen_watches();
+        }
+        if !expired.is_empty() {
             self.dirty = true;
         }
         self.step(now);
@@ -622,12 +650,7 @@ impl Planner {
         self.actions.clear();
         self.batch = None;
         self.timers.clear();
-        self.actions.push_back(IoAction::Unwatch {
-            watch: self.hb_watch,
-        });
-        self.actions.push_back(IoAction::Unwatch {
-            watch: self.term_watch,
-        });
+        self.close_watches();
         self.set_state(PlannerState::Stopped);
     }
 

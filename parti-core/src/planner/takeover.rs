@@ -20,7 +20,7 @@ use super::slots::{Awaiting, Holds, Slot};
 use super::{PlannerNotification, Stage, Timer};
 use crate::machine::{IoAction, KvReply, KvRequest, KvResult, OpId};
 use crate::records::{AssignmentRecord, ClusterMeta, Lifecycle, Names, Record, catalog_digest};
-use crate::store::{KvEntry, WatchKeys};
+use crate::store::KvEntry;
 use crate::types::{PartitionId, Revision, Term, Version, WorkerId};
 
 /// A takeover read.
@@ -47,16 +47,8 @@ pub(super) struct Loading {
 
 impl super::Planner {
     pub(super) fn start_takeover(&mut self) {
-        self.actions.push_back(IoAction::Watch {
-            watch: self.hb_watch,
-            bucket: self.hb_bucket.clone(),
-            keys: WatchKeys::Prefix(String::new()),
-        });
-        self.actions.push_back(IoAction::Watch {
-            watch: self.term_watch,
-            bucket: self.as_bucket.clone(),
-            keys: WatchKeys::Key(Names::TERM_KEY.to_owned()),
-        });
+        self.open_watch(super::watches::Watched::Heartbeats);
+        self.open_watch(super::watches::Watched::Term);
         let mut l = Loading::default();
         self.issue_read(&mut l, Read::Meta);
         self.issue_read(&mut l, Read::Keys);

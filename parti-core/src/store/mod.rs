@@ -20,6 +20,16 @@
 //! - **Watch order.** A watch first delivers the current value of every matching key (in revision
 //!   order), then exactly one [`WatchEvent::SnapshotComplete`] (also when nothing matched), then
 //!   every later change in revision order, deletes included, each at most once.
+//! - **Write order of one key is not promised.** A store applies writes in the order it
+//!   receives them, and one connection delivers them in send order, so two pipelined writes of a
+//!   key from one process usually land in send order (two heartbeat puts may be in flight at
+//!   once). But a store may apply them in another order: a write whose answer timed out can still
+//!   land after writes sent later (async-nats replays queued writes after a reconnect), and
+//!   nothing is ordered across connections. Compare-and-set writes (`create`, `update`, `delete`
+//!   with a revision) cannot be reordered harmfully — a late one names a revision that is gone
+//!   and fails. An unconditional `put` can: parti puts only heartbeats, which carry the sending
+//!   process's sequence number, and readers order them by `(instance, seq)`, never by arrival or
+//!   revision (a heartbeat older than one already seen from the same process changes nothing).
 //! - **Timeouts are unknown outcomes.** [`KvError::Timeout`] means the write may or may not have
 //!   been applied, possibly later (async-nats replays queued writes after reconnecting). Callers
 //!   re-read before retrying; a store never retries a write on its own.
@@ -502,7 +512,9 @@ pub trait KvStore: Send + Sync + 'static {
     /// heartbeats.
     ///
     /// To ensure correctness: the returned revision is greater than every revision the bucket
-    /// produced before, and watches of `key` deliver the value with exactly that revision.
+    /// produced before, and watches of `key` deliver the value with exactly that revision. Two
+    /// puts of one key need not be applied in the order they were sent (see the module's
+    /// contract): a caller that cares about their order carries it in the value.
     async fn put(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<Revision, KvError>;
 
     /// Deletes `key` (leaves a tombstone that watches see as [`KvOperation::Delete`]); with

@@ -300,6 +300,8 @@ pub struct H {
     pub held: Vec<(OpId, KvRequest)>,
     hold: Vec<Pred>,
     to_deliver: VecDeque<DeliveryId>,
+    /// Watches of this bucket cannot be opened: the driver reports them ended with this error.
+    pub refuse_watches: Option<(String, KvError)>,
 }
 
 pub fn config(f: impl FnOnce(&mut Config)) -> ValidConfig {
@@ -343,6 +345,7 @@ impl H {
             held: Vec::new(),
             hold: Vec::new(),
             to_deliver: VecDeque::new(),
+            refuse_watches: None,
         }
     }
 
@@ -455,9 +458,16 @@ impl H {
                         watch,
                         bucket,
                         keys,
-                    }) => {
-                        self.kv.open(0, watch, &bucket, keys);
-                    }
+                    }) => match &self.refuse_watches {
+                        Some((b, error)) if *b == bucket => {
+                            let error = Some(error.clone());
+                            self.m.handle_event(
+                                self.now,
+                                Event::Io(IoEvent::WatchEnded { watch, error }),
+                            );
+                        }
+                        _ => self.kv.open(0, watch, &bucket, keys),
+                    },
                     Action::Io(IoAction::Unwatch { watch }) => {
                         self.kv.watches.retain(|(_, w, _, _)| *w != watch);
                         self.kv.pending.retain(|(_, w, _)| *w != watch);
@@ -524,6 +534,26 @@ impl H {
     pub fn complete(&mut self, delivery: DeliveryId) {
         self.m.handle_event(self.now, Event::Delivered { delivery });
         self.run();
+    }
+
+    /// The driver reports the watch `watch` over (its stream ended, or it failed for good) and
+    /// forgets it: nothing more is delivered for it.
+    pub fn end_watch(&mut self, watch: WatchId, error: Option<KvError>) {
+        self.kv.watches.retain(|(_, w, _, _)| *w != watch);
+        self.kv.pending.retain(|(_, w, _)| *w != watch);
+        self.m
+            .handle_event(self.now, Event::Io(IoEvent::WatchEnded { watch, error }));
+        self.run();
+    }
+
+    /// The open watches of `bucket` (the store's view), oldest first.
+    pub fn watches_of(&self, bucket: &str) -> Vec<WatchId> {
+        self.kv
+            .watches
+            .iter()
+            .filter(|(_, _, b, _)| b == bucket)
+            .map(|(_, w, _, _)| *w)
+            .collect()
     }
 
     pub fn connection(&mut self, state: ConnectionState) {

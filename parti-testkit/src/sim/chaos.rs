@@ -79,7 +79,8 @@ pub(crate) fn schedule(
                 Control::WatchDelay(w.between(ms(20), ms(800)), w.between(ms(500), ms(4000)))
             }
             62..=66 => Control::Errors(50 + w.rng.below(400), w.between(ms(200), ms(2000))),
-            67..=70 => Control::Resync,
+            67..=68 => Control::Resync,
+            69..=70 => Control::EndWatch,
             71..=80 => {
                 planned_members += 1;
                 if planned_members > max_members {

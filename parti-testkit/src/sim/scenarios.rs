@@ -68,6 +68,7 @@ pub const ALL: &[(&str, Scenario)] = &[
         "store-stall-no-false-emergency",
         store_stall_no_false_emergency,
     ),
+    ("watches-end", watches_end),
 ];
 
 fn secs(n: u64) -> Duration {
@@ -508,6 +509,47 @@ pub fn store_stall(seed: u64, faults: PlannerFaults, name: &'static str) -> Outc
         format!("false emergency: {false_deaths} live members declared dead")
     });
     r.settle(secs(15), "after the stall");
+    r.finish()
+}
+
+/// Every watch of every process ends, three times 300 ms apart (the drivers report
+/// `WatchEnded` and forget them). The machines open them again: a catalog change made right
+/// after reaches everyone (the followers' assignment watches are back), and a follower crashed
+/// after it is declared dead and its partitions covered again (the leader's heartbeats watch is
+/// back), with no false death meanwhile.
+#[must_use]
+pub fn watches_end(seed: u64) -> Outcome {
+    let mut r = Run::new("watches-end", seed, Config::fast(), 12);
+    r.start(0, 4);
+    if !r.settle(secs(20), "initial") {
+        return r.finish();
+    }
+    let t0 = r.w.now();
+    for _ in 0..3 {
+        r.w.end_all_watches();
+        r.w.run_for(ms(300));
+    }
+    let mut c = r.w.catalog().to_vec();
+    c.extend(partitions(14).into_iter().skip(12));
+    r.w.set_catalog(c);
+    if !r.settle(
+        secs(10),
+        "after the watches ended and two partitions were added",
+    ) {
+        return r.finish();
+    }
+    let false_deaths = r.w.deaths_since(t0).iter().filter(|d| d.2).count();
+    r.check(false_deaths == 0, || {
+        format!("{false_deaths} live members declared dead while watches were reopened")
+    });
+    let follower =
+        r.w.running()
+            .find(|(_, x)| !x.member().is_leader() && x.held().next().is_some())
+            .map(|(i, _)| i);
+    if let Some(n) = follower {
+        r.w.crash(n);
+        r.settle(secs(15), "after a follower crashed");
+    }
     r.finish()
 }
 

@@ -110,6 +110,8 @@ pub(crate) struct Sim {
     /// value)`, in revision order.
     pub(crate) hb_lagged: VecDeque<(Instant, WorkerId, Revision, Vec<u8>)>,
     pub term: Term,
+    /// Until then the heartbeats bucket refuses watches: the driver reports them ended.
+    pub(crate) refuse_hb_watches_until: Option<Instant>,
 }
 
 pub(crate) fn config() -> ValidConfig {
@@ -193,6 +195,7 @@ impl Sim {
             hb_lag: None,
             hb_lagged: VecDeque::new(),
             term: Term(1),
+            refuse_hb_watches_until: None,
         };
         for &m in members {
             sim.add_member(w(m));
@@ -446,6 +449,28 @@ impl Sim {
         self.pump();
     }
 
+    /// The driver reports the planner's heartbeats watch ended (and forgets it).
+    pub(crate) fn end_heartbeats_watch(&mut self, error: Option<KvError>) {
+        let hb = self.names.heartbeats_bucket();
+        let ids: Vec<WatchId> = self
+            .watches
+            .iter()
+            .filter(|(_, (b, _))| *b == hb)
+            .map(|(id, _)| *id)
+            .collect();
+        for watch in ids {
+            self.watches.remove(&watch);
+            self.p.handle_event(
+                self.now,
+                IoEvent::WatchEnded {
+                    watch,
+                    error: error.clone(),
+                },
+            );
+        }
+        self.pump();
+    }
+
     /// The record of `worker` in the store.
     pub(crate) fn record(&self, n: u32) -> Option<AssignmentRecord> {
         self.kv
@@ -488,6 +513,16 @@ impl Sim {
                 bucket,
                 keys,
             } => {
+                if bucket == self.names.heartbeats_bucket()
+                    && self.refuse_hb_watches_until.is_some_and(|t| self.now < t)
+                {
+                    let error = Some(KvError::Unavailable {
+                        reason: "refused".into(),
+                    });
+                    self.p
+                        .handle_event(self.now, IoEvent::WatchEnded { watch, error });
+                    return;
+                }
                 self.watches.insert(watch, (bucket.clone(), keys.clone()));
                 let snapshot: Vec<(String, Vec<u8>, Revision)> = self
                     .kv
@@ -520,7 +555,10 @@ impl Sim {
                 );
             }
             IoAction::Unwatch { watch } => {
-                self.watches.remove(&watch);
+                assert!(
+                    self.watches.remove(&watch).is_some(),
+                    "Unwatch of a watch that is not open: {watch:?}"
+                );
             }
             IoAction::Kv { op, request } => {
                 let result = self.kv_op(request);

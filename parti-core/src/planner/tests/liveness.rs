@@ -28,6 +28,68 @@ fn a_worker_is_dead_exactly_after_heartbeat_ttl_plus_emergency_grace() {
     assert_eq!(dead(&s), vec![w(2)]);
 }
 
+/// Two puts of one heartbeat key may be applied out of order (pipelined puts; a write replayed
+/// after a reconnect): worker-2's heartbeat of 1 s lands after its newer ones. The sequence
+/// number decides, not arrival: the old heartbeat moves neither the worker's intent nor its
+/// acknowledged version back, nor its liveness stamp forward.
+#[test]
+fn an_older_heartbeat_arriving_after_a_newer_one_changes_nothing() {
+    use crate::records::Intent;
+    let mut s = Sim::settled(3, 6);
+    s.run_to(secs(1));
+    let old = s.heartbeat_of(&w(2)); // sent at 1 s, held up on its way
+    s.intent(2, Intent::Leaving); // newer: leaving; the planner revokes, worker-2 acknowledges
+    s.run_to(ms(1_500));
+    let beat = |s: &Sim| s.p.live.get(&w(2)).and_then(|i| i.beat.clone()).unwrap();
+    let newest = beat(&s);
+    assert_eq!(newest.intent, Intent::Leaving);
+    assert!(newest.applied > Version(0));
+    assert!(
+        s.p.current()
+            .partitions_of(&w(2))
+            .is_none_or(|p| p.is_empty())
+    );
+    s.crash(2); // last heartbeat at 1.5 s at the latest
+    s.run_to(secs(4));
+    let notes = s.notes.len();
+    let hb = s.names.heartbeats_bucket();
+    s.external_put(&hb, w(2).as_str(), old);
+    assert_eq!(beat(&s), newest, "the older heartbeat moved nothing back");
+    assert_eq!(s.notes.len(), notes, "{:?}", &s.notes[notes..]);
+    // Dead 9 s after its newest heartbeat, not after the late arrival of the old one.
+    s.run_to(ms(10_500));
+    assert_eq!(dead(&s), vec![w(2)]);
+}
+
+/// The heartbeats watch ends at 1 s and cannot be opened again until 20 s (the driver reports
+/// every attempt ended). Without the leader's own echo observed time stands still: nobody is
+/// declared dead meanwhile, however long worker-2 (crashed at 0 s) is silent. The planner
+/// keeps reopening it with backoff; once open, the snapshot and the echoes move observed time
+/// on and worker-2 is declared dead.
+#[test]
+fn nobody_dies_while_the_heartbeats_watch_is_gone_and_it_is_reopened() {
+    let mut s = Sim::settled(3, 6);
+    s.crash(2);
+    s.run_to(secs(1));
+    s.refuse_hb_watches_until = Some(s.epoch + secs(20));
+    s.end_heartbeats_watch(None);
+    s.run_to(ms(19_900));
+    assert!(dead(&s).is_empty(), "blind is not dead");
+    assert!(s.p.rewatches() >= 5, "retried: {}", s.p.rewatches());
+    assert!(s.p.watch_errors() >= 5, "each refusal counted");
+    let hb = s.names.heartbeats_bucket();
+    assert!(s.watches.values().all(|(b, _)| *b != hb));
+    s.run_to(secs(40));
+    assert_eq!(dead(&s), vec![w(2)]);
+    assert_eq!(
+        s.watches.values().filter(|(b, _)| *b == hb).count(),
+        1,
+        "open again"
+    );
+    assert!(s.fully_covered(&parts(6)));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
+
 #[test]
 fn reappearance_inside_the_grace_forgets_the_absence_and_a_new_absence_gets_a_full_grace() {
     // Go keeps the first-missing time and declares the second absence at once (§17 row 9).

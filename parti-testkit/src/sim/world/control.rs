@@ -371,6 +371,14 @@ impl World {
                     self.drain_wakes();
                 }
             }
+            Control::EndWatch => {
+                let wids: Vec<WatcherId> = self.watchers.keys().copied().collect();
+                if !wids.is_empty() {
+                    self.stats.faults += 1;
+                    let w = wids[self.rng.below(wids.len() as u64) as usize];
+                    self.end_watch(w);
+                }
+            }
             Control::Catalog => self.change_catalog(),
             Control::Weights => self.change_weights(),
         }
@@ -420,6 +428,15 @@ impl World {
         let t = self.outage_until;
         self.schedule(t, Ev::Recheck);
         self.recheck();
+    }
+
+    /// Ends every open watch of every process now (each driver reports `WatchEnded`).
+    pub fn end_all_watches(&mut self) {
+        let wids: Vec<WatcherId> = self.watchers.keys().copied().collect();
+        self.stats.faults += 1;
+        for w in wids {
+            self.end_watch(w);
+        }
     }
 
     /// Stalls every operation on `bucket` for `d`.

@@ -157,6 +157,12 @@ pub(crate) enum Ev {
         delivery: DeliveryId,
     },
     Resume(usize),
+    /// The driver of `node` reports the watch `watch` ended (and forgets it).
+    WatchEnded {
+        node: usize,
+        watch: WatchId,
+        error: Option<KvError>,
+    },
     /// The new process of a `shutdown_for_restart` (part of the restart, not a new fault: it
     /// happens in the heal phase too).
     Respawn(Option<u32>),
@@ -205,6 +211,9 @@ pub enum Control {
     Errors(u64, Duration),
     /// One watch loses its place and starts over.
     Resync,
+    /// One watch ends (its stream is over, or it fails for good): the driver reports
+    /// `WatchEnded` and forgets it; the machine opens it again.
+    EndWatch,
     /// Partitions added and removed.
     Catalog,
     /// Weights changed.
@@ -525,6 +534,7 @@ impl World {
             Ev::AppRevoked { node, delivery } => self.on_app_revoked(node, delivery),
             Ev::AppDone { node, delivery } => self.on_app_done(node, delivery),
             Ev::Resume(n) => self.on_resume(n),
+            Ev::WatchEnded { node, watch, error } => self.on_watch_ended(node, watch, error),
             Ev::Respawn(p) => {
                 let _ = self.start_node(p);
             }

@@ -9,9 +9,7 @@ use parti_core::records::{AssignmentRecord, ClusterMeta, Names, Record, TermCoun
 use parti_core::store::model::WatcherId;
 use parti_core::store::{KvError, KvOperation, WatchEvent, WatchKeys};
 
-use super::{
-    Control, Ev, Status, World, bucket_of, describe, dur_ns, is_write, short_result, unavailable,
-};
+use super::{Ev, Status, World, bucket_of, describe, dur_ns, is_write, short_result, unavailable};
 
 impl World {
     // ----- the network and the store ----------------------------------------------------------
@@ -340,12 +338,64 @@ impl World {
                 self.drain_wakes();
             }
             Err(e) => {
-                let d = self.watch_delay();
-                self.schedule(self.now + d, Ev::Control(Control::Resync));
+                // The watch cannot be opened: the driver reports it ended and forgets it.
                 self.trace
                     .line(self.now, Some(n), || format!("watch open failed: {e}"));
+                self.nodes[n].watches.remove(&watch);
+                let d = self.watch_delay();
+                self.schedule(
+                    self.now + d,
+                    Ev::WatchEnded {
+                        node: n,
+                        watch,
+                        error: Some(e),
+                    },
+                );
             }
         }
+    }
+
+    /// Ends one open watch now (the `EndWatch` fault): the store drops it, and the driver
+    /// reports it ended a moment later — with an error or as a plain end of the stream.
+    pub(super) fn end_watch(&mut self, w: WatcherId) {
+        let Some((n, watch)) = self.watchers.remove(&w) else {
+            return;
+        };
+        self.store.unwatch(w);
+        self.flush_scheduled.remove(&w);
+        self.nodes[n].watches.remove(&watch);
+        let error = self.chance(500).then(unavailable);
+        self.trace.line(self.now, Some(n), || {
+            format!("watch {:x} ends ({error:?})", watch.0)
+        });
+        let d = self.watch_delay();
+        self.schedule(
+            self.now + d,
+            Ev::WatchEnded {
+                node: n,
+                watch,
+                error,
+            },
+        );
+    }
+
+    pub(super) fn on_watch_ended(&mut self, n: usize, watch: WatchId, error: Option<KvError>) {
+        match self.nodes[n].status {
+            Status::Running => {}
+            Status::Paused => {
+                self.nodes[n].deferred.push(Ev::WatchEnded {
+                    node: n,
+                    watch,
+                    error,
+                });
+                return;
+            }
+            Status::Crashed | Status::Exited => return,
+        }
+        self.trace.mix(&[12, n as u64, watch.0, dur_ns(self.now)]);
+        self.input(n, |m, now| {
+            m.handle_event(now, Event::Io(IoEvent::WatchEnded { watch, error }));
+        });
     }
 
     pub(super) fn kick_watches(&mut self, n: usize) {

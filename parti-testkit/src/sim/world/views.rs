@@ -6,7 +6,7 @@ use std::time::Duration;
 use parti_core::planner::PlannerState;
 use parti_core::records::Names;
 use parti_core::store::model::StoreModel;
-use parti_core::{PartitionId, WorkerId};
+use parti_core::{Partition, PartitionId, WorkerId};
 
 use super::{Node, Stats, Status, World};
 use crate::sim::invariants::Violation;
@@ -36,6 +36,12 @@ impl World {
             .filter(|(_, x)| x.member.is_leader())
             .map(|(i, _)| i)
             .collect()
+    }
+
+    /// The catalog.
+    #[must_use]
+    pub fn catalog(&self) -> &[Partition] {
+        &self.catalog
     }
 
     /// The catalog's partition ids.
