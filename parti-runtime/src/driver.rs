@@ -217,18 +217,14 @@ impl Driver {
                     .handle_event(now, Event::Io(IoEvent::Watch { watch, event }));
             }
             Output::WatchEnded { watch, error } => {
+                // The member decides what follows (it opens the watch again after its backoff).
                 books.labels.count("parti_watch_failures_total", 1);
-                let error = error.unwrap_or_else(|| KvError::Unavailable {
-                    reason: "the watch ended".to_owned(),
-                });
-                tracing::warn!(?watch, %error, "a store watch ended");
-                self.member.handle_event(
-                    now,
-                    Event::Io(IoEvent::Watch {
-                        watch,
-                        event: Err(error),
-                    }),
-                );
+                match &error {
+                    Some(e) => tracing::warn!(?watch, error = %e, "a store watch failed"),
+                    None => tracing::warn!(?watch, "a store watch ended"),
+                }
+                self.member
+                    .handle_event(now, Event::Io(IoEvent::WatchEnded { watch, error }));
             }
         }
     }

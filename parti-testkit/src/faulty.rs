@@ -5,11 +5,13 @@
 //! While cut: every operation fails at once with [`KvError::Unavailable`] (it never reaches the
 //! store), watches deliver nothing (their items wait, as a resumable watch's would, and arrive
 //! after the heal), and the connection stream reports `Disconnected`; after the heal,
-//! `Connected`.
+//! `Connected`. [`Switch::end_watches`] ends every open watch (its stream returns `None`), as a
+//! watch whose server-side consumer is gone.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use futures::Stream;
@@ -31,8 +33,12 @@ pub struct Switch {
 #[derive(Debug)]
 struct SwitchState {
     cut: AtomicBool,
+    /// Bumped by [`Switch::end_watches`]: a watch opened before the bump ends.
+    watch_epoch: AtomicU64,
     connection: watch::Sender<ConnectionState>,
-    wakers: Mutex<Vec<Waker>>,
+    /// The waker of every open watch, by watch number.
+    wakers: Mutex<HashMap<u64, Waker>>,
+    next_watch: AtomicU64,
 }
 
 impl Default for Switch {
@@ -40,8 +46,10 @@ impl Default for Switch {
         Switch {
             shared: Arc::new(SwitchState {
                 cut: AtomicBool::new(false),
+                watch_epoch: AtomicU64::new(0),
                 connection: watch::channel(ConnectionState::Connected).0,
-                wakers: Mutex::new(Vec::new()),
+                wakers: Mutex::new(HashMap::new()),
+                next_watch: AtomicU64::new(0),
             }),
         }
     }
@@ -65,12 +73,23 @@ impl Switch {
     /// Connects them again; held watch items flow.
     pub fn heal(&self) {
         self.shared.cut.store(false, Ordering::SeqCst);
-        for w in self.shared.wakers.lock().drain(..) {
-            w.wake();
-        }
+        self.wake_watches();
         self.shared.connection.send_if_modified(|c| {
             std::mem::replace(c, ConnectionState::Connected) != ConnectionState::Connected
         });
+    }
+
+    /// Ends every watch open now through a store of this switch (their streams return `None`,
+    /// as a watch whose consumer is gone does); watches opened later are not affected.
+    pub fn end_watches(&self) {
+        self.shared.watch_epoch.fetch_add(1, Ordering::SeqCst);
+        self.wake_watches();
+    }
+
+    fn wake_watches(&self) {
+        for w in self.shared.wakers.lock().values() {
+            w.wake_by_ref();
+        }
     }
 
     /// Whether it is cut now.
@@ -170,9 +189,12 @@ impl KvStore for FaultyStore {
     async fn watch(&self, bucket: &str, keys: WatchKeys) -> Result<KvWatch, KvError> {
         self.check()?;
         let inner = self.inner.watch(bucket, keys).await?;
+        let shared = &self.switch.shared;
         Ok(Box::pin(HeldWatch {
             inner,
             switch: self.switch.clone(),
+            id: shared.next_watch.fetch_add(1, Ordering::SeqCst),
+            epoch: shared.watch_epoch.load(Ordering::SeqCst),
         }))
     }
 
@@ -191,23 +213,32 @@ impl KvStore for FaultyStore {
     }
 }
 
-/// A watch whose items wait while the switch is cut.
+/// A watch whose items wait while the switch is cut, and that ends at [`Switch::end_watches`].
 struct HeldWatch {
     inner: KvWatch,
     switch: Switch,
+    id: u64,
+    epoch: u64,
 }
 
 impl Stream for HeldWatch {
     type Item = Result<WatchEvent, KvError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let shared = self.switch.shared.clone();
+        shared.wakers.lock().insert(self.id, cx.waker().clone());
+        if shared.watch_epoch.load(Ordering::SeqCst) > self.epoch {
+            return Poll::Ready(None);
+        }
         if self.switch.is_cut() {
-            self.switch.shared.wakers.lock().push(cx.waker().clone());
-            // Re-check: a heal between the load and the push must not be missed.
-            if self.switch.is_cut() {
-                return Poll::Pending;
-            }
+            return Poll::Pending;
         }
         self.inner.poll_next_unpin(cx)
+    }
+}
+
+impl Drop for HeldWatch {
+    fn drop(&mut self) {
+        self.switch.shared.wakers.lock().remove(&self.id);
     }
 }

@@ -563,3 +563,31 @@ async fn a_listing_still_running_when_the_worker_stops_is_abandoned() {
         "the listing task ended with the driver"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn watches_that_end_are_opened_again_and_the_cluster_goes_on() {
+    let switch = Switch::new();
+    let mut c = cluster_behind(&switch, DisconnectPolicy::Fence).await;
+    // Every watch of every worker ends (members' and the leader's planner's).
+    switch.end_watches();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, victim) = {
+        let leader = c.leader().expect("leader");
+        (
+            leader,
+            c.live()
+                .into_iter()
+                .find(|&i| i != leader)
+                .expect("follower"),
+        )
+    };
+    c.crash(victim);
+    // Only reopened watches let the leader see the death and the others their new records.
+    let took = c
+        .wait_covered(Duration::from_secs(10))
+        .await
+        .expect("re-covered after the watches ended");
+    assert!(took <= c.config.heartbeat_ttl + c.config.emergency_grace + Duration::from_secs(1));
+    c.ledger.assert_clean();
+    c.shutdown_all().await;
+}
