@@ -73,3 +73,12 @@ fn seeds_100_to_149() {
 fn seeds_150_to_199() {
     chunk(3);
 }
+
+/// Seed 6021 (after the watch-end fault joined the mix): the last process was still claiming an
+/// id under a `Degraded` state at the heal, failed at its startup timeout, and no member was left
+/// to cover anything. The heal now counts a process without an id as not staying.
+#[test]
+fn seed_6021_the_heal_keeps_a_member_when_the_last_was_still_claiming() {
+    let r = run(&SimOptions::seed(6021));
+    assert!(r.violations.is_empty(), "{}", r.summary());
+}

@@ -226,7 +226,8 @@ pub fn run(opts: &SimOptions) -> SimReport {
     w.heal();
     // The cluster must keep a member: if every process is gone, on its way out (leaving,
     // restarting) or still claiming an id (which may fail at its startup timeout when the chaos
-    // kept the pool full: seed 65254), one joins as the heal phase begins.
+    // kept the pool full: seed 65254; also when its state reads `Degraded` over a claim still
+    // under way: seed 6021), one joins as the heal phase begins.
     let staying = w
         .running()
         .filter(|(_, x)| {
@@ -235,7 +236,8 @@ pub fn run(opts: &SimOptions) -> SimReport {
                 parti_core::WorkerState::Leaving
                     | parti_core::WorkerState::Shutdown
                     | parti_core::WorkerState::ClaimingId
-            ) && !x.respawn
+            ) && x.member().worker_id().is_some()
+                && !x.respawn
         })
         .count();
     if staying == 0 {
