@@ -166,12 +166,12 @@ pub struct Config {
     /// published. Default 10 s.
     #[serde(with = "duration")]
     pub planned_scale_window: Duration,
-    /// The cooldown: a planned change is published no sooner than this after the previous
-    /// publication. Emergencies ignore it. Must be > 0 and ≤ both windows. Default 10 s.
+    /// The cooldown: a planned change is made no sooner than this after the previous full
+    /// replan (coverage, re-grant and rejoin publications do not count). Emergencies ignore it. Must be > 0 and ≤ both windows. Default 10 s.
     #[serde(with = "duration")]
     pub min_rebalance_interval: Duration,
     /// A worker that announced a restart keeps its partitions reserved this long; if it comes
-    /// back they are re-granted unchanged, otherwise they are handled as a crash. Default 30 s.
+    /// back they are re-granted (the same partitions, new fences), otherwise they are handled as a crash. Default 30 s.
     #[serde(with = "duration")]
     pub rejoin_window: Duration,
     /// A change of partition weights alone is replanned only if the current plan's heaviest

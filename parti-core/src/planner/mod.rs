@@ -94,8 +94,7 @@
 //!   again, and a record of an older term that changed since we last knew the key is
 //!   rewritten under our term (with a version above it: versions only grow). So is an
 //!   unchanged one that the process has not acknowledged if more than one bump separates its
-//!   term from ours: a new process refuses it in its snapshot (unless it took over a
-//!   restarting claim, member README), and would wait for ever.
+//!   term from ours: a new process refuses it in its snapshot, and would wait for ever.
 //! - **Timeouts are unknown outcomes**: a timed-out or conflicting write is re-read (after the
 //!   backoff) before anything else is written to that key; a record of our term found there is
 //!   adopted, one of a higher term makes the planner step down.
@@ -151,8 +150,9 @@
 //! - **Records are never deleted**: a departed worker keeps an empty record (the id pool is
 //!   bounded), so a returning process learns it owns nothing.
 //! - **`trigger_rebalance` during the takeover** is remembered and honoured when it ends.
-//! - **Restart return** (same id, new process) publishes nothing: the record still gives it its
-//!   partitions with their fences, and the new process applies it.
+//! - **Restart return** (same id, new process) moves nothing: one record is written, addressed
+//!   to the new process, with the same partitions and new fences (`PlanReason::Rejoin`), and the
+//!   new process applies it.
 //! - **What a member may hold narrows only by acknowledgement.** A worker may hold its
 //!   acknowledged record plus everything written to it since, until it acknowledges the newest
 //!   one. A new process, a fenced or a revived member holds nothing when it says so, but that

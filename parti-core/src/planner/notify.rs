@@ -54,7 +54,8 @@ pub enum PlanReason {
     Emergency,
     /// A member is leaving gracefully.
     Leave,
-    /// Partitions were added to the catalog (placed without moving anything).
+    /// The catalog changed (partitions added or removed) or a partition had no owner: it is
+    /// covered without moving anything else.
     Catalog,
     /// Weights changed and the imbalance exceeds `min_imbalance`.
     Weights,

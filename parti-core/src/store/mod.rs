@@ -452,9 +452,9 @@ pub enum KvError {
 }
 
 impl KvError {
-    /// Whether the error says nothing about the data, only about reaching the store: such errors
-    /// count towards degraded mode, and a write that failed this way has an unknown outcome if it
-    /// is a [`KvError::Timeout`].
+    /// Whether the error says nothing about the data, only about reaching the store (a
+    /// [`KvError::Timeout`] write has an unknown outcome). The member's degraded mode counts
+    /// more than these: every error but `NotFound`, `AlreadyExists` and `RevisionMismatch`.
     #[must_use]
     pub fn is_connectivity(&self) -> bool {
         matches!(self, KvError::Timeout | KvError::Unavailable { .. })
