@@ -254,3 +254,29 @@ fn a_late_write_between_two_bumps_is_not_kept_while_a_cut_off_member_may_hold_it
     ];
     run_with(fast(), Strat::RoundRobin, &steps, 1, secs(60)).unwrap();
 }
+
+/// Found at 100,000 cases (also in `proptest-regressions`): the model was wrong, not the
+/// planner. Term 1's write of `w.worker-1` (giving p05) timed out and landed after the bump
+/// to 2; worker-1 was cut off meanwhile. On reconnecting after the bump to 3 the model
+/// compared the record with the `term` key's newest revision only and applied it — p05 with
+/// fence 1.2 after worker-3 had held it at 2.2. A real member's ordered stream shows the bump
+/// to 2 before that record and refuses it (`Sim::catch_up_view`).
+#[test]
+fn a_member_reconnecting_refuses_a_late_write_that_landed_after_an_earlier_bump() {
+    use Step::*;
+    let steps = [
+        Stall(1000),
+        Join(2),
+        Fault(0),
+        Fault(3),
+        CutOff(1),
+        Join(3),
+        Catalog(7),
+        NewLeader,
+        Advance(100),
+        Fault(0),
+        Advance(100),
+        NewLeader,
+    ];
+    run(&steps, 4).unwrap();
+}
