@@ -13,6 +13,12 @@
 //! thread RNGs here). It depends on no async runtime and no NATS client, so it can be tested in
 //! microseconds and driven by a deterministic simulator as easily as by the tokio runtime.
 //!
+//! **Driving it.** A driver owns one [`member::Member`] per process, executes the actions it
+//! emits, feeds back results, watch items, handler completions and connection changes, and
+//! wakes it at its deadlines. The complete contract — which ids to track, what to do with each
+//! action, what to feed, what the store must guarantee — is in the [`member`] module
+//! documentation ("The driver contract").
+//!
 //! # Crate map
 //!
 //! | module | what |

@@ -55,3 +55,27 @@ fn dropping_observation_gating_is_found_as_a_false_mass_emergency() {
     let good = scenarios::store_stall(3, PlannerFaults::default(), "store-stall");
     assert!(good.passed(), "{good}");
 }
+
+/// Keeping what a record that must be rewritten gives — a deposed leader's late write, or an
+/// older term's record nobody acknowledged — as if its member had applied it grants a
+/// partition another member is still releasing (the planner property's 60,000-case failure).
+/// The chaos mix's late writes (with the leader stalling) find it; the shipped planner is
+/// clean on the same seed.
+#[test]
+fn keeping_an_unapplied_record_is_found_as_an_exclusive_ownership_violation() {
+    let seed = 44;
+    let mut o = SimOptions::seed(seed);
+    o.planner_faults = PlannerFaults {
+        keep_unapplied: true,
+        ..PlannerFaults::default()
+    };
+    let r = run(&o);
+    let v = r
+        .violations
+        .iter()
+        .find(|v| v.invariant == "exclusive-ownership")
+        .unwrap_or_else(|| panic!("keep-unapplied not caught at seed {seed}: {}", r.summary()));
+    println!("caught at seed {seed}: {v}");
+    let good = run(&SimOptions::seed(seed));
+    assert!(good.violations.is_empty(), "{}", good.summary());
+}

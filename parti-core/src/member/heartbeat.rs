@@ -38,6 +38,24 @@ impl Beat {
 }
 
 impl Member {
+    /// Whether the member's ownership rests on its heartbeats: it holds (or is still
+    /// releasing) partitions under its claim, so the `Fence` discipline applies. A restarting
+    /// member is included until it has handed its claim over: its application may still be
+    /// releasing partitions then, and the leader takes a silent member for dead.
+    pub(super) fn fences_by_heartbeats(&self) -> bool {
+        self.config.on_disconnect == DisconnectPolicy::Fence
+            && match self.phase {
+                Phase::Member | Phase::Leaving => true,
+                Phase::Restarting => !self.handed_over(),
+                _ => false,
+            }
+    }
+
+    /// The claim was rewritten for the next process (restart): nothing more under it.
+    pub(super) fn handed_over(&self) -> bool {
+        self.identity.as_ref().is_some_and(|c| c.handed_over)
+    }
+
     /// Puts a heartbeat now and schedules the next one.
     pub(super) fn send_heartbeat(&mut self, now: Instant) {
         let Some(id) = self.identity.as_ref().map(|c| c.id.clone()) else {
@@ -46,7 +64,8 @@ impl Member {
         if !matches!(
             self.phase,
             Phase::Member | Phase::Leaving | Phase::Restarting
-        ) {
+        ) || self.handed_over()
+        {
             return;
         }
         if !self.identity_trusted() {
@@ -81,20 +100,18 @@ impl Member {
         // outcome is unknown (a stalled bucket) may still land and make the leader grant us
         // partitions, and it is declared dead from that heartbeat on if nothing follows.
         if self.beat.last_acked.is_none()
-            && self.config.on_disconnect == DisconnectPolicy::Fence
-            && matches!(self.phase, Phase::Member | Phase::Leaving)
+            && self.fences_by_heartbeats()
             && !self.timers.is_set(Timer::Fence)
             && self.apply.fence.is_none()
         {
             self.timers
                 .set(Timer::Fence, later(now, self.config.fence_after()));
         }
-        if self.phase == Phase::Restarting {
-            self.timers.stop(Timer::Heartbeat);
-        } else {
-            self.timers
-                .set(Timer::Heartbeat, later(now, self.config.heartbeat_interval));
-        }
+        // A restarting member heartbeats too (intent `Restarting`) until it hands its claim
+        // over: while its application still releases partitions it is alive, and a silent
+        // member is one the leader declares dead and whose partitions it grants elsewhere.
+        self.timers
+            .set(Timer::Heartbeat, later(now, self.config.heartbeat_interval));
     }
 
     /// Changes the intent and announces it at once.
@@ -114,8 +131,7 @@ impl Member {
         }
         // Armed while fenced too: if the condition recurs before the leader re-granted, the
         // fence round starts over (the leader may have declared us dead again meanwhile).
-        if self.config.on_disconnect == DisconnectPolicy::Fence
-            && matches!(self.phase, Phase::Member | Phase::Leaving)
+        if self.fences_by_heartbeats()
             && let Some(t) = self.beat.last_acked
         {
             self.timers
@@ -144,10 +160,11 @@ impl Member {
     }
 
     pub(super) fn on_fence_deadline(&mut self, now: Instant) {
-        if self.config.on_disconnect != DisconnectPolicy::Fence
-            || !matches!(self.phase, Phase::Member | Phase::Leaving)
-        {
+        if !self.fences_by_heartbeats() {
             return;
+        }
+        if self.phase == Phase::Restarting {
+            return self.give_up_while_restarting();
         }
         match self.apply.fence.as_mut() {
             None => self.fence(now),
@@ -181,6 +198,22 @@ impl Member {
                 round,
                 ..super::apply::FenceState::default()
             };
+        }
+    }
+
+    /// A restarting member's heartbeats went unacknowledged for `fence_after` while its
+    /// application still held or released partitions (cut off, paused): the leader may soon
+    /// declare it dead. Everything still held or being released is lost at once
+    /// (`OwnershipLost`); the intent stays `Restarting` (the leader keeps the reservation).
+    fn give_up_while_restarting(&mut self) {
+        let mut partitions = self.owned();
+        if let Some(f) = self.apply.in_flight.as_mut() {
+            // Told lost now: a later fence does not tell it again.
+            partitions.append(&mut f.revoking);
+            partitions.sort_by(|a, b| a.partition.id().cmp(b.partition.id()));
+        }
+        if !partitions.is_empty() {
+            self.notify(Notification::OwnershipLost { partitions });
         }
     }
 

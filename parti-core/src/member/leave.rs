@@ -14,8 +14,10 @@
 //!
 //! The rewritten claim invites that takeover at once, so it is written last: until then the
 //! member still acts under the id (its application works on the partitions being revoked, it
-//! may lead), and the claim is renewed and trusted for its validity only, as always (a lapse
-//! steps down). Once it is written the member does nothing under the id any more.
+//! may lead), the claim is renewed and trusted for its validity only, as always (a lapse
+//! steps down), and the member heartbeats (intent `Restarting`) under the `Fence` discipline —
+//! a silent member is taken for dead while its application may still be releasing. Once the
+//! claim is written the member does nothing under the id any more.
 
 use std::time::Instant;
 
@@ -63,10 +65,10 @@ impl Member {
             Phase::Member | Phase::Leaving => {
                 self.phase = Phase::Restarting;
                 self.stop_election();
-                // The claim stays renewed (and its lapse watched) until it is handed over.
-                for t in [Timer::Fence, Timer::LeaveDeadline] {
-                    self.timers.stop(t);
-                }
+                // The claim stays renewed (and its lapse watched), the heartbeats go on and the
+                // fence stays armed until the claim is handed over: the application may still
+                // be releasing partitions until then.
+                self.timers.stop(Timer::LeaveDeadline);
                 self.revoke_locally_for_good();
                 self.beat.intent = Intent::Restarting;
                 self.send_heartbeat(now);
@@ -82,7 +84,12 @@ impl Member {
     fn hand_over_for_restart(&mut self, now: Instant) {
         self.step_down(now, true);
         self.stop_assignment_watch();
-        for t in [Timer::RenewId, Timer::IdentityLapse] {
+        for t in [
+            Timer::RenewId,
+            Timer::IdentityLapse,
+            Timer::Heartbeat,
+            Timer::Fence,
+        ] {
             self.timers.stop(t);
         }
         let Some(c) = self.identity.as_mut() else {

@@ -138,7 +138,8 @@ enum Phase {
 /// **Call order.** Feed one input (`handle_event`, `handle_timeout` or a command), then drain
 /// [`Member::poll_action`] until `None` (executing each action in order), then
 /// [`Member::poll_notification`] until `None`, then wait for the next input or
-/// [`Member::poll_timeout`]. `now` never goes backwards.
+/// [`Member::poll_timeout`]. `now` never goes backwards. The whole driver contract (ids,
+/// actions, events, the store's guarantees) is in the [module documentation](self).
 ///
 /// ```
 /// use std::sync::Arc;

@@ -213,6 +213,10 @@ pub struct PlannerFaults {
     /// Judge liveness by `now` instead of `observed_now` (drops the observation-channel gating
     /// of PROTOCOL.md §5).
     pub no_observation_gating: bool,
+    /// Keep what a record that must be rewritten gives (a deposed leader's late write, an
+    /// unacknowledged older term's record) without checking it is free, as if the member had
+    /// applied it (the bug the planner property found at 60,000 cases).
+    pub keep_unapplied: bool,
 }
 
 thread_local! {
@@ -220,6 +224,7 @@ thread_local! {
         std::cell::Cell::new(PlannerFaults {
             grant_before_ack: false,
             no_observation_gating: false,
+            keep_unapplied: false,
         })
     };
 }

@@ -138,7 +138,7 @@ pub enum PlannerNotification {
         /// Why.
         error: StrategyError,
     },
-    /// A watch reported an error (the driver keeps or re-opens it).
+    /// A watch reported an error, or ended with one (the planner then opens it again).
     WatchFailed {
         /// Bucket of the watch.
         bucket: String,

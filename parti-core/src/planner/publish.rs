@@ -169,6 +169,16 @@ impl Planner {
             // takeover) is kept by neither: it is taken away and granted again once free.
             // `keep` = rec ∩ plan claimed by `w` alone; `add` = the rest of the plan that is
             // free; `next` = both, in plan order (one merge pass over plan and rec, sorted).
+            //
+            // Keeping grants nothing only if the member can have applied its record. One it may
+            // never have applied (`Slot::unapplied`: a deposed leader's late write, an older
+            // term's unacknowledged record with two bumps or more since) may give partitions
+            // someone else holds — e.g. a member cut off before it acknowledged the revoke
+            // another leader wrote — so what it gives is kept only if it is free, like an
+            // addition. (Planner property, 60,000 cases: a late write of term 1 landed between
+            // the bumps to 2 and 3 on a key no leader rewrote; leader 4 kept its partition for
+            // worker-0 while cut-off worker-1 still held it.)
+            let unapplied = slot.is_some_and(|s| s.unapplied) && !self.faults.keep_unapplied;
             let mut keep: Vec<&PartitionId> = Vec::new();
             let mut add: Vec<&PartitionId> = Vec::new();
             let mut next: Vec<&PartitionId> = Vec::new();
@@ -176,7 +186,10 @@ impl Planner {
             let mut in_rec = rec.iter().peekable();
             for p in plan {
                 while in_rec.next_if(|x| **x < p).is_some() {}
-                if in_rec.next_if(|x| **x == p).is_some() && holders.claimed_only_by(p, &w) {
+                if in_rec.next_if(|x| **x == p).is_some()
+                    && holders.claimed_only_by(p, &w)
+                    && (!unapplied || holders.is_free_for(p, &w))
+                {
                     keep.push(p);
                     next.push(p);
                 } else {

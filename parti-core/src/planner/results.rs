@@ -94,6 +94,7 @@ impl Planner {
                 slot.rev = Some(rev);
                 slot.ghost = None;
                 slot.must_rewrite = false;
+                slot.unapplied = false;
                 if removes && alive && slot.awaiting.is_none() {
                     slot.awaiting = Some(Awaiting {
                         version,
@@ -169,6 +170,7 @@ impl Planner {
             }
             Some(Some(r)) if r.term == term => {
                 // One of ours (possibly a timed-out write that landed): the member may apply it.
+                slot.unapplied = false;
                 slot.holds.extend(&ids(&r));
                 slot.rec = Some(r);
                 slot.rev = rev;
@@ -182,6 +184,7 @@ impl Planner {
                 // bump the process applies it (a restart return stays zero movement).
                 if r.term.next() < term && applied.is_none_or(|a| a < r.version) {
                     slot.must_rewrite = true;
+                    slot.unapplied = true;
                 }
             }
             Some(_) if rev == slot.rev => {
@@ -192,6 +195,7 @@ impl Planner {
                 // know, overwrite it under our term.
                 slot.rev = rev;
                 slot.must_rewrite = true;
+                slot.unapplied = true;
             }
         }
         if let Some(applied) = applied {

@@ -76,6 +76,12 @@ pub(super) struct Slot {
     /// The record must be rewritten under our term even if its content is right (it is not one
     /// the member will act on: undecodable, or written by an older leader after the term bump).
     pub must_rewrite: bool,
+    /// The member may never have applied the record in the store: a deposed leader's late
+    /// write (members refuse it), an older term's unacknowledged record with two bumps or more
+    /// since (one of them may have preceded it: a late write nobody can tell apart any more),
+    /// or garbage. What it gives is kept only if it is free, like an addition; a record with
+    /// one bump since and no late landing is one its member may hold, and is kept.
+    pub unapplied: bool,
     /// An unacknowledged revocation.
     pub awaiting: Option<Awaiting>,
     /// Version and time of the last re-grant after `intent = Fenced`. A member still (or again)
@@ -102,6 +108,7 @@ impl Slot {
             ghost: None,
             needs_read: false,
             must_rewrite: false,
+            unapplied: false,
             awaiting: None,
             regranted: None,
         }

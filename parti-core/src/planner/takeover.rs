@@ -247,6 +247,9 @@ impl super::Planner {
             slot.must_rewrite = zombie
                 || rec.is_none()
                 || (!acked && rec.as_ref().is_some_and(|r| r.term < self.term));
+            slot.unapplied = zombie
+                || rec.is_none()
+                || (!acked && rec.as_ref().is_some_and(|r| r.term.next() < self.term));
             slot.rec = rec;
             slot.holds = if acked {
                 Holds::Set(slot.rec_ids())

@@ -317,7 +317,9 @@ impl WatchKeys {
 
 /// A watch: a stream of [`WatchEvent`]s. An `Err` item reports a problem the store could not
 /// hide (after it, the stream may continue or end; a store that re-establishes watches on its own
-/// reports a gap as [`WatchEvent::Resync`] instead).
+/// reports a gap as [`WatchEvent::Resync`] instead). A driver reports the end of a stream, or a
+/// watch that could not be opened, to the machines as
+/// [`IoEvent::WatchEnded`](crate::machine::IoEvent::WatchEnded); they open it again.
 pub type KvWatch = Pin<Box<dyn Stream<Item = Result<WatchEvent, KvError>> + Send + 'static>>;
 
 /// The connection between a process and its store.

@@ -474,3 +474,77 @@ fn a_releasing_member_applies_no_record_even_one_that_would_end_its_fence() {
     }
     assert!(h.m.is_stopped());
 }
+
+/// Sim seed 7449 (slow handlers): a restarting member heartbeated once and went silent while
+/// its application still released partitions; the leader declared it dead after
+/// `heartbeat_ttl + emergency_grace` and granted them elsewhere. It heartbeats until it hands
+/// its claim over.
+#[test]
+fn a_restarting_member_heartbeats_while_its_application_releases() {
+    let mut h = H::follower(config(|c| c.preferred_id = Some(0)));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    h.auto_deliver = false;
+    h.m.request_restart(h.now);
+    h.run();
+    let from = h.log.len();
+    h.advance(secs(12)); // longer than heartbeat_ttl + emergency_grace (9 s)
+    let beats = h.heartbeats_since(from);
+    assert!(
+        beats.len() >= 5,
+        "alive while releasing: {} heartbeats",
+        beats.len()
+    );
+    assert!(beats.iter().all(|b| b.intent == Intent::Restarting));
+    let (delivery, _, _) = h.deliveries.last().cloned().unwrap();
+    h.complete(delivery);
+    assert!(h.m.is_stopped());
+    let from = h.log.len();
+    h.advance(secs(30));
+    assert!(
+        h.heartbeats_since(from).is_empty(),
+        "silent once handed over"
+    );
+}
+
+/// Sim seed 8919 (slow handlers, a pause): a restarting member whose heartbeats stop being
+/// stored while its application still releases partitions must give them up before the
+/// leader can declare it dead, as any member under `Fence` does — without changing its
+/// intent (the reservation holds).
+#[test]
+fn a_restarting_member_cut_off_while_releasing_gives_everything_up_at_the_fence_deadline() {
+    let mut h = H::follower(config(|c| c.preferred_id = Some(0)));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    h.auto_deliver = false;
+    h.m.request_restart(h.now);
+    h.run();
+    let restarted = h.now;
+    h.connection(disconnected());
+    h.advance(ms(5_300));
+    assert!(
+        !h.notes
+            .iter()
+            .any(|n| matches!(n, Notification::OwnershipLost { .. })),
+        "not before fence_after (5.4 s)"
+    );
+    h.advance(ms(200));
+    assert!(
+        h.notes.contains(&Notification::OwnershipLost {
+            partitions: vec![owned("a", 1, 1)]
+        }),
+        "{:?}",
+        h.notes
+    );
+    assert!(
+        h.now - restarted < secs(9),
+        "before the leader may declare it dead"
+    );
+    assert_eq!(h.heartbeat_of(0).unwrap().intent, Intent::Restarting);
+    // Told once.
+    h.advance(secs(10));
+    let lost = h
+        .notes
+        .iter()
+        .filter(|n| matches!(n, Notification::OwnershipLost { .. }))
+        .count();
+    assert_eq!(lost, 1);
+}

@@ -55,6 +55,25 @@ struct Args {
     /// Run one named scenario (`--scenario list` lists them).
     #[arg(long)]
     scenario: Option<String>,
+    /// Re-introduce a known planner bug (test-only switch), to see the sweep find it:
+    /// `grant-before-ack`, `no-observation-gating` or `keep-unapplied`. Repeatable.
+    #[arg(long = "planner-fault", value_parser = parse_fault)]
+    planner_faults: Vec<&'static str>,
+}
+
+fn parse_fault(s: &str) -> Result<&'static str, String> {
+    [
+        "grant-before-ack",
+        "no-observation-gating",
+        "keep-unapplied",
+    ]
+    .into_iter()
+    .find(|f| *f == s)
+    .ok_or_else(|| {
+        format!(
+            "unknown planner fault {s:?}; grant-before-ack, no-observation-gating or keep-unapplied"
+        )
+    })
 }
 
 fn parse_range(s: &str) -> Result<Range<u64>, String> {
@@ -75,6 +94,13 @@ fn options(args: &Args, seed: u64) -> SimOptions {
     o.partitions = args.partitions;
     o.chaos = Duration::from_secs(args.chaos_secs);
     o.faults = !args.no_faults;
+    for f in &args.planner_faults {
+        match *f {
+            "grant-before-ack" => o.planner_faults.grant_before_ack = true,
+            "no-observation-gating" => o.planner_faults.no_observation_gating = true,
+            _ => o.planner_faults.keep_unapplied = true,
+        }
+    }
     o
 }
 
@@ -98,6 +124,9 @@ fn replay_command(args: &Args, seed: u64) -> String {
     }
     if args.no_faults {
         c.push_str(" --no-faults");
+    }
+    for f in &args.planner_faults {
+        c.push_str(&format!(" --planner-fault {f}"));
     }
     c.push_str(" --trace");
     c

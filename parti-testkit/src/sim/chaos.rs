@@ -58,12 +58,18 @@ pub(crate) fn schedule(
                 Control::Pause(Pick::Leader, d)
             }
             25..=31 => Control::Outage(w.between(ms(100), ms(3000))),
-            32..=41 => Control::Cut(Pick::Random, w.between(ms(100), ms(4000))),
+            32..=36 => Control::Cut(Pick::Random, w.between(ms(100), ms(4000))),
+            37..=41 => Control::Cut(Pick::Leader, w.between(election, election * 4)),
             42..=48 => {
                 let b = buckets[w.rng.below(4) as usize].clone();
                 Control::Stall(b, w.between(ms(200), ms(3000)))
             }
-            49..=55 => {
+            49..=51 => Control::SlowHandlers(
+                Pick::Random,
+                w.between(ms(200), w.config.handler_timeout),
+                w.between(ms(1000), ms(5000)),
+            ),
+            52..=55 => {
                 let who = if w.chance(500) {
                     None
                 } else {
@@ -79,7 +85,8 @@ pub(crate) fn schedule(
                 Control::WatchDelay(w.between(ms(20), ms(800)), w.between(ms(500), ms(4000)))
             }
             62..=66 => Control::Errors(50 + w.rng.below(400), w.between(ms(200), ms(2000))),
-            67..=68 => Control::Resync,
+            67 => Control::Resync,
+            68 => Control::LateWrite(30),
             69..=70 => Control::EndWatch,
             71..=80 => {
                 planned_members += 1;

@@ -112,6 +112,9 @@ pub(crate) struct Sim {
     pub term: Term,
     /// Until then the heartbeats bucket refuses watches: the driver reports them ended.
     pub(crate) refuse_hb_watches_until: Option<Instant>,
+    /// Every value the `term` key was given, with its revision (the store keeps one; a member's
+    /// ordered stream sees them all).
+    pub(crate) term_bumps: Vec<(Term, Revision)>,
 }
 
 pub(crate) fn config() -> ValidConfig {
@@ -196,6 +199,7 @@ impl Sim {
             hb_lagged: VecDeque::new(),
             term: Term(1),
             refuse_hb_watches_until: None,
+            term_bumps: Vec::new(),
         };
         for &m in members {
             sim.add_member(w(m));
@@ -307,10 +311,38 @@ impl Sim {
         }
     }
 
+    /// What a running member that reconnects sees: its ordered stream of `term` and its record
+    /// catches up, so its record is refused if a bump to a newer term came before it — a
+    /// deposed leader's write that landed late, after a bump the store no longer shows (the
+    /// `term` key keeps only its newest value). Found by the planner property at 100,000
+    /// cases: a cut-off member applied, on reconnecting, a late write of term 1 that had
+    /// landed after the bump to 2 (the store showed only the bump to 3, after it).
+    pub(crate) fn catch_up_view(&mut self, id: &WorkerId) {
+        self.fresh_view(id);
+        let b = self.names.assignments_bucket();
+        let rec = self
+            .kv
+            .get(&(b, Names::assignment_key(id)))
+            .and_then(|(v, r)| AssignmentRecord::decode(v).ok().map(|x| (x.term, *r)));
+        let Some((t, r)) = rec else {
+            return;
+        };
+        let newer_before = self.term_bumps.iter().any(|(bt, br)| *bt > t && *br < r);
+        if newer_before && let Some(m) = self.members.get_mut(id) {
+            m.refused.insert(r);
+        }
+    }
+
     /// Writes a value without telling anyone (setup).
     pub(crate) fn put_raw(&mut self, bucket: &str, key: &str, value: Vec<u8>) -> Revision {
         self.rev += 1;
         let r = Revision(self.rev);
+        if key == Names::TERM_KEY
+            && bucket == self.names.assignments_bucket()
+            && let Ok(t) = TermCounter::decode(&value)
+        {
+            self.term_bumps.push((t.term, r));
+        }
         self.kv
             .insert((bucket.to_owned(), key.to_owned()), (value, r));
         r

@@ -97,7 +97,7 @@ impl Sim {
         m.up = true;
         m.cut_off = false;
         m.next_beat = self.now;
-        self.fresh_view(&w(n));
+        self.catch_up_view(&w(n));
         self.beat(&w(n));
         self.apply(&w(n));
     }

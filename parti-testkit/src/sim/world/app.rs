@@ -14,7 +14,13 @@ use super::{Delivery, Ev, Status, World, describe_node, dur_ns};
 impl World {
     // ----- the application model ---------------------------------------------------------------
 
-    pub(super) fn handler_latency(&mut self) -> Duration {
+    pub(super) fn handler_latency(&mut self, n: usize) -> Duration {
+        if self.now < self.nodes[n].slow_handlers_until {
+            // A slow application (the `SlowHandlers` fault): still within `handler_timeout`, so
+            // the member waits for it and the partitions stay held meanwhile.
+            let max = self.nodes[n].slow_handler_max;
+            return self.between(max / 2, max);
+        }
         let max = self.settings.handler_latency;
         if self.chance(100) {
             self.between(Duration::ZERO, max)
@@ -77,7 +83,7 @@ impl World {
         let lat = if d.revoked.is_empty() {
             Duration::ZERO
         } else {
-            self.handler_latency()
+            self.handler_latency(n)
         };
         self.nodes[n].app.running = Some(d);
         self.schedule(
@@ -125,7 +131,7 @@ impl World {
         {
             Duration::ZERO
         } else {
-            self.handler_latency()
+            self.handler_latency(n)
         };
         self.schedule(self.now + lat, Ev::AppDone { node: n, delivery });
     }

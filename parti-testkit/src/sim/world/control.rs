@@ -4,8 +4,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use parti_core::member::{Event, Member, MemberInit};
+use parti_core::records::{AssignmentRecord, Names, OwnedPartition, Phase, Record, TermCounter};
 use parti_core::store::ConnectionState;
+use parti_core::store::KvEntry;
 use parti_core::store::model::WatcherId;
+use parti_core::{Fence, Term, Version};
 use parti_core::{InstanceId, Partition, PartitionId, ValidConfig};
 
 use super::{
@@ -63,6 +66,8 @@ impl World {
             app: App::default(),
             slow_until: Duration::ZERO,
             slow_extra: Duration::ZERO,
+            slow_handlers_until: Duration::ZERO,
+            slow_handler_max: Duration::ZERO,
             cut_until: Duration::ZERO,
             respawn: false,
             assign_watch: None,
@@ -379,8 +384,133 @@ impl World {
                     self.end_watch(w);
                 }
             }
+            Control::LateWrite(tries) => self.late_write(tries),
+            Control::SlowHandlers(pick, max, d) => {
+                if let Some(n) = self.resolve(pick) {
+                    self.stats.faults += 1;
+                    let max = max.min(self.config.handler_timeout * 4 / 5);
+                    self.nodes[n].slow_handlers_until = self.now + d;
+                    self.nodes[n].slow_handler_max = max;
+                }
+            }
             Control::Catalog => self.change_catalog(),
             Control::Weights => self.change_weights(),
+        }
+    }
+
+    /// The `LateWrite` fault (see [`Control::LateWrite`]).
+    pub(super) fn late_write(&mut self, tries: u32) {
+        let t = self.epoch + self.now;
+        let b = self.names.assignments_bucket();
+        let Some(term) = self
+            .store
+            .entry(&b, Names::TERM_KEY, t)
+            .ok()
+            .flatten()
+            .and_then(|e| TermCounter::decode(&e.value).ok())
+            .map(|c| c.term)
+        else {
+            return;
+        };
+        if term.0 < 2 {
+            return; // no leader was deposed yet
+        }
+        let old = Term(term.0 - 1);
+        let keys = self
+            .store
+            .keys(&b, Names::ASSIGNMENT_PREFIX, t)
+            .unwrap_or_default();
+        // Records the deposed leader could still compare-and-set: written under its term or
+        // before, not by the current leader.
+        let mut candidates: Vec<(String, KvEntry, AssignmentRecord)> = keys
+            .into_iter()
+            .filter_map(|k| {
+                let e = self.store.entry(&b, &k, t).ok().flatten()?;
+                let r = AssignmentRecord::decode(&e.value).ok()?;
+                (r.term <= old).then_some((k, e, r))
+            })
+            .collect();
+        if candidates.is_empty() || self.catalog.is_empty() {
+            return;
+        }
+        let (key, entry, mut rec) =
+            candidates.swap_remove(self.rng.below(candidates.len() as u64) as usize);
+        // Preferably a partition some application still works on while its own record no
+        // longer names it (a revocation not acknowledged yet): the case where acting on the
+        // late write as if it had been applied grants a partition that is still held.
+        let releasing: Vec<PartitionId> = self
+            .running()
+            .flat_map(|(_, x)| {
+                let named: BTreeSet<PartitionId> = x
+                    .member
+                    .worker_id()
+                    .and_then(|id| {
+                        self.store
+                            .entry(&b, &Names::assignment_key(id), t)
+                            .ok()
+                            .flatten()
+                    })
+                    .and_then(|e| AssignmentRecord::decode(&e.value).ok())
+                    .map(|r| {
+                        r.partitions
+                            .iter()
+                            .map(|o| o.partition.id().clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                x.app
+                    .held
+                    .keys()
+                    .filter(|p| !named.contains(*p))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if releasing.is_empty() && tries > 0 {
+            // Lands a moment later (the write was queued behind others).
+            self.schedule(
+                self.now + Duration::from_millis(100),
+                Ev::Control(Control::LateWrite(tries - 1)),
+            );
+            return;
+        }
+        let extra = if releasing.is_empty() {
+            self.catalog[self.rng.below(self.catalog.len() as u64) as usize].clone()
+        } else {
+            let id = &releasing[self.rng.below(releasing.len() as u64) as usize];
+            match self.catalog.iter().find(|p| p.id() == id) {
+                Some(p) => p.clone(),
+                None => return,
+            }
+        };
+        let version = Version(rec.version.0 + 1);
+        if !rec
+            .partitions
+            .iter()
+            .any(|o| o.partition.id() == extra.id())
+        {
+            rec.partitions.push(OwnedPartition {
+                partition: extra,
+                fence: Fence::new(old, version),
+            });
+            rec.partitions
+                .sort_by(|a, b| a.partition.id().cmp(b.partition.id()));
+        }
+        rec.term = old;
+        rec.version = version;
+        rec.phase = Phase::Grant;
+        self.stats.faults += 1;
+        self.trace
+            .line(self.now, None, || format!("late write {key} {rec:?}"));
+        let _ = self.store.update(&b, &key, rec.encode(), entry.revision, t);
+        self.drain_wakes();
+        // Late writes come with leadership trouble: half the time the current leader stalls
+        // past its lease now, and the next leader takes over from what the store holds.
+        if self.chance(500)
+            && let Some(n) = self.resolve(Pick::Leader)
+        {
+            let d = self.between(self.config.election_ttl, self.config.election_ttl * 2);
+            self.pause(n, d);
         }
     }
 
@@ -457,6 +587,7 @@ impl World {
         for node in &mut self.nodes {
             node.cut_until = node.cut_until.min(self.now);
             node.slow_until = Duration::ZERO;
+            node.slow_handlers_until = Duration::ZERO;
         }
         for until in self.stalls.values_mut() {
             *until = (*until).min(self.now);

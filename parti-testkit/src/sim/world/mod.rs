@@ -84,6 +84,9 @@ pub struct Node {
     pub(crate) app: App,
     slow_until: Duration,
     slow_extra: Duration,
+    /// Until then its handlers take between half of `slow_handler_max` and all of it.
+    slow_handlers_until: Duration,
+    slow_handler_max: Duration,
     cut_until: Duration,
     /// A restart was requested: when the member stops, a new process with the same preferred
     /// id starts.
@@ -214,6 +217,15 @@ pub enum Control {
     /// One watch ends (its stream is over, or it fails for good): the driver reports
     /// `WatchEnded` and forgets it; the machine opens it again.
     EndWatch,
+    /// A deposed leader's write lands late: a record of the term before the current one, for
+    /// a worker whose record that leader could still have compare-and-set, giving it one more
+    /// partition (preferably one an application still releases; if there is none, it lands up
+    /// to this many times 100 ms later). Members refuse it; the leaders must not act on it as
+    /// if it had been applied.
+    LateWrite(u32),
+    /// A process's application handlers are slow (up to this long, within `handler_timeout`)
+    /// for a while: it releases revoked partitions late, still heartbeating.
+    SlowHandlers(Pick, Duration, Duration),
     /// Partitions added and removed.
     Catalog,
     /// Weights changed.
