@@ -7,13 +7,51 @@
 //!
 //! **What it is not.** A library; nothing here is reused by the other crates.
 //!
-//! Status: none of those commands exists yet. The binary says so and exits with status 2.
+//! Exit codes: 0 success; 1 the command ran and found a problem (the demo's ledger saw two
+//! owners, a worker failed); 2 a usage or configuration mistake.
+
+mod demo;
 
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+
+/// parti spreads weighted partitions over worker processes, coordinated only through NATS
+/// JetStream KV.
+#[derive(Debug, Parser)]
+#[command(name = "parti", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a small cluster inside this process on the embedded store, and watch partitions move
+    /// as workers join, crash, restart and leave (no server needed).
+    Demo(demo::DemoArgs),
+}
+
 fn main() -> ExitCode {
-    eprintln!(
-        "parti: no commands are available yet (demo, worker and status arrive with the runtime)"
-    );
-    ExitCode::from(2)
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("parti: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match cli.command {
+        Command::Demo(args) => match runtime.block_on(demo::run(args)) {
+            Ok(demo::Outcome::Clean) => ExitCode::SUCCESS,
+            Ok(demo::Outcome::Failed) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("parti demo: {e}");
+                ExitCode::from(1)
+            }
+        },
+    }
 }
