@@ -11,6 +11,8 @@
 //! owners, a worker failed); 2 a usage or configuration mistake.
 
 mod demo;
+mod nats;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -30,6 +32,20 @@ enum Command {
     /// Run a small cluster inside this process on the embedded store, and watch partitions move
     /// as workers join, crash, restart and leave (no server needed).
     Demo(demo::DemoArgs),
+    /// Run one worker process on NATS; it logs every change of its assignment and leaves
+    /// gracefully on SIGINT/SIGTERM.
+    Worker(Box<worker::WorkerArgs>),
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }
 
 fn main() -> ExitCode {
@@ -53,5 +69,15 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Worker(args) => {
+            init_logs();
+            match runtime.block_on(worker::run(*args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err((message, code)) => {
+                    eprintln!("parti worker: {message}");
+                    ExitCode::from(code)
+                }
+            }
+        }
     }
 }

@@ -19,13 +19,13 @@ use parti_core::Config;
 use parti_core::member::Notification as MemberNotification;
 use parti_core::planner::{PlanReason, PlannerNotification};
 use parti_core::records::OwnedPartition;
-use parti_core::strategy::{AssignInput, AssignmentStrategy, Plan, StrategyError};
 use parti_runtime::{
     AssignmentHandler, HandlerError, Manager, MemoryStore, Notification, StaticSource,
 };
 use tokio::task::JoinHandle;
 
 use self::ledger::{Incarnation, Ledger, Snapshot};
+use crate::worker::Named;
 
 /// The options of `parti demo`.
 #[derive(Clone, Debug, clap::Args)]
@@ -52,20 +52,6 @@ pub(crate) enum Outcome {
     Clean,
     /// The ledger found a partition with two owners, or a step did not settle.
     Failed,
-}
-
-/// A strategy picked by name at run time (the builder takes a concrete type).
-#[derive(Debug)]
-struct Named(Box<dyn AssignmentStrategy>);
-
-impl AssignmentStrategy for Named {
-    fn name(&self) -> &'static str {
-        self.0.name()
-    }
-
-    fn assign(&self, input: &AssignInput<'_>) -> Result<Plan, StrategyError> {
-        self.0.assign(input)
-    }
 }
 
 /// One worker's application: reports every callback to the ledger and prints it.
