@@ -12,6 +12,7 @@
 
 mod demo;
 mod nats;
+mod status;
 mod worker;
 
 use std::process::ExitCode;
@@ -35,6 +36,9 @@ enum Command {
     /// Run one worker process on NATS; it logs every change of its assignment and leaves
     /// gracefully on SIGINT/SIGTERM.
     Worker(Box<worker::WorkerArgs>),
+    /// Show a cluster as its buckets say: members, leader and term, version, who owns how much,
+    /// unowned partitions.
+    Status(Box<status::StatusArgs>),
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
@@ -79,5 +83,12 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Status(args) => match runtime.block_on(status::run(*args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err((message, code)) => {
+                eprintln!("parti status: {message}");
+                ExitCode::from(code)
+            }
+        },
     }
 }
