@@ -73,13 +73,8 @@ pub(crate) async fn run(args: WorkerArgs) -> Result<(), (String, u8)> {
     };
     config.namespace.clone_from(&args.nats.namespace);
     config.preferred_id = args.id;
-    let valid = config.clone().validate().map_err(|e| {
-        let mut text = e.to_string();
-        for problem in e.errors() {
-            text.push_str(&format!("\n  - {problem}"));
-        }
-        (text, 2)
-    })?;
+    // The errors' Display lists every problem.
+    let valid = config.clone().validate().map_err(|e| (e.to_string(), 2))?;
     let source = match args.partitions {
         Some(n) => StaticSource::numbered(n as usize),
         None => {
