@@ -59,3 +59,42 @@ fn an_unknown_strategy_is_a_usage_error_that_names_the_choices() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("sticky-balanced"), "{stderr}");
 }
+
+/// On a terminal the demo redraws a live table on the alternate screen, then leaves it and
+/// prints the event log and the summary. The terminal is a pseudo-terminal made by `script`
+/// (util-linux).
+#[test]
+fn on_a_terminal_the_demo_draws_a_live_table_then_the_summary() {
+    let command = format!(
+        "stty cols 100 rows 30; {} demo --workers 3 --partitions 12",
+        env!("CARGO_BIN_EXE_parti")
+    );
+    let output = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("`script` (util-linux) runs");
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "exit {:?}\n{screen}",
+        output.status
+    );
+    let enter = screen
+        .find("\u{1b}[?1049h")
+        .expect("the alternate screen is entered");
+    let leave = screen
+        .find("\u{1b}[?1049l")
+        .expect("the alternate screen is left");
+    let table = screen.find("WORKER").expect("the live table is drawn");
+    assert!(enter < table && table < leave, "{screen}");
+    // The header line, redrawn many times (every 100 ms).
+    assert!(screen.matches("two owners: never").count() > 5, "{screen}");
+    let summary = screen
+        .find("no partition ever had two owners")
+        .expect("the summary");
+    assert!(
+        leave < summary,
+        "the summary is printed after the screen is left"
+    );
+}

@@ -8,6 +8,7 @@
 //! nothing is simulated here.
 
 mod ledger;
+mod live;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -39,6 +40,9 @@ pub(crate) struct DemoArgs {
     /// The assignment strategy, by its stable name.
     #[arg(long, default_value = "sticky-balanced", value_parser = clap::builder::PossibleValuesParser::new(parti_strategy::NAMES))]
     pub(crate) strategy: String,
+    /// Print plain lines even when stdout is a terminal (no live table).
+    #[arg(long)]
+    pub(crate) plain: bool,
     /// Longest wait for the cluster to settle after a step, in seconds; a step that does not
     /// settle in time fails the demo (exit 1).
     #[arg(long, default_value_t = 30)]
@@ -106,17 +110,31 @@ fn count(n: usize) -> String {
     }
 }
 
-/// Seconds since the demo began, in front of every line; muted once the summary is due.
+/// Seconds since the demo began, in front of every line; muted once the summary is due. In
+/// live mode the lines go to the event log the screen shows (and are printed at the end).
 #[derive(Clone)]
 struct Clock {
     start: Instant,
     muted: Arc<AtomicBool>,
+    log: Option<Arc<parking_lot::Mutex<Vec<String>>>>,
 }
 
 impl Clock {
     fn say(&self, line: &str) {
-        if !self.muted.load(Ordering::Relaxed) {
-            println!("{:>7.2}s  {line}", self.start.elapsed().as_secs_f64());
+        if self.muted.load(Ordering::Relaxed) {
+            return;
+        }
+        let line = format!("{:>7.2}s  {line}", self.start.elapsed().as_secs_f64());
+        match &self.log {
+            Some(log) => log.lock().push(line),
+            None => println!("{line}"),
+        }
+    }
+
+    fn blank(&self) {
+        match &self.log {
+            Some(log) => log.lock().push(String::new()),
+            None => println!(),
         }
     }
 }
@@ -151,6 +169,8 @@ struct Demo {
     ledger: Arc<Ledger>,
     clock: Clock,
     workers: BTreeMap<u32, Running>,
+    /// What the live view shows (kept in step with `workers`).
+    board: live::Board,
     incarnations: AtomicU64,
     terms: BTreeSet<u64>,
     steps: Vec<StepReport>,
@@ -163,11 +183,15 @@ struct Demo {
 ///
 /// A worker that could not start (the message says why).
 pub(crate) async fn run(args: DemoArgs) -> Result<Outcome, String> {
+    let live = !args.plain && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let log = live.then(|| Arc::new(parking_lot::Mutex::new(Vec::new())));
     let clock = Clock {
         start: Instant::now(),
         muted: Arc::new(AtomicBool::new(false)),
+        log: log.clone(),
     };
     let mut demo = Demo {
+        board: live::Board::default(),
         source: StaticSource::numbered(args.partitions as usize),
         store: MemoryStore::new(),
         ledger: Arc::new(Ledger::default()),
@@ -179,13 +203,53 @@ pub(crate) async fn run(args: DemoArgs) -> Result<Outcome, String> {
         failed: false,
         args,
     };
-    demo.play().await?;
+    let screen = match &log {
+        Some(log) => {
+            let screen =
+                live::Screen::enter().map_err(|e| format!("cannot draw on the terminal: {e}"))?;
+            let title = live::Title {
+                partitions: demo.args.partitions as usize,
+                strategy: demo.args.strategy.clone(),
+                start: demo.clock.start,
+            };
+            let renderer = tokio::spawn(live::render(
+                title,
+                demo.board.clone(),
+                demo.ledger.clone(),
+                log.clone(),
+            ));
+            Some((screen, renderer))
+        }
+        None => None,
+    };
+    let played = tokio::select! {
+        played = demo.play() => played,
+        _ = tokio::signal::ctrl_c() => Err("interrupted".to_owned()),
+    };
+    if let Some((screen, renderer)) = screen {
+        renderer.abort();
+        drop(screen);
+    }
+    // The screen is gone: the whole event log, as plain mode would have printed it.
+    let flush_log = || {
+        if let Some(log) = &log {
+            for line in log.lock().drain(..) {
+                println!("{line}");
+            }
+        }
+    };
+    if let Err(e) = played {
+        flush_log();
+        return Err(e);
+    }
     // The rest stop gracefully, together; the ledger still checks every handover of theirs.
     demo.clock.say(&format!(
         "== the {} remaining workers stop",
         demo.workers.len()
     ));
     demo.clock.muted.store(true, Ordering::Relaxed);
+    demo.board.lock().clear();
+    flush_log();
     let stops = std::mem::take(&mut demo.workers)
         .into_values()
         .map(|w| async move {
@@ -245,7 +309,7 @@ impl Demo {
             count(lost.len())
         ));
         let t0 = Instant::now();
-        if let Some(w) = self.workers.remove(&victim) {
+        if let Some(w) = self.remove(victim) {
             w.manager.abort();
             w.narrator.abort();
             self.ledger.crash(&w.who, Instant::now());
@@ -274,7 +338,7 @@ impl Demo {
             count(kept_before.len())
         ));
         let t0 = Instant::now();
-        if let Some(w) = self.workers.remove(&restarting) {
+        if let Some(w) = self.remove(restarting) {
             w.manager.shutdown_for_restart().await;
             w.narrator.abort();
         }
@@ -298,7 +362,7 @@ impl Demo {
             .say(&format!("== {name} (the leader) leaves gracefully"));
         let before = self.snapshot();
         let t0 = Instant::now();
-        if let Some(w) = self.workers.remove(&leader) {
+        if let Some(w) = self.remove(leader) {
             w.manager.shutdown().await;
             w.narrator.abort();
         }
@@ -333,6 +397,9 @@ impl Demo {
             who.name.clone(),
             self.clock.clone(),
         ));
+        self.board
+            .lock()
+            .insert(id, (who.name.clone(), manager.clone()));
         self.workers.insert(
             id,
             Running {
@@ -342,6 +409,12 @@ impl Demo {
             },
         );
         Ok(())
+    }
+
+    /// Takes a worker out of the script and of the live view.
+    fn remove(&mut self, id: u32) -> Option<Running> {
+        self.board.lock().remove(&id);
+        self.workers.remove(&id)
     }
 
     fn leader(&self) -> Option<u32> {
@@ -436,7 +509,7 @@ impl Demo {
             count(moves),
             snap.highest_fence,
         ));
-        println!();
+        self.clock.blank();
         self.steps.push(StepReport {
             what: what.to_owned(),
             reaction,
