@@ -10,6 +10,7 @@
 //! Exit codes: 0 success; 1 the command ran and found a problem (the demo's ledger saw two
 //! owners, a worker failed); 2 a usage or configuration mistake.
 
+mod config;
 mod demo;
 mod nats;
 mod status;
@@ -39,6 +40,9 @@ enum Command {
     /// Show a cluster as its buckets say: members, leader and term, version, who owns how much,
     /// unowned partitions.
     Status(Box<status::StatusArgs>),
+    /// Show or check the effective configuration (defaults, a TOML file, PARTI_* variables).
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
@@ -54,6 +58,15 @@ fn init_logs() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Config(command) = &cli.command {
+        return match config::run(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err((message, code)) => {
+                eprintln!("parti config: {message}");
+                ExitCode::from(code)
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -83,6 +96,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Config(_) => ExitCode::SUCCESS,
         Command::Status(args) => match runtime.block_on(status::run(*args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err((message, code)) => {

@@ -17,9 +17,10 @@ pub(crate) struct NatsArgs {
     )]
     pub(crate) url: String,
     /// The cluster's namespace: its buckets are `{ns}-ids`, `{ns}-heartbeats`, `{ns}-leader`
-    /// and `{ns}-assignments`.
-    #[arg(long, env = "PARTI_NAMESPACE", default_value = "parti")]
-    pub(crate) namespace: String,
+    /// and `{ns}-assignments`. Default: the configuration's (`PARTI_NAMESPACE`, the file),
+    /// else `parti`.
+    #[arg(long)]
+    pub(crate) namespace: Option<String>,
     /// User name (with --password).
     #[arg(long, env = "PARTI_NATS_USER", requires = "password")]
     pub(crate) user: Option<String>,
@@ -57,6 +58,15 @@ pub(crate) struct NatsArgs {
 }
 
 impl NatsArgs {
+    /// `--namespace`, else `PARTI_NAMESPACE`, else `parti` (for commands without a
+    /// configuration file).
+    pub(crate) fn namespace(&self) -> String {
+        self.namespace
+            .clone()
+            .or_else(|| std::env::var("PARTI_NAMESPACE").ok())
+            .unwrap_or_else(|| "parti".to_owned())
+    }
+
     /// The URLs of `--nats`, trimmed, empty ones dropped.
     pub(crate) fn urls(&self) -> Vec<String> {
         self.url

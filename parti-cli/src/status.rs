@@ -161,7 +161,7 @@ fn age_ms(entry: &kv::Entry) -> u64 {
 }
 
 async fn read(client: &async_nats::Client, args: &StatusArgs) -> Result<Report, (String, u8)> {
-    let ns = &args.nats.namespace;
+    let ns = &args.nats.namespace();
     let names = Names::new(ns);
     let js = jetstream::new(client.clone());
     let ids = bucket(&js, &names.ids_bucket(), ns).await?;

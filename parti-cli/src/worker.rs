@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 
+use parti_core::Partition;
 use parti_core::member::Notification as MemberNotification;
 use parti_core::records::OwnedPartition;
 use parti_core::strategy::{AssignInput, AssignmentStrategy, Plan, StrategyError};
-use parti_core::{Config, Partition};
 use parti_nats::{NatsStore, NatsStoreConfig};
 use parti_runtime::{Manager, Notification, StaticSource};
 
+use crate::config::ConfigArgs;
 use crate::nats::NatsArgs;
 
 /// The options of `parti worker`.
@@ -36,10 +37,8 @@ pub(crate) struct WorkerArgs {
     /// The assignment strategy, by its stable name (every worker should use the same).
     #[arg(long, default_value = "sticky-balanced", value_parser = clap::builder::PossibleValuesParser::new(parti_strategy::NAMES))]
     pub(crate) strategy: String,
-    /// Use the demo timers (`Config::fast()`: heartbeat 200 ms, TTL 600 ms) instead of the
-    /// production defaults. For tests and trials on one machine only.
-    #[arg(long)]
-    pub(crate) fast: bool,
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
     /// On SIGINT/SIGTERM, stop for a restart (`shutdown_for_restart`) instead of leaving the
     /// cluster: the partitions stay reserved for `rejoin_window` for this id.
     #[arg(long)]
@@ -66,15 +65,15 @@ impl AssignmentStrategy for Named {
 ///
 /// What went wrong, in words, and the exit code (2 for a usage or configuration mistake).
 pub(crate) async fn run(args: WorkerArgs) -> Result<(), (String, u8)> {
-    let mut config = if args.fast {
-        Config::fast()
-    } else {
-        Config::default()
-    };
-    config.namespace.clone_from(&args.nats.namespace);
-    config.preferred_id = args.id;
-    // The errors' Display lists every problem.
-    let valid = config.clone().validate().map_err(|e| (e.to_string(), 2))?;
+    // Defaults, file, PARTI_* variables, then the flags.
+    let mut config = crate::config::load(&args.config).map_err(|e| (e, 2))?;
+    if let Some(ns) = &args.nats.namespace {
+        config.namespace.clone_from(ns);
+    }
+    if args.id.is_some() {
+        config.preferred_id = args.id;
+    }
+    let valid = crate::config::validate(config.clone()).map_err(|e| (e, 2))?;
     let source = match args.partitions {
         Some(n) => StaticSource::numbered(n as usize),
         None => {
@@ -101,7 +100,7 @@ pub(crate) async fn run(args: WorkerArgs) -> Result<(), (String, u8)> {
         .map_err(|e| (format!("{e} (server {})", args.nats.url), 1))?;
     tracing::info!(
         server = %store.server_version(),
-        namespace = %args.nats.namespace,
+        namespace = %valid.namespace,
         "connected to NATS"
     );
     let manager = Manager::builder(config)
