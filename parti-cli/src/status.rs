@@ -1,0 +1,335 @@
+//! `parti status`: what a cluster's four buckets say — members, leader and term, assignment
+//! version, who owns how much, unowned and doubly owned partitions — for a cluster this process
+//! did not start.
+//!
+//! It reads the buckets with async-nats directly rather than through the `KvStore` port: the age
+//! of a heartbeat is the server's timestamp of the entry, which the port does not carry.
+//! Records are decoded with `parti_core::records`; a value that does not decode is reported,
+//! never a panic.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use parti_core::records::{
+    AssignmentRecord, ClusterMeta, Heartbeat, IdClaim, Leadership, Names, Record, TermCounter,
+};
+use serde::Serialize;
+
+use crate::nats::NatsArgs;
+
+/// The options of `parti status`.
+#[derive(Clone, Debug, clap::Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    pub(crate) nats: NatsArgs,
+    /// The size of the numbered catalog the workers run with (`parti worker --partitions N`), to
+    /// list partitions nobody owns. Without it only owned partitions are counted.
+    #[arg(long)]
+    pub(crate) partitions: Option<u32>,
+    /// Print one JSON object (for scripts) instead of the table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// One member: a worker id with a live claim.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Member {
+    id: String,
+    instance: String,
+    state: Option<String>,
+    intent: Option<String>,
+    /// Milliseconds since its last heartbeat was written; `None` when it has none.
+    heartbeat_age_ms: Option<u64>,
+    applied_version: Option<u64>,
+    partitions: usize,
+    weight: u64,
+    /// Whether its assignment record is addressed to the process holding the id now.
+    record_current: bool,
+}
+
+/// Everything `parti status` shows.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Report {
+    namespace: String,
+    leader: Option<String>,
+    term: Option<u64>,
+    highest_term: Option<u64>,
+    version: Option<u64>,
+    lifecycle: Option<String>,
+    members: Vec<Member>,
+    /// Partitions in the current records of members.
+    owned: usize,
+    /// Partitions listed in the current records of more than one member.
+    owned_twice: Vec<String>,
+    /// Partitions of the catalog (`--partitions`) nobody owns; `None` without `--partitions`.
+    unowned: Option<Vec<String>>,
+    /// Values that did not decode: `bucket/key: why`.
+    undecodable: Vec<String>,
+}
+
+/// Reads the cluster and prints it.
+///
+/// # Errors
+///
+/// What went wrong, in words, and the exit code (1 for a missing namespace or an unreachable
+/// server, 2 for a usage mistake).
+pub(crate) async fn run(args: StatusArgs) -> Result<(), (String, u8)> {
+    let options = args
+        .nats
+        .options("parti status")
+        .await
+        .map_err(|e| (e, 2))?;
+    let client = options.connect(args.nats.urls()).await.map_err(|e| {
+        (
+            format!("cannot connect to NATS at {}: {e}", args.nats.url),
+            1,
+        )
+    })?;
+    let report = read(&client, &args).await?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| (format!("cannot encode the report: {e}"), 1))?;
+        println!("{text}");
+    } else {
+        print!("{}", table(&report));
+    }
+    Ok(())
+}
+
+async fn bucket(js: &jetstream::Context, name: &str, ns: &str) -> Result<kv::Store, (String, u8)> {
+    js.get_key_value(name).await.map_err(|e| {
+        let text = format!(
+            "{e} {}",
+            std::error::Error::source(&e)
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        );
+        if text.contains("not found") {
+            (
+                format!(
+                    "namespace {ns:?} does not exist on this server (no bucket {name}): \
+                     start a worker with --namespace {ns}, or check the name"
+                ),
+                1,
+            )
+        } else {
+            (format!("cannot open bucket {name}: {text}"), 1)
+        }
+    })
+}
+
+/// Every live key of a bucket with its value and the server's write time.
+async fn entries(store: &kv::Store, name: &str) -> Result<Vec<kv::Entry>, (String, u8)> {
+    let fail = |e: &dyn std::fmt::Display| (format!("cannot read bucket {name}: {e}"), 1);
+    let mut keys = store.keys().await.map_err(|e| fail(&e))?;
+    let mut names = Vec::new();
+    while let Some(key) = keys.next().await {
+        names.push(key.map_err(|e| fail(&e))?);
+    }
+    names.sort();
+    let mut out = Vec::new();
+    for key in names {
+        // A key may expire or be deleted between the listing and the read.
+        if let Some(entry) = store.entry(key).await.map_err(|e| fail(&e))?
+            && entry.operation == kv::Operation::Put
+        {
+            out.push(entry);
+        }
+    }
+    Ok(out)
+}
+
+fn decode<R: Record>(entry: &kv::Entry, undecodable: &mut Vec<String>) -> Option<R> {
+    match R::decode(&entry.value) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            undecodable.push(format!("{}/{}: {e}", entry.bucket, entry.key));
+            None
+        }
+    }
+}
+
+fn age_ms(entry: &kv::Entry) -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_nanos();
+    let written = u128::try_from(entry.created.unix_timestamp_nanos()).unwrap_or(0);
+    u64::try_from(now.saturating_sub(written) / 1_000_000).unwrap_or(u64::MAX)
+}
+
+async fn read(client: &async_nats::Client, args: &StatusArgs) -> Result<Report, (String, u8)> {
+    let ns = &args.nats.namespace();
+    let names = Names::new(ns);
+    let js = jetstream::new(client.clone());
+    let ids = bucket(&js, &names.ids_bucket(), ns).await?;
+    let heartbeats = bucket(&js, &names.heartbeats_bucket(), ns).await?;
+    let leader = bucket(&js, &names.leader_bucket(), ns).await?;
+    let assignments = bucket(&js, &names.assignments_bucket(), ns).await?;
+
+    let mut undecodable = Vec::new();
+    let claims: BTreeMap<String, IdClaim> = entries(&ids, &names.ids_bucket())
+        .await?
+        .iter()
+        .filter_map(|e| Some((e.key.clone(), decode::<IdClaim>(e, &mut undecodable)?)))
+        .collect();
+    let beats: BTreeMap<String, (Heartbeat, u64)> =
+        entries(&heartbeats, &names.heartbeats_bucket())
+            .await?
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    e.key.clone(),
+                    (decode::<Heartbeat>(e, &mut undecodable)?, age_ms(e)),
+                ))
+            })
+            .collect();
+    let leadership: Option<Leadership> = entries(&leader, &names.leader_bucket())
+        .await?
+        .iter()
+        .find(|e| e.key == Names::LEADER_KEY)
+        .and_then(|e| decode(e, &mut undecodable));
+    let mut meta: Option<ClusterMeta> = None;
+    let mut term_counter: Option<TermCounter> = None;
+    let mut records: BTreeMap<String, AssignmentRecord> = BTreeMap::new();
+    for e in entries(&assignments, &names.assignments_bucket()).await? {
+        if e.key == Names::META_KEY {
+            meta = decode(&e, &mut undecodable);
+        } else if e.key == Names::TERM_KEY {
+            term_counter = decode(&e, &mut undecodable);
+        } else if let Some(worker) = Names::worker_of_assignment_key(&e.key)
+            && let Some(r) = decode::<AssignmentRecord>(&e, &mut undecodable)
+        {
+            records.insert(worker.to_string(), r);
+        }
+    }
+
+    let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut members = Vec::new();
+    for (id, claim) in &claims {
+        let beat = beats.get(id);
+        let record = records.get(id).filter(|r| r.instance == claim.instance);
+        if let Some(r) = record {
+            for p in &r.partitions {
+                owners
+                    .entry(p.partition.id().to_string())
+                    .or_default()
+                    .push(id.clone());
+            }
+        }
+        members.push(Member {
+            id: id.clone(),
+            instance: claim.instance.to_string(),
+            state: beat.map(|(b, _)| b.state.name().to_owned()),
+            intent: beat.map(|(b, _)| format!("{:?}", b.intent).to_lowercase()),
+            heartbeat_age_ms: beat.map(|(_, age)| *age),
+            applied_version: beat.map(|(b, _)| b.applied.0),
+            partitions: record.map_or(0, |r| r.partitions.len()),
+            weight: record.map_or(0, |r| {
+                r.partitions.iter().map(|p| p.partition.weight()).sum()
+            }),
+            record_current: record.is_some(),
+        });
+    }
+    let unowned = args.partitions.map(|n| {
+        (0..n)
+            .map(|i| format!("p{i:04}"))
+            .filter(|p| !owners.contains_key(p))
+            .collect()
+    });
+    Ok(Report {
+        namespace: ns.clone(),
+        leader: leadership.as_ref().map(|l| l.worker.to_string()),
+        term: leadership.as_ref().map(|l| l.term.0),
+        highest_term: term_counter.map(|t| t.term.0),
+        version: meta.as_ref().map(|m| m.version.0),
+        lifecycle: meta
+            .as_ref()
+            .map(|m| format!("{:?}", m.lifecycle).to_lowercase()),
+        owned: owners.len(),
+        owned_twice: owners
+            .iter()
+            .filter(|(_, o)| o.len() > 1)
+            .map(|(p, o)| format!("{p} ({})", o.join(", ")))
+            .collect(),
+        unowned,
+        undecodable,
+        members,
+    })
+}
+
+fn table(r: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let or_none = |v: Option<u64>| v.map_or_else(|| "none".to_owned(), |v| v.to_string());
+    let _ = writeln!(out, "namespace  {}", r.namespace);
+    let _ = writeln!(
+        out,
+        "leader     {} (term {}, highest term taken {})",
+        r.leader.as_deref().unwrap_or("none"),
+        or_none(r.term),
+        or_none(r.highest_term)
+    );
+    let _ = writeln!(
+        out,
+        "version    {} ({})",
+        or_none(r.version),
+        r.lifecycle.as_deref().unwrap_or("no plan published yet")
+    );
+    let _ = writeln!(out, "members    {}", r.members.len());
+    let _ = writeln!(
+        out,
+        "  {:<12} {:<18} {:<10} {:<11} {:>10} {:>10} {:>7}",
+        "ID", "STATE", "INTENT", "HEARTBEAT", "PARTITIONS", "WEIGHT", "APPLIED"
+    );
+    for m in &r.members {
+        let _ = writeln!(
+            out,
+            "  {:<12} {:<18} {:<10} {:<11} {:>10} {:>10} {:>7}",
+            m.id,
+            m.state.as_deref().unwrap_or("-"),
+            m.intent.as_deref().unwrap_or("-"),
+            m.heartbeat_age_ms.map_or_else(
+                || "none".to_owned(),
+                |a| format!("{:.1}s ago", a as f64 / 1000.0)
+            ),
+            if m.record_current {
+                m.partitions.to_string()
+            } else {
+                "-".to_owned()
+            },
+            m.weight,
+            m.applied_version
+                .map_or_else(|| "-".to_owned(), |v| v.to_string())
+        );
+    }
+    if !r.members.is_empty() {
+        let counts: Vec<usize> = r.members.iter().map(|m| m.partitions).collect();
+        let max = counts.iter().copied().max().unwrap_or(0);
+        let mean = r.owned as f64 / r.members.len() as f64;
+        if mean > 0.0 {
+            let _ = writeln!(out, "balance    max/mean {:.2}", max as f64 / mean);
+        }
+    }
+    let _ = writeln!(out, "owned      {} partitions", r.owned);
+    match &r.unowned {
+        Some(u) if u.is_empty() => {
+            let _ = writeln!(out, "unowned    none");
+        }
+        Some(u) => {
+            let _ = writeln!(out, "unowned    {} ({})", u.len(), u.join(" "));
+        }
+        None => {
+            let _ = writeln!(out, "unowned    unknown (pass --partitions N to check)");
+        }
+    }
+    if !r.owned_twice.is_empty() {
+        let _ = writeln!(out, "TWO OWNERS {}", r.owned_twice.join("; "));
+    }
+    for u in &r.undecodable {
+        let _ = writeln!(out, "undecodable {u}");
+    }
+    out
+}
