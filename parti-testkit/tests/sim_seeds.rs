@@ -82,3 +82,15 @@ fn seed_6021_the_heal_keeps_a_member_when_the_last_was_still_claiming() {
     let r = run(&SimOptions::seed(6021));
     assert!(r.violations.is_empty(), "{}", r.summary());
 }
+
+/// Seed 4611 (after the late-write fault joined the mix): a deposed leader's late write landed
+/// on a fenced member's key between two term bumps, naming a partition another (leaving) member
+/// still held. The fenced member acknowledged the record's version as its fence floor without
+/// applying it, and the next leader took that acknowledgement for "holds it already" and kept the
+/// partition there — a grant while the other member held it. A fenced member's record is now
+/// kept only where it is free.
+#[test]
+fn seed_4611_a_fenced_members_acknowledgement_is_not_ownership() {
+    let r = run(&SimOptions::seed(4611));
+    assert!(r.violations.is_empty(), "{}", r.summary());
+}

@@ -7,7 +7,7 @@ use super::Planner;
 use super::publish::Op;
 use super::slots::{Awaiting, Ghost, Slot, ids};
 use crate::machine::{KvReply, KvResult, OpId};
-use crate::records::AssignmentRecord;
+use crate::records::{AssignmentRecord, Intent};
 use crate::store::KvError;
 use crate::types::WorkerId;
 
@@ -136,11 +136,11 @@ impl Planner {
             return false;
         };
         let decoded = entry.as_ref().map(|e| self.decode_record(e));
-        let applied = self
-            .live
-            .get(&worker)
-            .and_then(|i| i.beat.as_ref())
-            .map(|b| b.applied);
+        let beat = self.live.get(&worker).and_then(|i| i.beat.as_ref());
+        let applied = beat.map(|b| b.applied);
+        // A fenced member's `applied` is a floor it acknowledged holding nothing, not a record
+        // it acts on (see `finish_takeover`).
+        let fenced = beat.is_some_and(|b| b.intent == Intent::Fenced);
         let term = self.term;
         // Versions only grow, across leaders too: a record of any term found in the store
         // (an older leader's late write included) is below every version we issue from now on.
@@ -184,6 +184,8 @@ impl Planner {
                 // bump the process applies it (a restart return stays zero movement).
                 if r.term.next() < term && applied.is_none_or(|a| a < r.version) {
                     slot.must_rewrite = true;
+                    slot.unapplied = true;
+                } else if r.term < term && fenced {
                     slot.unapplied = true;
                 }
             }

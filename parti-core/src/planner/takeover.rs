@@ -19,7 +19,9 @@ use super::later;
 use super::slots::{Awaiting, Holds, Slot};
 use super::{PlannerNotification, Stage, Timer};
 use crate::machine::{IoAction, KvReply, KvRequest, KvResult, OpId};
-use crate::records::{AssignmentRecord, ClusterMeta, Lifecycle, Names, Record, catalog_digest};
+use crate::records::{
+    AssignmentRecord, ClusterMeta, Intent, Lifecycle, Names, Record, catalog_digest,
+};
 use crate::store::KvEntry;
 use crate::types::{PartitionId, Revision, Term, Version, WorkerId};
 
@@ -247,8 +249,14 @@ impl super::Planner {
             slot.must_rewrite = zombie
                 || rec.is_none()
                 || (!acked && rec.as_ref().is_some_and(|r| r.term < self.term));
+            // A fenced member acknowledges the version of its record without applying it (it
+            // holds nothing while fenced, a subset of any record): giving it that record is a
+            // grant, and the record may be a deposed leader's late write naming a partition
+            // that another member still holds (simulator seed 4611).
+            let fenced = beat.as_ref().is_some_and(|b| b.intent == Intent::Fenced);
             slot.unapplied = zombie
                 || rec.is_none()
+                || fenced
                 || (!acked && rec.as_ref().is_some_and(|r| r.term.next() < self.term));
             slot.rec = rec;
             slot.holds = if acked {
