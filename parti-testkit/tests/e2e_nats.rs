@@ -1,0 +1,398 @@
+//! End-to-end scenarios of issue 11 on a real `nats-server` (the Go integration suite's list):
+//! ten workers started together, a burst 3 → 10, a rolling restart of ten, a scale-down 10 → 3,
+//! two namespaces on one server, and garbage written into every bucket by a foreign client.
+//! Each worker has its own NATS connection; every handler callback goes to the ownership ledger,
+//! whose "never two owners" check ends every test.
+//!
+//! Timings are printed (`-- --nocapture`); every wait is a condition with a deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use parti_core::Config;
+use parti_core::store::KvStore;
+use parti_nats::{NatsStore, NatsStoreConfig};
+use parti_runtime::Manager;
+use parti_testkit::cluster::{Cluster, Worker};
+use parti_testkit::nats::NatsServer;
+
+/// `Config::fast()` slowed down about 2× for real sockets on a shared 2-core machine (the same
+/// as `manager_nats.rs`).
+fn config() -> Config {
+    let ms = Duration::from_millis;
+    let mut c = Config::fast();
+    c.heartbeat_interval = ms(300);
+    c.heartbeat_ttl = ms(1_500);
+    c.emergency_grace = ms(500);
+    c.fence_margin = ms(150);
+    c.election_ttl = ms(2_000);
+    c.lease_margin = ms(200);
+    c.identity_ttl = ms(6_000);
+    c.operation_timeout = ms(1_000);
+    c
+}
+
+const WITHIN: Duration = Duration::from_secs(30);
+
+fn server() -> NatsServer {
+    NatsServer::start().unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn store(url: &str, config: &Config) -> Arc<dyn KvStore> {
+    let valid = config.clone().validate().expect("a valid test config");
+    Arc::new(
+        NatsStore::connect_url(url, NatsStoreConfig::from_config(&valid))
+            .await
+            .expect("connect to the test server"),
+    )
+}
+
+/// Starts `n` workers at once (each on its own connection; `preferred` ids if given) and
+/// returns how many `start` calls failed.
+async fn start_together(c: &mut Cluster, url: &str, n: usize, preferred: &[Option<u32>]) -> usize {
+    let mut starts = Vec::new();
+    for i in 0..n {
+        let store = store(url, &c.config).await;
+        let handler = c.ledger.handler(format!("p{}", c.workers.len() + i));
+        let mut config = c.config.clone();
+        config.preferred_id = preferred.get(i).copied().flatten();
+        let source = c.source.clone();
+        starts.push(async move {
+            let process = handler.process().to_owned();
+            let started = Manager::builder(config)
+                .shared_store(store)
+                .partitions(source)
+                .handler(handler)
+                .start()
+                .await;
+            (process, started)
+        });
+    }
+    let mut failures = 0;
+    for (process, started) in join_all(starts).await {
+        match started {
+            Ok(manager) => {
+                if let Some(id) = manager.worker_id() {
+                    c.ledger.name(&process, id.to_string());
+                }
+                c.workers.push(Worker {
+                    process,
+                    manager,
+                    alive: true,
+                });
+            }
+            Err(err) => {
+                eprintln!("start failed: {err}");
+                failures += 1;
+            }
+        }
+    }
+    failures
+}
+
+/// Waits until the cluster is covered and nothing was granted for `quiet`.
+async fn settle(c: &Cluster) {
+    c.wait_covered(WITHIN).await.expect("covered");
+    let quiet = c.config.cold_start_window + c.config.planned_scale_window;
+    let mut len = c.ledger.len();
+    let mut since = tokio::time::Instant::now();
+    let deadline = since + WITHIN;
+    while since.elapsed() < quiet || c.coverage_gap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never settled: {:?}",
+            c.coverage_gap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if c.ledger.len() != len {
+            len = c.ledger.len();
+            since = tokio::time::Instant::now();
+        }
+    }
+}
+
+fn id_number(c: &Cluster, i: usize) -> u32 {
+    c.worker_id(i)
+        .expect("an id")
+        .as_str()
+        .rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("ids are worker-<n>")
+}
+
+/// Go's suite saw `Start` fail in 9 of 14 cold starts of ten at its defaults (a window racing
+/// the start timeout). Here: ten at once, every `start` succeeds, every partition owned once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_workers_started_together_all_start_and_cover_everything() {
+    let server = server();
+    let mut c = Cluster::new(config(), 100);
+    let t0 = tokio::time::Instant::now();
+    let failures = start_together(&mut c, &server.url(), 10, &[]).await;
+    assert_eq!(failures, 0, "no start failed");
+    let took = c.wait_covered(WITHIN).await.expect("covered");
+    println!(
+        "10 together: every start returned after {:?}, covered {took:?} later",
+        t0.elapsed() - took
+    );
+    settle(&c).await;
+    let counts: Vec<usize> = c
+        .live()
+        .into_iter()
+        .map(|i| c.workers[i].manager.owned().len())
+        .collect();
+    assert!(
+        counts.iter().all(|&n| n == 10),
+        "StickyBalanced spreads 100 over 10 exactly: {counts:?}"
+    );
+    c.ledger.assert_clean();
+    c.shutdown_all().await;
+    c.ledger.assert_clean();
+}
+
+/// Burst 3 → 10: the minimum number of partitions move (from 34/33/33 to 10 each: 70), nobody
+/// owns a partition twice on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_from_three_to_ten_moves_the_minimum() {
+    let server = server();
+    let url = server.url();
+    let mut c = Cluster::new(config(), 100);
+    assert_eq!(start_together(&mut c, &url, 3, &[]).await, 0);
+    settle(&c).await;
+    let from = c.ledger.len();
+    let t0 = tokio::time::Instant::now();
+    assert_eq!(start_together(&mut c, &url, 7, &[]).await, 0);
+    c.wait_until(WITHIN, || {
+        c.coverage_gap().or_else(|| {
+            c.live()
+                .into_iter()
+                .find(|&i| c.workers[i].manager.owned().len() != 10)
+                .map(|i| format!("worker {i} owns {}", c.workers[i].manager.owned().len()))
+        })
+    })
+    .await
+    .expect("10 each");
+    println!("burst 3 → 10: 10 each after {:?}", t0.elapsed());
+    settle(&c).await;
+    assert_eq!(c.ledger.moves_since(from), 70, "the minimum moved");
+    c.ledger.assert_clean();
+    c.shutdown_all().await;
+    c.ledger.assert_clean();
+}
+
+/// A rolling restart of ten with restart intent (`shutdown_for_restart`, then a new process
+/// with the same id): zero partitions change worker id (Go's rolling-drain moved ~190).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_ten_changes_no_owner() {
+    let server = server();
+    let url = server.url();
+    let mut c = Cluster::new(config(), 100);
+    assert_eq!(start_together(&mut c, &url, 10, &[]).await, 0);
+    settle(&c).await;
+    let from = c.ledger.len();
+    let t0 = tokio::time::Instant::now();
+    for i in 0..10 {
+        let id = id_number(&c, i);
+        let before = c.workers[i].manager.owned().len();
+        c.shutdown_for_restart(i).await;
+        assert_eq!(start_together(&mut c, &url, 1, &[Some(id)]).await, 0);
+        let back = c.workers.len() - 1;
+        assert_eq!(id_number(&c, back), id, "the same id comes back");
+        c.wait_covered(WITHIN)
+            .await
+            .expect("covered after each step");
+        assert_eq!(
+            c.workers[back].manager.owned().len(),
+            before,
+            "the new process owns what the old one did"
+        );
+    }
+    println!("rolling restart of 10: {:?}", t0.elapsed());
+    settle(&c).await;
+    assert_eq!(
+        c.ledger.moves_since(from),
+        0,
+        "no partition changed worker id"
+    );
+    c.ledger.assert_clean();
+    c.shutdown_all().await;
+    c.ledger.assert_clean();
+}
+
+/// Scale down 10 → 3, gracefully, one after the other (the leader last): each step moves
+/// exactly the leaving worker's partitions — the survivors keep theirs — and nobody waits for a
+/// death.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scale_down_from_ten_to_three_moves_only_what_leaves() {
+    let server = server();
+    let url = server.url();
+    let mut c = Cluster::new(config(), 100);
+    assert_eq!(start_together(&mut c, &url, 10, &[]).await, 0);
+    settle(&c).await;
+    let leader = c.leader().expect("a leader");
+    let mut leaving: Vec<usize> = c.live().into_iter().filter(|&i| i != leader).collect();
+    leaving.truncate(6);
+    leaving.push(leader);
+    for &i in &leaving {
+        let owned = c.workers[i].manager.owned().len();
+        let from = c.ledger.len();
+        let t0 = tokio::time::Instant::now();
+        c.shutdown(i).await;
+        let took = c
+            .wait_covered(WITHIN)
+            .await
+            .expect("covered after each leave");
+        println!(
+            "{} leaves with {owned}: covered after {:?}",
+            if i == leader {
+                "the leader"
+            } else {
+                "a follower"
+            },
+            t0.elapsed().max(took)
+        );
+        settle(&c).await;
+        assert_eq!(
+            c.ledger.moves_since(from),
+            owned,
+            "only the leaving worker's partitions moved"
+        );
+    }
+    let counts: Vec<usize> = c
+        .live()
+        .into_iter()
+        .map(|i| c.workers[i].manager.owned().len())
+        .collect();
+    assert_eq!(counts.len(), 3);
+    assert!(
+        counts.iter().all(|&n| (33..=34).contains(&n)),
+        "balanced: {counts:?}"
+    );
+    c.ledger.assert_clean();
+    c.shutdown_all().await;
+    c.ledger.assert_clean();
+}
+
+/// Two clusters on one server, in two namespaces: each covers its own catalog, and neither sees
+/// the other's workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_namespaces_on_one_server_do_not_see_each_other() {
+    let server = server();
+    let url = server.url();
+    let mut a_config = config();
+    a_config.namespace = "orders".into();
+    let mut b_config = config();
+    b_config.namespace = "billing".into();
+    let mut a = Cluster::new(a_config, 20);
+    let mut b = Cluster::new(b_config, 30);
+    assert_eq!(start_together(&mut a, &url, 2, &[]).await, 0);
+    assert_eq!(start_together(&mut b, &url, 3, &[]).await, 0);
+    a.wait_covered(WITHIN).await.expect("orders covered");
+    b.wait_covered(WITHIN).await.expect("billing covered");
+    settle(&a).await;
+    settle(&b).await;
+    // Ids are per namespace: both start at worker-0.
+    let ids = |c: &Cluster| -> Vec<String> {
+        let mut v: Vec<String> = c
+            .live()
+            .into_iter()
+            .map(|i| c.worker_id(i).expect("id").to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&a), ["worker-0", "worker-1"]);
+    assert_eq!(ids(&b), ["worker-0", "worker-1", "worker-2"]);
+    for (c, n) in [(&a, 20), (&b, 30)] {
+        let owned: usize = c
+            .live()
+            .into_iter()
+            .map(|i| c.workers[i].manager.owned().len())
+            .sum();
+        assert_eq!(owned, n, "each covers its own catalog exactly");
+        let leaders = c
+            .live()
+            .into_iter()
+            .filter(|&i| c.workers[i].manager.is_leader())
+            .count();
+        assert_eq!(leaders, 1, "one leader per namespace");
+    }
+    a.ledger.assert_clean();
+    b.ledger.assert_clean();
+    a.shutdown_all().await;
+    b.shutdown_all().await;
+}
+
+/// A foreign client writes garbage into each of the four buckets — undecodable values, unknown
+/// format versions, keys of the wrong shape. No worker panics, the cluster stays covered, and a
+/// worker that joins afterwards still gets its share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_in_every_bucket_is_survived() {
+    let server = server();
+    let url = server.url();
+    let mut c = Cluster::new(config(), 30);
+    assert_eq!(start_together(&mut c, &url, 3, &[]).await, 0);
+    settle(&c).await;
+
+    let client = async_nats::connect(&url).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    // An unknown format version: the first byte of every record is its format version.
+    let unknown_version: &[u8] = &[0xEE, 1, 2, 3];
+    // The current format version followed by bytes that are no record.
+    let junk: &[u8] = b"\x01\xff\xfe not a record";
+    for bucket in [
+        "parti-ids",
+        "parti-heartbeats",
+        "parti-leader",
+        "parti-assignments",
+    ] {
+        let kv = js.get_key_value(bucket).await.expect("the bucket exists");
+        let keys: &[&str] = match bucket {
+            "parti-ids" => &["worker-9", "not_a_worker_id"],
+            "parti-heartbeats" => &["worker-8", "junk.key"],
+            "parti-leader" => &["leader", "elsewhere"],
+            _ => &["w.worker-7", "meta", "term", "zz"],
+        };
+        for (i, key) in keys.iter().enumerate() {
+            let value = if i % 2 == 0 { junk } else { unknown_version };
+            kv.put(*key, value.to_vec().into())
+                .await
+                .unwrap_or_else(|e| panic!("put {bucket}/{key}: {e}"));
+        }
+    }
+    // The garbage `leader`, `term` and `meta` force an election and a takeover from garbage;
+    // the cluster must come back to full coverage by itself.
+    tokio::time::sleep(c.config.election_ttl).await;
+    c.wait_covered(WITHIN)
+        .await
+        .expect("covered again after the garbage");
+    for i in c.live() {
+        assert!(
+            !c.workers[i].manager.status().stopped,
+            "worker {i} is still running"
+        );
+    }
+    let from = c.ledger.len();
+    assert_eq!(
+        start_together(&mut c, &url, 1, &[]).await,
+        0,
+        "a newcomer starts"
+    );
+    let newcomer = c.workers.len() - 1;
+    c.wait_until(WITHIN, || {
+        c.coverage_gap().or_else(|| {
+            c.workers[newcomer]
+                .manager
+                .owned()
+                .is_empty()
+                .then(|| "the newcomer owns nothing yet".to_owned())
+        })
+    })
+    .await
+    .expect("the newcomer gets its share");
+    assert!(c.ledger.moves_since(from) > 0);
+    c.ledger.assert_clean();
+    c.shutdown_all().await;
+    c.ledger.assert_clean();
+}
