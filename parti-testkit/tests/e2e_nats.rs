@@ -70,6 +70,130 @@ async fn a_burst_from_three_to_ten_moves_the_minimum() {
     c.ledger.assert_clean();
 }
 
+/// A catalog change through the partition source, on five workers: 20 partitions added
+/// (granted; nothing that was owned moves), then 30 removed (revoked from their owners; nothing
+/// else moves), a rebalance asked for (only the excess moves), then one partition's weight
+/// changed. After each step every partition of the new catalog is owned exactly once and
+/// nobody still holds a removed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_change_through_the_source_is_applied_exactly() {
+    let server = server();
+    let mut c = Cluster::new(config(), 100);
+    assert_eq!(start_together(&mut c, &server.url(), 5, &[]).await, 0);
+    settle(&c).await;
+
+    let numbered = |range: std::ops::Range<usize>| {
+        range
+            .map(|i| parti_core::Partition::new([format!("p{i:04}")], 1).expect("valid"))
+            .collect::<Vec<_>>()
+    };
+    let refresh_all = |c: &Cluster, expected: usize| {
+        let managers: Vec<_> = c
+            .live()
+            .iter()
+            .map(|&i| c.workers[i].manager.clone())
+            .collect();
+        async move {
+            for m in managers {
+                assert_eq!(m.refresh_partitions().await, Ok(expected));
+            }
+        }
+    };
+
+    // Added: 100 → 120. StickyBalanced keeps every owner (20 each → 24 each).
+    let from = c.ledger.len();
+    let t0 = tokio::time::Instant::now();
+    c.source.update(numbered(0..120));
+    refresh_all(&c, 120).await;
+    let took = c
+        .wait_covered(WITHIN)
+        .await
+        .expect("the added partitions owned");
+    println!("20 added: all 120 owned after {:?}", t0.elapsed().max(took));
+    settle(&c).await;
+    assert_eq!(
+        c.ledger.moves_since(from),
+        0,
+        "adding partitions moves none"
+    );
+    let counts: Vec<usize> = c
+        .live()
+        .iter()
+        .map(|&i| c.workers[i].manager.owned().len())
+        .collect();
+    assert!(counts.iter().all(|&n| n == 24), "24 each: {counts:?}");
+
+    // Removed: the first 30 (p0000..p0029) go; their owners are told to stop.
+    let from = c.ledger.len();
+    let t0 = tokio::time::Instant::now();
+    c.source.update(numbered(30..120));
+    refresh_all(&c, 90).await;
+    c.wait_covered(WITHIN)
+        .await
+        .expect("the rest owned, nothing removed held");
+    println!(
+        "30 removed: settled to the new catalog after {:?}",
+        t0.elapsed()
+    );
+    settle(&c).await;
+    let removed_still_owned: Vec<_> = c
+        .ledger
+        .owners()
+        .into_keys()
+        .filter(|p| p.to_string().as_str() < "p0030")
+        .collect();
+    assert!(removed_still_owned.is_empty(), "{removed_still_owned:?}");
+    assert_eq!(
+        c.ledger.moves_since(from),
+        0,
+        "removing partitions moves none"
+    );
+    let counts: Vec<usize> = c
+        .live()
+        .iter()
+        .map(|&i| c.workers[i].manager.owned().len())
+        .collect();
+    assert_eq!(counts.iter().sum::<usize>(), 90, "{counts:?}");
+    println!("30 removed: counts {counts:?} (removal moves nothing)");
+
+    // A rebalance asked of the leader evens it out with the fewest moves: each worker above
+    // ⌈90/5⌉ = 18 gives up exactly its excess.
+    let excess: usize = counts.iter().map(|&n| n.saturating_sub(18)).sum();
+    let from = c.ledger.len();
+    let leader = c.leader().expect("a leader");
+    c.workers[leader]
+        .manager
+        .trigger_rebalance()
+        .await
+        .expect("rebalance");
+    c.wait_until(WITHIN, || {
+        c.coverage_gap().or_else(|| {
+            c.live()
+                .into_iter()
+                .find(|&i| c.workers[i].manager.owned().len() != 18)
+                .map(|i| format!("worker {i} owns {}", c.workers[i].manager.owned().len()))
+        })
+    })
+    .await
+    .expect("18 each");
+    settle(&c).await;
+    assert_eq!(c.ledger.moves_since(from), excess, "the minimum moved");
+
+    // A weight change: the partition stays a single partition, owned once.
+    let mut heavier = numbered(30..120);
+    heavier[0] = parti_core::Partition::new(["p0030"], 10).expect("valid");
+    c.source.update(heavier);
+    refresh_all(&c, 90).await;
+    c.wait_covered(WITHIN)
+        .await
+        .expect("covered after a weight change");
+    settle(&c).await;
+
+    c.ledger.assert_clean();
+    c.shutdown_all().await;
+    c.ledger.assert_clean();
+}
+
 /// A rolling restart of ten with restart intent (`shutdown_for_restart`, then a new process
 /// with the same id): zero partitions change worker id (Go's rolling-drain moved ~190).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
