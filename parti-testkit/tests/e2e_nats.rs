@@ -1,5 +1,6 @@
 //! End-to-end scenarios of issue 11 on a real `nats-server` (the Go integration suite's list):
-//! ten workers started together, a burst 3 → 10, a rolling restart of ten, a scale-down 10 → 3,
+//! ten workers started together, a burst 3 → 10, a rolling restart of ten, a rolling
+//! replacement with new ids, a scale-down 10 → 3, a catalog change through the source,
 //! two namespaces on one server, and garbage written into every bucket by a foreign client.
 //! Each worker has its own NATS connection; every handler callback goes to the ownership ledger,
 //! whose "never two owners" check ends every test.
@@ -228,6 +229,55 @@ async fn a_rolling_restart_of_ten_changes_no_owner() {
         0,
         "no partition changed worker id"
     );
+    c.ledger.assert_clean();
+    c.shutdown_all().await;
+    c.ledger.assert_clean();
+}
+
+/// A rolling replacement with new ids (the Go suite's other rolling update): five of ten
+/// workers, one after another, leave gracefully and a new process with a new id joins. Each
+/// step moves exactly the minimum: the leaver's partitions go to the others (10), then the
+/// joiner takes one partition from each worker above ⌈100/10⌉ (10): 20 per step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_replacement_with_new_ids_moves_the_minimum_per_step() {
+    let server = server();
+    let url = server.url();
+    let mut c = Cluster::new(config(), 100);
+    assert_eq!(start_together(&mut c, &url, 10, &[]).await, 0);
+    settle(&c).await;
+    let t0 = tokio::time::Instant::now();
+    for i in 0..5 {
+        let from = c.ledger.len();
+        let owned = c.workers[i].manager.owned().len();
+        let old_id = id_number(&c, i);
+        c.shutdown(i).await;
+        c.wait_covered(WITHIN)
+            .await
+            .expect("covered after the leave");
+        let new_id = 50 + u32::try_from(i).expect("small");
+        assert_eq!(start_together(&mut c, &url, 1, &[Some(new_id)]).await, 0);
+        let joiner = c.workers.len() - 1;
+        assert_eq!(id_number(&c, joiner), new_id, "a new id, not {old_id}");
+        c.wait_until(WITHIN, || {
+            c.coverage_gap().or_else(|| {
+                c.live()
+                    .into_iter()
+                    .find(|&w| c.workers[w].manager.owned().len() != 10)
+                    .map(|w| format!("worker {w} owns {}", c.workers[w].manager.owned().len()))
+            })
+        })
+        .await
+        .expect("10 each after the join");
+        settle(&c).await;
+        let moved = c.ledger.moves_since(from);
+        println!("step {i}: worker-{old_id} → worker-{new_id}, {moved} moved");
+        assert_eq!(
+            moved,
+            owned + 10,
+            "the leaver's partitions, then the joiner's share"
+        );
+    }
+    println!("rolling replacement of 5: {:?}", t0.elapsed());
     c.ledger.assert_clean();
     c.shutdown_all().await;
     c.ledger.assert_clean();
