@@ -235,7 +235,10 @@ pub enum DisconnectPolicy {
     Fence,
     /// The Go library's "stale but stable": keep working on the cached assignment while cut
     /// off. **Exclusive ownership is not guaranteed during an outage**: the leader may hand the
-    /// partitions to someone else meanwhile.
+    /// partitions to someone else meanwhile. Nor just after one that outlasted `identity_ttl`:
+    /// the member's id has expired, and its partitions may be granted to another process (the
+    /// one that claims its id, or any other) before this member, reconnected, has learned that
+    /// and revoked them (seen end to end on NATS: `e2e_faults.rs`, the 30 s outage under Hold).
     Hold,
 }
 
