@@ -10,6 +10,7 @@
 //! Exit codes: 0 success; 1 the command ran and found a problem (the demo's ledger saw two
 //! owners, a worker failed); 2 a usage or configuration mistake.
 
+mod catalog;
 mod config;
 mod demo;
 mod nats;

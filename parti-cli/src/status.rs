@@ -28,9 +28,28 @@ pub(crate) struct StatusArgs {
     /// list partitions nobody owns. Without it only owned partitions are counted.
     #[arg(long)]
     pub(crate) partitions: Option<u32>,
+    /// The catalog file the workers run with (`parti worker --partitions-file FILE`), to list
+    /// partitions nobody owns.
+    #[arg(long, value_name = "FILE", conflicts_with = "partitions")]
+    pub(crate) partitions_file: Option<std::path::PathBuf>,
     /// Print one JSON object (for scripts) instead of the table.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Keep watching until Ctrl-C: on a terminal the table is redrawn every `--interval`;
+    /// otherwise (piped) it is printed again whenever something other than an age changed.
+    #[arg(long, conflicts_with = "json")]
+    pub(crate) watch: bool,
+    /// How often `--watch` reads the cluster (e.g. `500ms`, `2s`).
+    #[arg(long, default_value = "1s", value_parser = parse_interval, requires = "watch")]
+    pub(crate) interval: Duration,
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let d = parti_core::config::duration::parse(text).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(100) {
+        return Err("the interval must be at least 100ms".to_owned());
+    }
+    Ok(d)
 }
 
 /// One member: a worker id with a live claim.
@@ -43,6 +62,11 @@ pub(crate) struct Member {
     /// Milliseconds since its last heartbeat was written; `None` when it has none.
     heartbeat_age_ms: Option<u64>,
     applied_version: Option<u64>,
+    /// The phase of its current record (`revoke` while a handoff takes partitions away,
+    /// `grant` otherwise); `None` without a record addressed to it.
+    phase: Option<String>,
+    /// The version of its current record.
+    record_version: Option<u64>,
     partitions: usize,
     weight: u64,
     /// Whether its assignment record is addressed to the process holding the id now.
@@ -55,12 +79,21 @@ pub(crate) struct Report {
     namespace: String,
     leader: Option<String>,
     term: Option<u64>,
+    /// Milliseconds until the leader's lease runs out unless renewed (the leader key's age
+    /// against the leader bucket's max age); `None` without a leader.
+    lease_left_ms: Option<u64>,
     highest_term: Option<u64>,
     version: Option<u64>,
     lifecycle: Option<String>,
     members: Vec<Member>,
     /// Partitions in the current records of members.
     owned: usize,
+    /// The largest member's weight over the mean weight of the members (1.0 is perfect);
+    /// `None` without members or weight.
+    balance: Option<f64>,
+    /// Whether a handoff is under way: a member's record takes partitions away, or a member
+    /// has not applied the published version yet.
+    handoff_in_progress: bool,
     /// Partitions listed in the current records of more than one member.
     owned_twice: Vec<String>,
     /// Partitions of the catalog (`--partitions`) nobody owns; `None` without `--partitions`.
@@ -87,7 +120,15 @@ pub(crate) async fn run(args: StatusArgs) -> Result<(), (String, u8)> {
             1,
         )
     })?;
-    let report = read(&client, &args).await?;
+    let catalog = match (&args.partitions_file, args.partitions) {
+        (Some(path), _) => Some(crate::catalog::read(path).map_err(|e| (e, 2))?),
+        (None, Some(n)) => Some(crate::catalog::numbered(n)),
+        (None, None) => None,
+    };
+    if args.watch {
+        return watch(&client, &args, catalog.as_deref()).await;
+    }
+    let report = read(&client, &args, catalog.as_deref()).await?;
     if args.json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| (format!("cannot encode the report: {e}"), 1))?;
@@ -96,6 +137,77 @@ pub(crate) async fn run(args: StatusArgs) -> Result<(), (String, u8)> {
         print!("{}", table(&report));
     }
     Ok(())
+}
+
+/// `--watch`: reads the cluster every interval until Ctrl-C. A terminal gets the table
+/// redrawn in place; a pipe gets a new table (after a timestamp line) only when something
+/// other than an age changed, so a log of it shows every change once.
+async fn watch(
+    client: &async_nats::Client,
+    args: &StatusArgs,
+    catalog: Option<&[parti_core::Partition]>,
+) -> Result<(), (String, u8)> {
+    use std::io::{IsTerminal as _, Write as _};
+    let terminal = std::io::stdout().is_terminal();
+    let mut last_shape: Option<String> = None;
+    let mut ticker = tokio::time::interval(args.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = ticker.tick() => {}
+        }
+        let (shape, text) = match read(client, args, catalog).await {
+            Ok(report) => (report.shape(), table(&report)),
+            // A namespace that does not exist yet, or a server that went away, is shown (and
+            // watched on), not fatal.
+            Err((why, _)) => (why.clone(), format!("{why}\n")),
+        };
+        if !terminal && last_shape.as_ref() == Some(&shape) {
+            continue;
+        }
+        last_shape = Some(shape);
+        let mut out = std::io::stdout().lock();
+        let stamp = humantime_now();
+        let _ = if terminal {
+            // Clear the screen, home the cursor, draw.
+            write!(
+                out,
+                "\x1b[2J\x1b[H{stamp} (every {:?}, Ctrl-C ends)\n{text}",
+                args.interval
+            )
+        } else {
+            write!(out, "--- {stamp}\n{text}")
+        };
+        let _ = out.flush();
+    }
+}
+
+/// The time of day (UTC) as `HH:MM:SS`.
+fn humantime_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    format!(
+        "{:02}:{:02}:{:02} UTC",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+impl Report {
+    /// The report without what changes by itself (ages, lease left): two reads of a quiet
+    /// cluster have the same shape.
+    fn shape(&self) -> String {
+        let mut quiet = self.clone();
+        quiet.lease_left_ms = None;
+        for m in &mut quiet.members {
+            m.heartbeat_age_ms = None;
+        }
+        serde_json::to_string(&quiet).unwrap_or_default()
+    }
 }
 
 async fn bucket(js: &jetstream::Context, name: &str, ns: &str) -> Result<kv::Store, (String, u8)> {
@@ -160,7 +272,11 @@ fn age_ms(entry: &kv::Entry) -> u64 {
     u64::try_from(now.saturating_sub(written) / 1_000_000).unwrap_or(u64::MAX)
 }
 
-async fn read(client: &async_nats::Client, args: &StatusArgs) -> Result<Report, (String, u8)> {
+async fn read(
+    client: &async_nats::Client,
+    args: &StatusArgs,
+    catalog: Option<&[parti_core::Partition]>,
+) -> Result<Report, (String, u8)> {
     let ns = &args.nats.namespace();
     let names = Names::new(ns);
     let js = jetstream::new(client.clone());
@@ -186,11 +302,20 @@ async fn read(client: &async_nats::Client, args: &StatusArgs) -> Result<Report, 
                 ))
             })
             .collect();
-    let leadership: Option<Leadership> = entries(&leader, &names.leader_bucket())
+    let leader_entry = entries(&leader, &names.leader_bucket())
         .await?
-        .iter()
-        .find(|e| e.key == Names::LEADER_KEY)
+        .into_iter()
+        .find(|e| e.key == Names::LEADER_KEY);
+    let leadership: Option<Leadership> = leader_entry
+        .as_ref()
         .and_then(|e| decode(e, &mut undecodable));
+    let lease_left_ms = match (&leadership, &leader_entry, leader.status().await) {
+        (Some(_), Some(e), Ok(status)) => {
+            let max_age = u64::try_from(status.max_age().as_millis()).unwrap_or(u64::MAX);
+            Some(max_age.saturating_sub(age_ms(e)))
+        }
+        _ => None,
+    };
     let mut meta: Option<ClusterMeta> = None;
     let mut term_counter: Option<TermCounter> = None;
     let mut records: BTreeMap<String, AssignmentRecord> = BTreeMap::new();
@@ -226,6 +351,8 @@ async fn read(client: &async_nats::Client, args: &StatusArgs) -> Result<Report, 
             intent: beat.map(|(b, _)| format!("{:?}", b.intent).to_lowercase()),
             heartbeat_age_ms: beat.map(|(_, age)| *age),
             applied_version: beat.map(|(b, _)| b.applied.0),
+            phase: record.map(|r| format!("{:?}", r.phase).to_lowercase()),
+            record_version: record.map(|r| r.version.0),
             partitions: record.map_or(0, |r| r.partitions.len()),
             weight: record.map_or(0, |r| {
                 r.partitions.iter().map(|p| p.partition.weight()).sum()
@@ -233,18 +360,35 @@ async fn read(client: &async_nats::Client, args: &StatusArgs) -> Result<Report, 
             record_current: record.is_some(),
         });
     }
-    let unowned = args.partitions.map(|n| {
-        (0..n)
-            .map(|i| format!("p{i:04}"))
+    let unowned = catalog.map(|partitions| {
+        partitions
+            .iter()
+            .map(|p| p.id().to_string())
             .filter(|p| !owners.contains_key(p))
             .collect()
     });
+    let version = meta.as_ref().map(|m| m.version.0);
+    let handoff_in_progress = members.iter().any(|m| {
+        m.phase.as_deref() == Some("revoke")
+            || m.applied_version
+                .zip(m.record_version)
+                .is_some_and(|(applied, record)| applied < record)
+    });
+    let balance = {
+        let weights: Vec<u64> = members.iter().map(|m| m.weight).collect();
+        let total: u64 = weights.iter().sum();
+        let max = weights.iter().copied().max().unwrap_or(0);
+        (total > 0).then(|| max as f64 * weights.len() as f64 / total as f64)
+    };
     Ok(Report {
         namespace: ns.clone(),
         leader: leadership.as_ref().map(|l| l.worker.to_string()),
         term: leadership.as_ref().map(|l| l.term.0),
+        lease_left_ms,
         highest_term: term_counter.map(|t| t.term.0),
-        version: meta.as_ref().map(|m| m.version.0),
+        version,
+        balance,
+        handoff_in_progress,
         lifecycle: meta
             .as_ref()
             .map(|m| format!("{:?}", m.lifecycle).to_lowercase()),
@@ -265,29 +409,37 @@ fn table(r: &Report) -> String {
     let mut out = String::new();
     let or_none = |v: Option<u64>| v.map_or_else(|| "none".to_owned(), |v| v.to_string());
     let _ = writeln!(out, "namespace  {}", r.namespace);
+    let lease = r.lease_left_ms.map_or_else(String::new, |ms| {
+        format!(", lease {:.1}s left", ms as f64 / 1000.0)
+    });
     let _ = writeln!(
         out,
-        "leader     {} (term {}, highest term taken {})",
+        "leader     {} (term {}{lease}, highest term taken {})",
         r.leader.as_deref().unwrap_or("none"),
         or_none(r.term),
         or_none(r.highest_term)
     );
     let _ = writeln!(
         out,
-        "version    {} ({})",
+        "version    {} ({}{})",
         or_none(r.version),
-        r.lifecycle.as_deref().unwrap_or("no plan published yet")
+        r.lifecycle.as_deref().unwrap_or("no plan published yet"),
+        if r.handoff_in_progress {
+            ", handoff in progress"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(out, "members    {}", r.members.len());
     let _ = writeln!(
         out,
-        "  {:<12} {:<18} {:<10} {:<11} {:>10} {:>10} {:>7}",
-        "ID", "STATE", "INTENT", "HEARTBEAT", "PARTITIONS", "WEIGHT", "APPLIED"
+        "  {:<12} {:<18} {:<10} {:<11} {:<7} {:>10} {:>10} {:>7}",
+        "ID", "STATE", "INTENT", "HEARTBEAT", "PHASE", "PARTITIONS", "WEIGHT", "APPLIED"
     );
     for m in &r.members {
         let _ = writeln!(
             out,
-            "  {:<12} {:<18} {:<10} {:<11} {:>10} {:>10} {:>7}",
+            "  {:<12} {:<18} {:<10} {:<11} {:<7} {:>10} {:>10} {:>7}",
             m.id,
             m.state.as_deref().unwrap_or("-"),
             m.intent.as_deref().unwrap_or("-"),
@@ -295,6 +447,7 @@ fn table(r: &Report) -> String {
                 || "none".to_owned(),
                 |a| format!("{:.1}s ago", a as f64 / 1000.0)
             ),
+            m.phase.as_deref().unwrap_or("-"),
             if m.record_current {
                 m.partitions.to_string()
             } else {
@@ -305,13 +458,8 @@ fn table(r: &Report) -> String {
                 .map_or_else(|| "-".to_owned(), |v| v.to_string())
         );
     }
-    if !r.members.is_empty() {
-        let counts: Vec<usize> = r.members.iter().map(|m| m.partitions).collect();
-        let max = counts.iter().copied().max().unwrap_or(0);
-        let mean = r.owned as f64 / r.members.len() as f64;
-        if mean > 0.0 {
-            let _ = writeln!(out, "balance    max/mean {:.2}", max as f64 / mean);
-        }
+    if let Some(b) = r.balance {
+        let _ = writeln!(out, "balance    max/mean weight {b:.2}");
     }
     let _ = writeln!(out, "owned      {} partitions", r.owned);
     match &r.unowned {
@@ -322,7 +470,10 @@ fn table(r: &Report) -> String {
             let _ = writeln!(out, "unowned    {} ({})", u.len(), u.join(" "));
         }
         None => {
-            let _ = writeln!(out, "unowned    unknown (pass --partitions N to check)");
+            let _ = writeln!(
+                out,
+                "unowned    unknown (pass --partitions N or --partitions-file FILE to check)"
+            );
         }
     }
     if !r.owned_twice.is_empty() {

@@ -23,13 +23,17 @@ pub(crate) struct WorkerArgs {
     /// cluster must be given the same catalog.
     #[arg(
         long,
-        conflicts_with = "partition",
-        required_unless_present = "partition"
+        conflicts_with_all = ["partition", "partitions_file"],
+        required_unless_present_any = ["partition", "partitions_file"]
     )]
     pub(crate) partitions: Option<u32>,
     /// The catalog, one partition key per flag (weight 1); repeat it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "partitions_file")]
     pub(crate) partition: Vec<String>,
+    /// The catalog from a file: one partition per line, its keys joined by `.` and optionally a
+    /// weight (`orders.eu 300`); `#` starts a comment.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) partitions_file: Option<std::path::PathBuf>,
     /// The worker id number to ask for (`worker-<N>`); a restarted worker that asks for its old
     /// id gets its partitions back.
     #[arg(long)]
@@ -74,9 +78,10 @@ pub(crate) async fn run(args: WorkerArgs) -> Result<(), (String, u8)> {
         config.preferred_id = args.id;
     }
     let valid = crate::config::validate(config.clone()).map_err(|e| (e, 2))?;
-    let source = match args.partitions {
-        Some(n) => StaticSource::numbered(n as usize),
-        None => {
+    let source = match (args.partitions, &args.partitions_file) {
+        (Some(n), _) => StaticSource::numbered(n as usize),
+        (None, Some(path)) => StaticSource::new(crate::catalog::read(path).map_err(|e| (e, 2))?),
+        (None, None) => {
             let mut list = Vec::new();
             for key in &args.partition {
                 list.push(

@@ -16,6 +16,7 @@ use parti_testkit::nats::NatsServer;
 use serde_json::Value;
 
 const PARTITIONS: u64 = 12;
+const PARTITIONS_TEXT: &str = "12";
 const BIN: &str = env!("CARGO_BIN_EXE_parti");
 
 /// A worker process, killed when dropped; its log goes to a file.
@@ -26,17 +27,19 @@ struct Worker {
 
 impl Worker {
     fn start(dir: &Path, url: &str, namespace: &str, id: u32, extra: &[&str]) -> Worker {
+        let mut args = vec!["--partitions", PARTITIONS_TEXT];
+        args.extend_from_slice(extra);
+        Worker::with(dir, url, namespace, id, &args)
+    }
+
+    /// A worker with `args` after the connection flags and its id (the catalog among them).
+    fn with(dir: &Path, url: &str, namespace: &str, id: u32, args: &[&str]) -> Worker {
         let log = dir.join(format!("worker-{id}.log"));
         let file = File::create(&log).expect("a log file in the temp dir");
         let child = Command::new(BIN)
             .args(["worker", "--fast", "--nats", url, "--namespace", namespace])
-            .args([
-                "--partitions",
-                &PARTITIONS.to_string(),
-                "--id",
-                &id.to_string(),
-            ])
-            .args(extra)
+            .args(["--id", &id.to_string()])
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -304,5 +307,146 @@ fn a_server_that_wants_a_password_refuses_a_worker_without_one_readably() {
     assert!(
         ok,
         "the worker with the password never owned the 4 partitions"
+    );
+}
+
+/// A child's stdout lines, read on a thread as they come.
+fn lines_of(child: &mut Child) -> std::sync::Arc<parking_lot::Mutex<Vec<String>>> {
+    use std::io::BufRead as _;
+    let lines = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let out = child.stdout.take().expect("piped stdout");
+    let sink = std::sync::Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            match line {
+                Ok(l) => sink.lock().push(l),
+                Err(_) => return,
+            }
+        }
+    });
+    lines
+}
+
+/// `parti status --watch`, piped: a table each time the cluster changes (not for ages), from
+/// "the namespace does not exist" to one member, then two; a catalog from a file (keys and
+/// weights) on the workers and in `status --partitions-file`; `--json` carries the lease left,
+/// each record's phase and the weight balance. A catalog file with mistakes stops a worker with
+/// exit code 2 and every mistake's line.
+#[test]
+fn status_watch_follows_a_cluster_on_a_catalog_file() {
+    let server = NatsServer::start().expect("nats-server (set PARTI_NATS_SERVER)");
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let ns = "watched";
+    let catalog = dir.path().join("catalog.txt");
+    std::fs::write(
+        &catalog,
+        "# region.shard weight\norders.eu 30\norders.us 50\nbilling.eu\nbilling.us 2\n",
+    )
+    .expect("write the catalog");
+    let file = catalog.to_str().expect("a UTF-8 path");
+
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, "orders.eu 0\norders.us x\n").expect("write");
+    let out = Command::new(BIN)
+        .args([
+            "worker",
+            "--nats",
+            &url,
+            "--namespace",
+            ns,
+            "--partitions-file",
+        ])
+        .arg(&bad)
+        .output()
+        .expect("parti worker runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("2 problems") && stderr.contains("line 1: ") && stderr.contains("line 2: "),
+        "{stderr}"
+    );
+
+    let mut watch = Command::new(BIN)
+        .args(["status", "--watch", "--interval", "200ms", "--nats", &url])
+        .args(["--namespace", ns, "--partitions-file", file])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("parti status --watch starts");
+    let lines = lines_of(&mut watch);
+    let wait_for = |what: &str, bound: Duration, ok: &dyn Fn(&[String]) -> bool| {
+        let t0 = Instant::now();
+        loop {
+            if ok(&lines.lock()) {
+                return;
+            }
+            assert!(
+                t0.elapsed() < bound,
+                "{what}: not within {bound:?}; output:\n{}",
+                lines.lock().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("the missing namespace", Duration::from_secs(10), &|l| {
+        l.iter().any(|l| l.contains("does not exist"))
+    });
+    let _first = Worker::with(dir.path(), &url, ns, 0, &["--partitions-file", file]);
+    wait_for(
+        "one member owning all four",
+        Duration::from_secs(20),
+        &|l| {
+            let tail = l.iter().rev().take_while(|l| !l.starts_with("---"));
+            let tail: Vec<&String> = tail.collect();
+            tail.iter().any(|l| l.starts_with("members    1"))
+                && tail.iter().any(|l| l.starts_with("unowned    none"))
+        },
+    );
+    let _second = Worker::with(dir.path(), &url, ns, 1, &["--partitions-file", file]);
+    wait_for("two members", Duration::from_secs(20), &|l| {
+        let tail: Vec<&String> = l
+            .iter()
+            .rev()
+            .take_while(|l| !l.starts_with("---"))
+            .collect();
+        tail.iter().any(|l| l.starts_with("members    2"))
+            && tail.iter().any(|l| l.starts_with("unowned    none"))
+            && !tail.iter().any(|l| l.contains("handoff in progress"))
+    });
+    let tables = lines.lock().iter().filter(|l| l.starts_with("---")).count();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    // Printed on changes only: a handful of tables, not one per 200 ms.
+    assert!(tables < 40, "{tables} tables printed");
+
+    let out = Command::new(BIN)
+        .args(["status", "--json", "--nats", &url, "--namespace", ns])
+        .args(["--partitions-file", file])
+        .output()
+        .expect("parti status runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["owned"].as_u64(), Some(4), "{v}");
+    assert!(v["lease_left_ms"].as_u64().is_some(), "{v}");
+    assert!(v["balance"].as_f64().is_some_and(|b| b >= 1.0), "{v}");
+    let weights: u64 = v["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m["weight"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(weights, 30 + 50 + 1 + 2, "the file's weights: {v}");
+    assert!(
+        v["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .all(|m| m["phase"].as_str() == Some("grant")),
+        "{v}"
     );
 }
