@@ -14,6 +14,7 @@ mod catalog;
 mod config;
 mod demo;
 mod nats;
+mod serve;
 mod status;
 mod worker;
 

@@ -47,6 +47,10 @@ pub(crate) struct WorkerArgs {
     /// cluster: the partitions stay reserved for `rejoin_window` for this id.
     #[arg(long)]
     pub(crate) restart_on_exit: bool,
+    /// Serve Prometheus metrics (`/metrics`) and the probes `/healthz` (liveness) and `/readyz`
+    /// (assignment applied, not fenced) over HTTP on this address, e.g. `127.0.0.1:9090`.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// A strategy picked by name at run time (the builder takes a concrete type).
@@ -108,6 +112,15 @@ pub(crate) async fn run(args: WorkerArgs) -> Result<(), (String, u8)> {
         namespace = %valid.namespace,
         "connected to NATS"
     );
+    // Installed before the worker starts, so nothing it records is lost.
+    let probes = match args.metrics_addr {
+        Some(addr) => {
+            let (probes, bound) = crate::serve::start(addr).await.map_err(|e| (e, 1))?;
+            tracing::info!(%bound, "serving /metrics, /healthz and /readyz");
+            Some(probes)
+        }
+        None => None,
+    };
     let manager = Manager::builder(config)
         .store(store)
         .partitions(source)
@@ -115,6 +128,9 @@ pub(crate) async fn run(args: WorkerArgs) -> Result<(), (String, u8)> {
         .start()
         .await
         .map_err(|e| (format!("the worker could not start: {e}"), 1))?;
+    if let Some(probes) = &probes {
+        probes.set_manager(manager.clone());
+    }
     let log = tokio::spawn(log_changes(manager.clone()));
     let status = manager.status();
     tracing::info!(

@@ -450,3 +450,91 @@ fn status_watch_follows_a_cluster_on_a_catalog_file() {
         "{v}"
     );
 }
+
+/// One HTTP GET on 127.0.0.1: the status code and the body.
+fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status line in {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Ok((code, body))
+}
+
+/// Polls `path` until `ok(code, body)`; panics with the last answer after `bound`.
+fn wait_http(addr: &str, path: &str, bound: Duration, ok: impl Fn(u16, &str) -> bool) {
+    let t0 = Instant::now();
+    loop {
+        let last = http_get(addr, path);
+        if let Ok((code, body)) = &last
+            && ok(*code, body)
+        {
+            return;
+        }
+        assert!(
+            t0.elapsed() < bound,
+            "{path}: not within {bound:?}; last: {last:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `parti worker --metrics-addr`: `/metrics` in the Prometheus text format with the runtime's
+/// metrics, `/healthz` and `/readyz` for orchestrators. The worker talks to NATS through a
+/// chaos proxy: cut off, it fences itself (the default policy) and `/readyz` turns 503 while
+/// `/healthz` stays 200; healed, it is granted its work again and `/readyz` is 200 again.
+#[test]
+fn metrics_and_probes_over_http_readyz_follows_a_fence() {
+    let server = NatsServer::start().expect("nats-server (set PARTI_NATS_SERVER)");
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime for the proxy");
+    let proxy = runtime
+        .block_on(parti_testkit::chaos::ChaosProxy::start(server.addr()))
+        .expect("a chaos proxy");
+    let port = parti_testkit::nats::free_port().expect("a free port");
+    let addr = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let worker = Worker::with(
+        dir.path(),
+        &proxy.url(),
+        "probed",
+        0,
+        &["--partitions", "4", "--metrics-addr", &addr],
+    );
+    let ok = |code: u16, _: &str| code == 200;
+    wait_http(&addr, "/readyz", Duration::from_secs(20), |code, body| {
+        code == 200 && body == "ready\n"
+    });
+    wait_http(&addr, "/healthz", Duration::from_secs(1), ok);
+    let (code, metrics) = http_get(&addr, "/metrics").expect("GET /metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("# TYPE parti_") && metrics.contains("parti_state"),
+        "the runtime's metrics: {metrics}"
+    );
+    assert_eq!(http_get(&addr, "/nope").expect("GET /nope").0, 404);
+
+    proxy.set_mode_both(parti_testkit::chaos::Mode::Blackhole);
+    wait_http(&addr, "/readyz", Duration::from_secs(10), |code, body| {
+        code == 503 && body.starts_with("not ready")
+    });
+    wait_http(&addr, "/healthz", Duration::from_secs(1), ok);
+    proxy.heal();
+    wait_http(&addr, "/readyz", Duration::from_secs(30), |code, _| {
+        code == 200
+    });
+    let log = worker.log();
+    assert!(log.contains("serving /metrics"), "{log}");
+    drop(worker);
+    drop(proxy);
+}
