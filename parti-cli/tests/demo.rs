@@ -98,3 +98,98 @@ fn on_a_terminal_the_demo_draws_a_live_table_then_the_summary() {
         "the summary is printed after the screen is left"
     );
 }
+
+/// A tmux server on a socket of its own, killed (with its sessions) when dropped.
+struct Tmux(String);
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .args(["-L", &self.0])
+            .args(args)
+            .output()
+            .expect("tmux runs")
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "demo"]).stdout)
+            .into_owned()
+    }
+
+    /// Waits until the screen shows every one of `texts`; panics with the screen after `bound`.
+    fn wait_for(&self, texts: &[&str], bound: Duration) -> String {
+        let t0 = Instant::now();
+        loop {
+            let screen = self.screen();
+            if texts.iter().all(|t| screen.contains(t)) {
+                return screen;
+            }
+            assert!(
+                t0.elapsed() < bound,
+                "the screen lacks one of {texts:?} after {bound:?}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.0, "kill-server"])
+            .output();
+    }
+}
+
+/// `--interactive` in a pseudo-terminal made by tmux: the live table shows the keys; the key
+/// `a` adds a worker (a new row appears on the screen), `c` crashes one (its row goes), and `q`
+/// ends the demo with the summary and the ledger's verdict, exit 0.
+#[test]
+fn the_interactive_demo_in_a_terminal_reacts_to_keys() {
+    let tmux = Tmux(format!("parti-demo-test-{}", std::process::id()));
+    let command = format!(
+        "{} demo --interactive --workers 2 --partitions 12; echo EXIT=$?; sleep 60",
+        env!("CARGO_BIN_EXE_parti")
+    );
+    let started = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "demo",
+        "-x",
+        "120",
+        "-y",
+        "45",
+        &command,
+    ]);
+    assert!(
+        started.status.success(),
+        "tmux new-session: {}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let screen = tmux.wait_for(
+        &["keys: a adds a worker", "worker-1", "settled"],
+        Duration::from_secs(20),
+    );
+    assert!(!screen.contains("worker-2"), "{screen}");
+
+    tmux.run(&["send-keys", "-t", "demo", "a"]);
+    let screen = tmux.wait_for(&["== worker-2 joins"], Duration::from_secs(20));
+    // A table row (log lines start with their time): the live view, not plain lines.
+    assert!(
+        screen.contains("LEADER") && screen.lines().any(|l| l.starts_with("  worker-2 ")),
+        "a row for worker-2 in the live table:\n{screen}"
+    );
+    // Wait for the join to settle before the next key (keys queue up meanwhile anyway).
+    tmux.wait_for(&["owned by 3 workers"], Duration::from_secs(20));
+
+    tmux.run(&["send-keys", "-t", "demo", "c"]);
+    tmux.wait_for(&["worker-2 crashed — "], Duration::from_secs(20));
+
+    tmux.run(&["send-keys", "-t", "demo", "q"]);
+    let screen = tmux.wait_for(
+        &["== summary", "no partition ever had two owners", "EXIT=0"],
+        Duration::from_secs(30),
+    );
+    assert!(screen.contains("worker-2 joins"), "{screen}");
+}

@@ -18,20 +18,29 @@ use super::ledger::Ledger;
 pub(super) type Board = Arc<Mutex<BTreeMap<u32, (String, Manager)>>>;
 
 /// Restores the terminal when dropped (end of the demo, an error, or Ctrl-C).
-pub(super) struct Screen;
+pub(super) struct Screen {
+    raw: bool,
+}
 
 impl Screen {
-    /// Switches to the alternate screen and hides the cursor.
-    pub(super) fn enter() -> io::Result<Screen> {
+    /// Switches to the alternate screen and hides the cursor; with `raw` (interactive), also
+    /// to raw mode, so that each key arrives at once, without Enter.
+    pub(super) fn enter(raw: bool) -> io::Result<Screen> {
         let mut out = io::stdout();
         queue!(out, terminal::EnterAlternateScreen, cursor::Hide)?;
         out.flush()?;
-        Ok(Screen)
+        if raw {
+            terminal::enable_raw_mode()?;
+        }
+        Ok(Screen { raw })
     }
 }
 
 impl Drop for Screen {
     fn drop(&mut self) {
+        if self.raw {
+            let _ = terminal::disable_raw_mode();
+        }
         let mut out = io::stdout();
         let _ = queue!(out, cursor::Show, terminal::LeaveAlternateScreen);
         let _ = out.flush();
@@ -43,6 +52,8 @@ pub(super) struct Title {
     pub(super) partitions: usize,
     pub(super) strategy: String,
     pub(super) start: Instant,
+    /// The key help of `--interactive`.
+    pub(super) keys: Option<&'static str>,
 }
 
 /// Redraws until aborted.
@@ -92,7 +103,7 @@ fn frame(title: &Title, board: &Board, ledger: &Ledger, log: &Mutex<Vec<String>>
                 format!("{} TIMES", snap.violations.len())
             }
         ),
-        String::new(),
+        title.keys.unwrap_or_default().to_owned(),
         format!(
             "  {:<10} {:<18} {:<6} {:>10} {:>7} {:>5} {:>8}",
             "WORKER", "STATE", "LEADER", "PARTITIONS", "WEIGHT", "TERM", "VERSION"

@@ -43,6 +43,11 @@ pub(crate) struct DemoArgs {
     /// Print plain lines even when stdout is a terminal (no live table).
     #[arg(long)]
     pub(crate) plain: bool,
+    /// Play by keys instead of the script: `a` adds a worker, `c` crashes one, `l` crashes the
+    /// leader, `r` restarts one, `s` stops one gracefully, `q` ends (then the summary). On a
+    /// terminal each key acts at once; piped, one key per byte of the input.
+    #[arg(long)]
+    pub(crate) interactive: bool,
     /// Longest wait for the cluster to settle after a step, in seconds; a step that does not
     /// settle in time fails the demo (exit 1).
     #[arg(long, default_value_t = 30)]
@@ -203,14 +208,16 @@ pub(crate) async fn run(args: DemoArgs) -> Result<Outcome, String> {
         failed: false,
         args,
     };
+    let interactive = demo.args.interactive;
     let screen = match &log {
         Some(log) => {
-            let screen =
-                live::Screen::enter().map_err(|e| format!("cannot draw on the terminal: {e}"))?;
+            let screen = live::Screen::enter(interactive)
+                .map_err(|e| format!("cannot draw on the terminal: {e}"))?;
             let title = live::Title {
                 partitions: demo.args.partitions as usize,
                 strategy: demo.args.strategy.clone(),
                 start: demo.clock.start,
+                keys: interactive.then_some(KEYS_HELP),
             };
             let renderer = tokio::spawn(live::render(
                 title,
@@ -222,8 +229,14 @@ pub(crate) async fn run(args: DemoArgs) -> Result<Outcome, String> {
         }
         None => None,
     };
+    let keys = interactive.then(read_keys);
     let played = tokio::select! {
-        played = demo.play() => played,
+        played = async {
+            match keys {
+                Some(keys) => demo.interact(keys).await,
+                None => demo.play().await,
+            }
+        } => played,
         _ = tokio::signal::ctrl_c() => Err("interrupted".to_owned()),
     };
     if let Some((screen, renderer)) = screen {
@@ -268,8 +281,89 @@ pub(crate) async fn run(args: DemoArgs) -> Result<Outcome, String> {
 }
 
 impl Demo {
+    /// The default script: start, two join, a crash, a restart, the leader leaves.
     async fn play(&mut self) -> Result<(), String> {
         let n = self.args.workers;
+        self.start_all(n).await?;
+        self.join(&[n, n + 1]).await?;
+        // The crash and the restart hit workers that do not lead; the leader leaves last.
+        let leader = self.leader();
+        let mut others = self
+            .workers
+            .keys()
+            .copied()
+            .filter(|id| Some(*id) != leader);
+        let (Some(victim), Some(restarting)) = (others.next(), others.next()) else {
+            return Err("the demo needs at least three workers".to_owned());
+        };
+        self.crash(victim).await;
+        self.restart(restarting).await?;
+        let leader = self.leader().unwrap_or(restarting);
+        self.leave(leader).await;
+        Ok(())
+    }
+
+    /// `--interactive`: the first workers start, then each key is a step, until `q` (or
+    /// Ctrl-C, or the end of the input).
+    async fn interact(
+        &mut self,
+        mut keys: tokio::sync::mpsc::UnboundedReceiver<u8>,
+    ) -> Result<(), String> {
+        self.start_all(self.args.workers).await?;
+        self.clock.say(KEYS_HELP);
+        while let Some(key) = keys.recv().await {
+            let leader = self.leader();
+            // The step's target: the newest worker that does not lead (the leader if alone).
+            let follower = self
+                .workers
+                .keys()
+                .rev()
+                .copied()
+                .find(|id| Some(*id) != leader)
+                .or(leader);
+            let alone = self.workers.len() <= 1;
+            match key {
+                b'a' => {
+                    let id = self.workers.keys().next_back().map_or(0, |id| id + 1);
+                    self.join(&[id]).await?;
+                }
+                b'c' | b's' | b'l' if alone => {
+                    self.clock
+                        .say("   (one worker left: add one first, with a)");
+                }
+                b'c' => {
+                    if let Some(id) = follower {
+                        self.crash(id).await;
+                    }
+                }
+                b'l' => {
+                    if let Some(id) = leader {
+                        self.crash(id).await;
+                    }
+                }
+                b'r' => {
+                    if let Some(id) = follower {
+                        self.restart(id).await?;
+                    }
+                }
+                b's' => {
+                    if let Some(id) = follower {
+                        self.leave(id).await;
+                    }
+                }
+                // q, Ctrl-C and Ctrl-D (the terminal is in raw mode: they arrive as bytes).
+                b'q' | 3 | 4 => break,
+                b'\n' | b'\r' | b' ' => {}
+                other => self.clock.say(&format!(
+                    "   key {:?} does nothing; {KEYS_HELP}",
+                    char::from(other)
+                )),
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_all(&mut self, n: u32) -> Result<(), String> {
         self.clock.say(&format!(
             "== {n} workers start on the embedded store: {} partitions, strategy {}",
             self.args.partitions, self.args.strategy
@@ -281,31 +375,41 @@ impl Demo {
         }
         let new: Vec<u32> = (0..n).collect();
         self.settle("start", t0, before, &new, "").await;
+        Ok(())
+    }
 
-        self.clock.say("== two workers join");
+    async fn join(&mut self, ids: &[u32]) -> Result<(), String> {
+        let (what, said) = match ids {
+            [id] => (
+                format!("worker-{id} joins"),
+                format!("== worker-{id} joins"),
+            ),
+            _ => {
+                let n = count_words(ids.len());
+                (format!("{n} join"), format!("== {n} workers join"))
+            }
+        };
+        self.clock.say(&said);
         let t0 = Instant::now();
         let before = self.snapshot();
-        for id in n..n + 2 {
+        for &id in ids {
             self.start(id).await?;
         }
-        self.settle("two join", t0, before, &[n, n + 1], "").await;
+        self.settle(&what, t0, before, ids, "").await;
+        Ok(())
+    }
 
-        // The crash and the restart hit workers that do not lead; the leader leaves last.
-        let leader = self.leader();
-        let mut others = self
-            .workers
-            .keys()
-            .copied()
-            .filter(|id| Some(*id) != leader);
-        let (Some(victim), Some(restarting)) = (others.next(), others.next()) else {
-            return Err("the demo needs at least three workers".to_owned());
-        };
-
+    async fn crash(&mut self, victim: u32) {
         let before = self.snapshot();
         let name = format!("worker-{victim}");
         let lost: BTreeSet<_> = owned_by(&before, &name);
+        let lead = if self.leader() == Some(victim) {
+            " (the leader)"
+        } else {
+            ""
+        };
         self.clock.say(&format!(
-            "== {name} crashes, holding {} (no goodbye: its heartbeat just stops)",
+            "== {name}{lead} crashes, holding {} (no goodbye: its heartbeat just stops)",
             count(lost.len())
         ));
         let t0 = Instant::now();
@@ -329,7 +433,9 @@ impl Demo {
         self.clock.say(&note);
         self.settle(&format!("{name} crashes"), t0, before, &[], &note)
             .await;
+    }
 
+    async fn restart(&mut self, restarting: u32) -> Result<(), String> {
         let name = format!("worker-{restarting}");
         let before = self.snapshot();
         let kept_before = owned_by(&before, &name);
@@ -355,20 +461,26 @@ impl Demo {
         if let Some(step) = self.steps.last_mut() {
             step.note = note;
         }
+        Ok(())
+    }
 
-        let leader = self.leader().unwrap_or(restarting);
-        let name = format!("worker-{leader}");
+    async fn leave(&mut self, id: u32) {
+        let name = format!("worker-{id}");
+        let lead = if self.leader() == Some(id) {
+            " (the leader)"
+        } else {
+            ""
+        };
         self.clock
-            .say(&format!("== {name} (the leader) leaves gracefully"));
+            .say(&format!("== {name}{lead} leaves gracefully"));
         let before = self.snapshot();
         let t0 = Instant::now();
-        if let Some(w) = self.remove(leader) {
+        if let Some(w) = self.remove(id) {
             w.manager.shutdown().await;
             w.narrator.abort();
         }
         self.settle(&format!("{name} leaves"), t0, before, &[], "")
             .await;
-        Ok(())
     }
 
     async fn start(&mut self, id: u32) -> Result<(), String> {
@@ -576,6 +688,33 @@ impl Demo {
             }
         }
         print!("{out}");
+    }
+}
+
+/// Reads stdin byte by byte on a thread of its own (a blocking read), until its end.
+fn read_keys() -> tokio::sync::mpsc::UnboundedReceiver<u8> {
+    use std::io::Read as _;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut byte = [0u8; 1];
+        while let Ok(1) = stdin.read(&mut byte) {
+            if tx.send(byte[0]).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// What the keys of `--interactive` do.
+const KEYS_HELP: &str = "keys: a adds a worker · c crashes one · l crashes the leader · r restarts one · s stops one · q ends";
+
+fn count_words(n: usize) -> String {
+    match n {
+        2 => "two".to_owned(),
+        3 => "three".to_owned(),
+        n => n.to_string(),
     }
 }
 
