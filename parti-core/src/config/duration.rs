@@ -1,8 +1,9 @@
 //! Human-readable durations for serde: `"2s"`, `"500ms"`, `"1m30s"`, `"1.5s"`, `"0s"`.
 //!
-//! Units: `h`, `m`, `s`, `ms`, `us` (or `µs`), `ns`. A value is one or more `<number><unit>`
-//! parts, the number possibly with a decimal fraction (`"1.5s"`). A bare `0` is accepted as zero.
-//! Durations serialise in the same form, largest units first (`"1m30s"`, `"250ms"`).
+//! Reading is [`humantime`]'s (`h`, `m`/`min`, `s`, `ms`, `us`/`µs`, `ns`, and longer spellings
+//! such as `hours` or `days`; parts may be separated by spaces; a number may have a decimal
+//! fraction, `"1.5s"`; a bare `0` is zero). Writing is the compact form, largest units first
+//! (`"1m30s"`, `"250ms"`), which reads back to the same duration.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -16,7 +17,7 @@ pub struct ParseDurationError {
     /// The text.
     pub text: String,
     /// What is wrong.
-    pub reason: &'static str,
+    pub reason: String,
 }
 
 /// Parses a human duration.
@@ -31,66 +32,10 @@ pub struct ParseDurationError {
 /// # Ok::<(), parti_core::config::duration::ParseDurationError>(())
 /// ```
 pub fn parse(text: &str) -> Result<Duration, ParseDurationError> {
-    let err = |reason| ParseDurationError {
+    humantime::parse_duration(text.trim()).map_err(|e| ParseDurationError {
         text: text.to_owned(),
-        reason,
-    };
-    let s = text.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if s.is_empty() {
-        return Err(err("empty"));
-    }
-    let mut total_ns: u128 = 0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_len == 0 {
-            return Err(err("expected a number"));
-        }
-        let (num, after) = rest.split_at(num_len);
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
-        let (unit, after) = after.split_at(unit_len);
-        let scale: u128 = match unit.trim() {
-            "h" => 3_600_000_000_000,
-            "m" | "min" => 60_000_000_000,
-            "s" => 1_000_000_000,
-            "ms" => 1_000_000,
-            "us" | "µs" => 1_000,
-            "ns" => 1,
-            "" => return Err(err("missing unit")),
-            _ => return Err(err("unknown unit")),
-        };
-        let (int, frac) = match num.split_once('.') {
-            Some((i, f)) => (i, f),
-            None => (num, ""),
-        };
-        if frac.contains('.') || (int.is_empty() && frac.is_empty()) {
-            return Err(err("malformed number"));
-        }
-        let int_v: u128 = if int.is_empty() {
-            0
-        } else {
-            int.parse().map_err(|_| err("number too large"))?
-        };
-        let mut part = int_v.checked_mul(scale).ok_or_else(|| err("too large"))?;
-        // Fraction digits beyond nanosecond precision are ignored.
-        let mut digit_scale = scale;
-        for d in frac.bytes() {
-            digit_scale /= 10;
-            part += u128::from(d - b'0') * digit_scale;
-        }
-        total_ns = total_ns.checked_add(part).ok_or_else(|| err("too large"))?;
-        rest = after;
-    }
-    let secs = u64::try_from(total_ns / 1_000_000_000).map_err(|_| err("too large"))?;
-    let nanos = u32::try_from(total_ns % 1_000_000_000).map_err(|_| err("too large"))?;
-    Ok(Duration::new(secs, nanos))
+        reason: e.to_string(),
+    })
 }
 
 /// Formats a duration the way [`parse`] reads it: largest units first, zero parts left out.
@@ -176,8 +121,20 @@ mod tests {
         );
         assert_eq!(parse("0").unwrap(), Duration::ZERO);
         assert_eq!(parse("0ms").unwrap(), Duration::ZERO);
-        assert_eq!(parse(".5s").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse("0.5s").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse(" 1m 30s ").unwrap(), Duration::from_secs(90));
         assert_eq!(parse("10µs").unwrap(), Duration::from_micros(10));
+    }
+
+    #[test]
+    fn an_error_says_what_is_wrong_and_how_to_write_it() {
+        let e = parse("5 parsecs").unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("\"5 parsecs\"") && text.contains("parsecs"),
+            "{text}"
+        );
+        assert!(text.contains("write it like \"2s\""), "{text}");
     }
 
     #[test]
@@ -187,6 +144,7 @@ mod tests {
             "s",
             "10",
             "1.2.3s",
+            ".5s",
             "5 parsecs",
             "-1s",
             "1x",
