@@ -433,14 +433,16 @@ fn table(r: &Report) -> String {
     let _ = writeln!(out, "members    {}", r.members.len());
     let _ = writeln!(
         out,
-        "  {:<12} {:<18} {:<10} {:<11} {:<7} {:>10} {:>10} {:>7}",
-        "ID", "STATE", "INTENT", "HEARTBEAT", "PHASE", "PARTITIONS", "WEIGHT", "APPLIED"
+        "  {:<12} {:<8} {:<18} {:<10} {:<11} {:<7} {:>10} {:>10} {:>7}",
+        "ID", "PROCESS", "STATE", "INTENT", "HEARTBEAT", "PHASE", "PARTITIONS", "WEIGHT", "APPLIED"
     );
     for m in &r.members {
         let _ = writeln!(
             out,
-            "  {:<12} {:<18} {:<10} {:<11} {:<7} {:>10} {:>10} {:>7}",
+            "  {:<12} {:<8} {:<18} {:<10} {:<11} {:<7} {:>10} {:>10} {:>7}",
             m.id,
+            // The start of the process's 128-bit instance id (the whole one is in --json).
+            m.instance.get(..8).unwrap_or(&m.instance),
             m.state.as_deref().unwrap_or("-"),
             m.intent.as_deref().unwrap_or("-"),
             m.heartbeat_age_ms.map_or_else(
