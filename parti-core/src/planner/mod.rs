@@ -202,8 +202,10 @@ pub use notify::{PlanReason, PlannerInit, PlannerNotification, PlannerState};
 use crate::machine::later;
 
 /// Test-only fault injection: deliberately broken planner behaviour, so that the simulator
-/// (parti-testkit) can prove it finds the bugs these switches re-introduce. Never set outside
-/// tests. Installed per thread with [`PlannerFaults::install`]; read once by [`Planner::new`].
+/// (parti-testkit) can prove it finds the bugs these switches re-introduce. Only with the
+/// `fault-injection` cargo feature (which only parti-testkit enables): without it the planner
+/// reads the all-off default and there is no way to switch a fault on. Installed per thread with
+/// `PlannerFaults::install`; read once by [`Planner::new`].
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PlannerFaults {
@@ -219,6 +221,7 @@ pub struct PlannerFaults {
     pub keep_unapplied: bool,
 }
 
+#[cfg(feature = "fault-injection")]
 thread_local! {
     static FAULTS: std::cell::Cell<PlannerFaults> = const {
         std::cell::Cell::new(PlannerFaults {
@@ -231,6 +234,7 @@ thread_local! {
 
 impl PlannerFaults {
     /// Planners created on this thread get `faults` until the guard is dropped.
+    #[cfg(feature = "fault-injection")]
     #[must_use]
     pub fn install(faults: PlannerFaults) -> PlannerFaultsGuard {
         PlannerFaultsGuard {
@@ -238,18 +242,27 @@ impl PlannerFaults {
         }
     }
 
+    #[cfg(feature = "fault-injection")]
     fn current() -> PlannerFaults {
         FAULTS.with(std::cell::Cell::get)
+    }
+
+    /// Without the `fault-injection` feature: always every fault off.
+    #[cfg(not(feature = "fault-injection"))]
+    fn current() -> PlannerFaults {
+        PlannerFaults::default()
     }
 }
 
 /// Restores the previous [`PlannerFaults`] when dropped.
+#[cfg(feature = "fault-injection")]
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct PlannerFaultsGuard {
     previous: PlannerFaults,
 }
 
+#[cfg(feature = "fault-injection")]
 impl Drop for PlannerFaultsGuard {
     fn drop(&mut self) {
         FAULTS.with(|f| f.set(self.previous));
