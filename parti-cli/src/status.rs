@@ -152,34 +152,41 @@ async fn watch(
     let mut last_shape: Option<String> = None;
     let mut ticker = tokio::time::interval(args.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One listener for the whole watch, raced against each whole turn (the read included): a
+    // Ctrl-C is never missed between two turns, nor kept waiting for a slow read.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
+        let turn = async {
+            ticker.tick().await;
+            let (shape, text) = match read(client, args, catalog).await {
+                Ok(report) => (report.shape(), table(&report)),
+                // A namespace that does not exist yet, or a server that went away, is shown
+                // (and watched on), not fatal.
+                Err((why, _)) => (why.clone(), format!("{why}\n")),
+            };
+            if !terminal && last_shape.as_ref() == Some(&shape) {
+                return;
+            }
+            last_shape = Some(shape);
+            let mut out = std::io::stdout().lock();
+            let stamp = humantime_now();
+            let _ = if terminal {
+                // Clear the screen, home the cursor, draw.
+                write!(
+                    out,
+                    "\x1b[2J\x1b[H{stamp} (every {:?}, Ctrl-C ends)\n{text}",
+                    args.interval
+                )
+            } else {
+                write!(out, "--- {stamp}\n{text}")
+            };
+            let _ = out.flush();
+        };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-            _ = ticker.tick() => {}
+            _ = &mut ctrl_c => return Ok(()),
+            () = turn => {}
         }
-        let (shape, text) = match read(client, args, catalog).await {
-            Ok(report) => (report.shape(), table(&report)),
-            // A namespace that does not exist yet, or a server that went away, is shown (and
-            // watched on), not fatal.
-            Err((why, _)) => (why.clone(), format!("{why}\n")),
-        };
-        if !terminal && last_shape.as_ref() == Some(&shape) {
-            continue;
-        }
-        last_shape = Some(shape);
-        let mut out = std::io::stdout().lock();
-        let stamp = humantime_now();
-        let _ = if terminal {
-            // Clear the screen, home the cursor, draw.
-            write!(
-                out,
-                "\x1b[2J\x1b[H{stamp} (every {:?}, Ctrl-C ends)\n{text}",
-                args.interval
-            )
-        } else {
-            write!(out, "--- {stamp}\n{text}")
-        };
-        let _ = out.flush();
     }
 }
 

@@ -415,8 +415,24 @@ fn status_watch_follows_a_cluster_on_a_catalog_file() {
             && !tail.iter().any(|l| l.contains("handoff in progress"))
     });
     let tables = lines.lock().iter().filter(|l| l.starts_with("---")).count();
-    let _ = watch.kill();
-    let _ = watch.wait();
+    // Ctrl-C (SIGINT) ends the watch, with success.
+    let interrupted = Command::new("kill")
+        .args(["-INT", &watch.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(interrupted.success());
+    let t0 = Instant::now();
+    let exit = loop {
+        if let Some(status) = watch.try_wait().expect("wait on the watch") {
+            break status;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "parti status --watch did not end on SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "the watch ended with {exit:?}");
     // Printed on changes only: a handful of tables, not one per 200 ms.
     assert!(tables < 40, "{tables} tables printed");
 
