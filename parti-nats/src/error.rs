@@ -157,6 +157,11 @@ fn jetstream_api(err: &async_nats::jetstream::Error) -> KvError {
         || code == ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT
         || code == ErrorCode::CLUSTER_NOT_AVAILABLE
         || code == ErrorCode::STREAM_OFFLINE
+        // 10005 "no suitable peers for placement, peer offline": the meta leader counts a peer
+        // offline for a moment (seen on a healthy 3-node cluster under load); nothing was
+        // created. Permanent only if the cluster has fewer nodes than replicas, which the
+        // message says.
+        || code == ErrorCode::CLUSTER_NO_PEERS
         || err.code() == 503
     {
         return KvError::Unavailable {
@@ -455,6 +460,20 @@ mod tests {
             publish(PublishError::new(PublishErrorKind::StreamNotFound)),
             KvError::Unavailable { .. }
         ));
+    }
+
+    #[test]
+    fn a_peer_counted_offline_is_a_refusal_to_try_again() {
+        // As a 3-node cluster answered a stream create once under load (CI-like run).
+        let err: async_nats::jetstream::Error = serde_json::from_str(
+            r#"{"code":400,"err_code":10005,"description":"no suitable peers for placement, peer offline"}"#,
+        )
+        .expect("a JetStream API error");
+        let mapped = jetstream_api(&err);
+        assert!(
+            matches!(&mapped, KvError::Unavailable { reason } if reason.contains("peer offline")),
+            "{mapped:?}"
+        );
     }
 
     #[test]

@@ -29,7 +29,12 @@ impl NatsStore {
         // Two attempts: a concurrent provisioner may create the bucket between our look-up and
         // our create.
         let mut last_err = None;
-        for _ in 0..2 {
+        // A refused create (`Unavailable`: no stream was made, e.g. a peer counted offline for
+        // a moment) is sent again after a pause, until the deadline; a concurrent provisioner
+        // creating the bucket between our look-up and our create costs one more turn.
+        let mut pause = Duration::from_millis(50);
+        let mut conflicts = 0;
+        while conflicts < 2 {
             let existing = match self.inner.js.get_stream(&stream_name).await {
                 Ok(stream) => Some(stream.cached_info().config.clone()),
                 Err(err) => match error::get_stream(&spec.name, &err) {
@@ -46,10 +51,21 @@ impl NatsStore {
                     }
                     Err(err) => {
                         let err = error::create_bucket(err);
-                        if err.is_connectivity() {
-                            return Err(err);
+                        match err {
+                            KvError::Unavailable { .. } => {
+                                if Instant::now() + pause >= deadline {
+                                    return Err(err);
+                                }
+                                tracing::debug!(bucket = %spec.name, error = %err, "bucket create refused; trying again");
+                                tokio::time::sleep(pause).await;
+                                pause = (pause * 2).min(Duration::from_secs(1));
+                            }
+                            KvError::Timeout => return Err(err),
+                            _ => {
+                                tracing::debug!(bucket = %spec.name, error = %err, "bucket create failed; checking again");
+                                conflicts += 1;
+                            }
                         }
-                        tracing::debug!(bucket = %spec.name, error = %err, "bucket create failed; checking again");
                         last_err = Some(err);
                         continue;
                     }
