@@ -9,7 +9,7 @@
 
 mod e2e;
 
-use e2e::{WITHIN, config, id_number, server, settle, start_together};
+use e2e::{WITHIN, config, id_number, server, settle, start_together, wait_each_owns};
 use parti_testkit::cluster::Cluster;
 
 /// Go's suite saw `Start` fail in 9 of 14 cold starts of ten at its defaults (a window racing
@@ -53,16 +53,7 @@ async fn a_burst_from_three_to_ten_moves_the_minimum() {
     let from = c.ledger.len();
     let t0 = tokio::time::Instant::now();
     assert_eq!(start_together(&mut c, &url, 7, &[]).await, 0);
-    c.wait_until(WITHIN, || {
-        c.coverage_gap().or_else(|| {
-            c.live()
-                .into_iter()
-                .find(|&i| c.workers[i].manager.owned().len() != 10)
-                .map(|i| format!("worker {i} owns {}", c.workers[i].manager.owned().len()))
-        })
-    })
-    .await
-    .expect("10 each");
+    wait_each_owns(&c, 10).await;
     println!("burst 3 → 10: 10 each after {:?}", t0.elapsed());
     settle(&c).await;
     assert_eq!(c.ledger.moves_since(from), 70, "the minimum moved");
@@ -167,16 +158,7 @@ async fn a_catalog_change_through_the_source_is_applied_exactly() {
         .trigger_rebalance()
         .await
         .expect("rebalance");
-    c.wait_until(WITHIN, || {
-        c.coverage_gap().or_else(|| {
-            c.live()
-                .into_iter()
-                .find(|&i| c.workers[i].manager.owned().len() != 18)
-                .map(|i| format!("worker {i} owns {}", c.workers[i].manager.owned().len()))
-        })
-    })
-    .await
-    .expect("18 each");
+    wait_each_owns(&c, 18).await;
     settle(&c).await;
     assert_eq!(c.ledger.moves_since(from), excess, "the minimum moved");
 
@@ -258,16 +240,7 @@ async fn a_rolling_replacement_with_new_ids_moves_the_minimum_per_step() {
         assert_eq!(start_together(&mut c, &url, 1, &[Some(new_id)]).await, 0);
         let joiner = c.workers.len() - 1;
         assert_eq!(id_number(&c, joiner), new_id, "a new id, not {old_id}");
-        c.wait_until(WITHIN, || {
-            c.coverage_gap().or_else(|| {
-                c.live()
-                    .into_iter()
-                    .find(|&w| c.workers[w].manager.owned().len() != 10)
-                    .map(|w| format!("worker {w} owns {}", c.workers[w].manager.owned().len()))
-            })
-        })
-        .await
-        .expect("10 each after the join");
+        wait_each_owns(&c, 10).await;
         settle(&c).await;
         let moved = c.ledger.moves_since(from);
         println!("step {i}: worker-{old_id} → worker-{new_id}, {moved} moved");

@@ -129,3 +129,17 @@ pub(crate) fn id_number(c: &Cluster, i: usize) -> u32 {
         .and_then(|n| n.parse().ok())
         .expect("ids are worker-<n>")
 }
+
+/// Waits until every partition is owned once and every live worker owns exactly `n`.
+pub(crate) async fn wait_each_owns(c: &Cluster, n: usize) {
+    c.wait_until(WITHIN, || {
+        c.coverage_gap().or_else(|| {
+            c.live()
+                .into_iter()
+                .find(|&i| c.workers[i].manager.owned().len() != n)
+                .map(|i| format!("worker {i} owns {}", c.workers[i].manager.owned().len()))
+        })
+    })
+    .await
+    .unwrap_or_else(|gap| panic!("{n} each: {gap}"));
+}
