@@ -561,6 +561,20 @@ impl NatsCluster {
     /// No binary, no free ports, or the cluster did not become ready in time.
     pub fn start() -> Result<NatsCluster, HarnessError> {
         let binary = server_binary()?;
+        // Ports are chosen by binding and releasing them; another process may grab one before
+        // a node binds it (seen once in ten whole-suite runs: "bind: address already in use"
+        // for a monitor port). Start the whole cluster again on fresh ports, a few times.
+        let mut last_err = None;
+        for _ in 0..3 {
+            match Self::start_once(&binary) {
+                Ok(cluster) => return Ok(cluster),
+                Err(err) => last_err = Some(err),
+            }
+        }
+        Err(last_err.unwrap_or(HarnessError::BinaryNotFound))
+    }
+
+    fn start_once(binary: &Path) -> Result<NatsCluster, HarnessError> {
         let cluster_ports = [free_port()?, free_port()?, free_port()?];
         let mut nodes = Vec::with_capacity(3);
         for (i, port) in cluster_ports.iter().enumerate() {
@@ -575,7 +589,7 @@ impl NatsCluster {
                 routes,
             };
             nodes.push(NatsServer::new(
-                binary.clone(),
+                binary.to_path_buf(),
                 format!("n{i}"),
                 Some(args),
             )?);
