@@ -34,12 +34,14 @@
 //! | [`store`] | the `KvStore` port and its error type |
 //! | [`strategy`] | the `AssignmentStrategy` port |
 //! | [`rng`] | a small seeded generator for jitter (no entropy source) |
+//! | [`handler`] | the `AssignmentHandler` port: the application's callbacks on gaining and losing partitions |
 //! | [`hash`] | a deterministic hasher for indexes and a stable digest |
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod assignment;
 pub mod breaker;
 pub mod config;
+pub mod handler;
 pub mod hash;
 pub mod machine;
 pub mod member;
