@@ -145,6 +145,7 @@
 
 mod config;
 mod connection;
+pub mod consumer;
 mod error;
 mod provision;
 mod shared;
@@ -152,5 +153,6 @@ mod store;
 mod watch;
 
 pub use config::NatsStoreConfig;
+pub use consumer::{PartitionConsumer, PartitionConsumerBuilder};
 pub use error::ConnectError;
 pub use store::NatsStore;

@@ -65,3 +65,25 @@ async fn a_server_without_jetstream_is_refused() {
         "{err:?}"
     );
 }
+
+/// Pinned exclusivity needs nats-server 2.11: an older server is refused at build, by version.
+#[tokio::test]
+async fn pinned_exclusivity_on_a_2_10_server_is_refused_by_name() {
+    use parti_nats::consumer::{ConsumerError, Delivery, Exclusivity, PartitionConsumer};
+    let url = fake_server("2.10.26", true).await;
+    let client = async_nats::connect(&url).await.unwrap();
+    let e = PartitionConsumer::builder(client, "WORK", "work.{0}")
+        .exclusivity(Exclusivity::Pinned {
+            group: "owner".into(),
+            priority_timeout: Duration::from_secs(120),
+        })
+        .handler(|_: Delivery| async { Ok::<(), parti_core::handler::HandlerError>(()) })
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ConsumerError::ExclusivityUnsupported { .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("2.10.26"), "{e}");
+}
