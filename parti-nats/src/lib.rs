@@ -2,12 +2,16 @@
 //!
 //! **What this crate is.** The production backend of parti: [`NatsStore`], a
 //! [`KvStore`](parti_core::store::KvStore) (the port defined in `parti_core::store`) over NATS
-//! JetStream Key-Value with async-nats.
+//! JetStream Key-Value with async-nats; and [`PartitionConsumer`] (module [`consumer`]), an
+//! [`AssignmentHandler`](parti_core::handler::AssignmentHandler) that has each partition's owner
+//! consume that partition's messages from a JetStream stream, one durable consumer per
+//! partition, released before the partition moves so that nothing is skipped or repeated.
 //!
 //! **What it is not.** It makes no coordination decisions (those live in `parti-core`) and runs
-//! no cluster (that is `parti-runtime`). It is the only crate that sees async-nats types, and it
-//! shows none of them in its API except the client and connect options its constructors take
-//! (so credentials, TLS and reconnect policy pass through).
+//! no cluster (that is `parti-runtime`). It is the only crate that sees async-nats types; its
+//! API shows the client and connect options its constructors take (so credentials, TLS and
+//! reconnect policy pass through) and, in the consumer, the JetStream message a handler
+//! receives ([`consumer::Delivery::message`]) and its headers.
 //!
 //! # What `NatsStore` guarantees
 //!

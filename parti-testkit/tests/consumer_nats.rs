@@ -390,7 +390,17 @@ async fn consumers_outlive_handoffs_and_stale_ones_go_after_the_grace() {
             .is_empty()
     );
     assert_eq!(count(stream).await, 1);
-    a.shutdown().await;
+
+    // Ownership lost, then granted again before any release: the old pull finishes first and
+    // the partition runs once, under the new fence.
+    a.stop_now(&[owned("p1", 1).partition.id().clone()]);
+    a.grant(&[owned("p1", 7)]).await.expect("bound again");
+    assert_eq!(
+        a.owned(),
+        vec![(owned("p1", 7).partition.id().clone(), owned("p1", 7).fence)]
+    );
+    let reports = a.shutdown().await;
+    assert_eq!(reports.len(), 1);
 }
 
 /// Records what each of several consumers of one partition received.

@@ -23,6 +23,11 @@
 //!   first message is the oldest one not acknowledged here.
 //! - **Ownership lost** (`on_ownership_lost`): stop at once — the running handler is cancelled
 //!   and nothing more is handed out; the release follows in `on_revoked`.
+//! - **Settings** that can change in place (`ack_wait`, `max_ack_pending`, `max_deliver`,
+//!   priority settings) are set by whoever binds: give every worker of a stream the same
+//!   settings (during a rolling change the consumer follows the last worker that bound it). The
+//!   start position applies at creation only; a different subject for an existing consumer is
+//!   refused ([`ConsumerError::ConsumerConflict`]).
 //! - **Crash**: nothing runs; the messages the crashed owner held come back to the next owner
 //!   after `ack_wait` (duplicates are possible there; nothing is lost).
 //!
@@ -386,14 +391,32 @@ impl PartitionConsumer {
     /// once each has been bound once; a partition whose bind failed keeps trying in the
     /// background with backoff, and the first failure of each is returned.
     pub async fn grant(&self, partitions: &[OwnedPartition]) -> Result<(), ConsumerError> {
+        // A partition told to stop (ownership lost) and granted again before its release:
+        // let the old task finish first, so that two pulls never run for one partition.
+        let stopping: Vec<JoinHandle<ReleaseReport>> = {
+            let mut slots = lock(&self.slots);
+            partitions
+                .iter()
+                .filter_map(|owned| {
+                    let id = owned.partition.id();
+                    let stale = slots.get(id).is_some_and(|s| {
+                        *s.control.borrow() != Control::Run || s.task.is_finished()
+                    });
+                    if stale {
+                        slots.remove(id).map(|s| s.task)
+                    } else {
+                        None
+                    }
+                })
+                .collect()
+        };
+        let _ = join_all(stopping).await;
         let mut waiting = Vec::new();
         {
             let mut slots = lock(&self.slots);
             for owned in partitions {
                 let id = owned.partition.id().clone();
-                if let Some(slot) = slots.get(&id)
-                    && !slot.task.is_finished()
-                {
+                if let Some(slot) = slots.get(&id) {
                     *lock(&slot.fence) = owned.fence;
                     continue;
                 }

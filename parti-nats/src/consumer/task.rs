@@ -114,7 +114,7 @@ pub(crate) async fn run(
         .await
         {
             Ended::Rebind => {
-                tracing::info!(partition = %partition, "the partition's pull ended; binding again");
+                tracing::warn!(partition = %partition, "the partition's pull ended (consumer deleted?); binding again");
             }
             Ended::Stop(in_hand) => {
                 release(
