@@ -152,6 +152,13 @@ fn jetstream_api(err: &async_nats::jetstream::Error) -> KvError {
             reason: format!("stream not found: {err}"),
         };
     }
+    // 10054: the stream's own maximum message size (the bucket's max value size).
+    if code == ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM {
+        return KvError::ValueTooLarge {
+            size: None,
+            limit: None,
+        };
+    }
     // 503: JetStream not enabled / temporarily unavailable (no leader, cluster recovering).
     if code == ErrorCode::JETSTREAM_NOT_ENABLED
         || code == ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT
@@ -199,10 +206,30 @@ fn publish_kind(err: &PublishError) -> Option<KvError> {
         PublishErrorKind::MaxAckPending => KvError::Unavailable {
             reason: "too many writes awaiting acknowledgement".into(),
         },
-        PublishErrorKind::WrongLastMessageId
-        | PublishErrorKind::MaxPayloadExceeded
-        | PublishErrorKind::Other => return None,
+        // Refused by the client before sending (it knows the server's `max_payload`): nothing
+        // was written.
+        PublishErrorKind::MaxPayloadExceeded => {
+            let message = err.source().map(ToString::to_string).unwrap_or_default();
+            let (limit, size) = payload_sizes(&message);
+            KvError::ValueTooLarge { size, limit }
+        }
+        PublishErrorKind::WrongLastMessageId | PublishErrorKind::Other => return None,
     })
+}
+
+/// `(limit, size)` from async-nats' "Payload size limit of {limit} exceeded by message size of
+/// {size}"; `None` where the message says otherwise.
+fn payload_sizes(message: &str) -> (Option<usize>, Option<usize>) {
+    let numbers: Vec<usize> = message
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    match numbers.as_slice() {
+        [limit, size] if message.starts_with("Payload size limit of") => {
+            (Some(*limit), Some(*size))
+        }
+        _ => (None, None),
+    }
 }
 
 /// Whether a publish was refused because another write to the same key was still in flight on
@@ -460,6 +487,40 @@ mod tests {
             publish(PublishError::new(PublishErrorKind::StreamNotFound)),
             KvError::Unavailable { .. }
         ));
+    }
+
+    #[test]
+    fn a_value_over_the_limit_is_a_typed_refusal_with_its_sizes() {
+        let err = PublishError::with_source(
+            PublishErrorKind::MaxPayloadExceeded,
+            "Payload size limit of 1048576 exceeded by message size of 1300000",
+        );
+        assert_eq!(
+            publish(err),
+            KvError::ValueTooLarge {
+                size: Some(1_300_000),
+                limit: Some(1_048_576)
+            }
+        );
+        let err: async_nats::jetstream::Error = serde_json::from_str(
+            r#"{"code":400,"err_code":10054,"description":"message size exceeds maximum allowed"}"#,
+        )
+        .expect("a JetStream API error");
+        assert_eq!(
+            jetstream_api(&err),
+            KvError::ValueTooLarge {
+                size: None,
+                limit: None
+            }
+        );
+        assert!(
+            KvError::ValueTooLarge {
+                size: Some(2),
+                limit: Some(1)
+            }
+            .to_string()
+            .contains("max_payload")
+        );
     }
 
     #[test]

@@ -482,6 +482,14 @@ impl Driver {
                         );
                     }
                 }
+                PlannerNotification::RecordTooLarge {
+                    worker,
+                    partitions,
+                    error,
+                } => {
+                    tracing::error!(%worker, partitions, %error, "the store refused an assignment record as too large; it is not retried until the plan changes");
+                    labels.count("parti_records_too_large_total", 1);
+                }
                 PlannerNotification::WorkerDead { worker } => {
                     tracing::warn!(%worker, "worker declared dead");
                     labels.count("parti_emergencies_total", 1);

@@ -30,6 +30,10 @@ use tokio::sync::mpsc;
 ///   writes in revision order. A watch buffers without bound: in-process there is no flow control
 ///   to push back on writers, so a watch that is never polled keeps every change it was sent
 ///   until it is dropped (dropping it unregisters it).
+/// - **Values** are limited to [`MemoryStore::DEFAULT_MAX_VALUE_BYTES`] (1 MiB, a NATS server's
+///   default `max_payload`), so an embedded cluster meets the limit where a NATS one would; a
+///   larger value fails with [`KvError::ValueTooLarge`]. [`MemoryStore::with_max_value_bytes`]
+///   changes it.
 /// - **Never fails with a connectivity error**: [`KvStore::connection`] reports
 ///   [`ConnectionState::Connected`] once and nothing after it; operations complete at once.
 ///
@@ -54,7 +58,7 @@ use tokio::sync::mpsc;
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryStore {
     shared: Arc<Shared>,
 }
@@ -96,11 +100,32 @@ impl State {
     }
 }
 
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl MemoryStore {
-    /// An empty store: no buckets.
+    /// The largest value stored by default: 1 MiB, as a NATS server's default `max_payload`.
+    pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
+
+    /// An empty store: no buckets; values up to [`Self::DEFAULT_MAX_VALUE_BYTES`].
     #[must_use]
     pub fn new() -> Self {
-        Self::default()
+        let store = MemoryStore {
+            shared: Arc::default(),
+        };
+        store.with_model(|m, _| m.set_max_value_bytes(Some(Self::DEFAULT_MAX_VALUE_BYTES)));
+        store
+    }
+
+    /// The same store, refusing values larger than `limit` bytes from now on (`None`: no
+    /// limit).
+    #[must_use]
+    pub fn with_max_value_bytes(self, limit: Option<usize>) -> Self {
+        self.with_model(|m, _| m.set_max_value_bytes(limit));
+        self
     }
 
     /// Runs `f` on the store's model under its lock, then delivers whatever watch events `f`

@@ -20,6 +20,7 @@
 //! | `parti_rebalance_duration_seconds` | histogram | `reason` | leader: from a plan's start to its publication |
 //! | `parti_partitions_moved_total` | counter | | leader: partitions that changed owner in published plans |
 //! | `parti_emergencies_total` | counter | | leader: workers declared dead |
+//! | `parti_records_too_large_total` | counter | | leader: assignment records the store refused as too large (not retried until the plan changes) |
 //! | `parti_handoff_duration_seconds` | histogram | | a delivery, from its start to its completion (both callbacks) |
 //! | `parti_handler_duration_seconds` | histogram | `kind` | one callback (`assigned`, `revoked`) |
 //! | `parti_handler_failures_total` | counter | `kind` | callbacks that returned an error or panicked |

@@ -151,6 +151,7 @@ cases!(
     provision_mismatch_and_reconcile,
     unknown_bucket_and_invalid_key,
     connection_starts_connected,
+    a_value_over_the_limit_is_refused,
 );
 
 /// The case named `name`, to run a chosen subset (for example on a cluster).
@@ -999,5 +1000,39 @@ pub async fn connection_starts_connected(store: &dyn KvStore, opts: &ContractOpt
         first,
         Ok(Some(ConnectionState::Connected)),
         "the first connection state"
+    );
+}
+
+/// A value over the store's limit (NATS: `max_payload`, 1 MiB by default; `MemoryStore`: the
+/// same by default) is refused as `ValueTooLarge` by `create`, `update` and `put`, and nothing
+/// is written.
+pub async fn a_value_over_the_limit_is_refused(store: &dyn KvStore, opts: &ContractOptions) {
+    let spec = opts.spec("too-large", None);
+    store
+        .provision(&spec, OnMismatch::Fail)
+        .await
+        .expect("provision");
+    let bucket = spec.name.as_str();
+    let big = vec![7u8; 2 * 1024 * 1024];
+    let refused = |r: Result<Revision, KvError>, op: &str| match r {
+        Err(KvError::ValueTooLarge { .. }) => {}
+        other => panic!("{op} of 2 MiB: expected ValueTooLarge, got {other:?}"),
+    };
+    refused(store.create(bucket, "k", big.clone()).await, "create");
+    assert_eq!(store.entry(bucket, "k").await.expect("entry"), None);
+    let rev = store
+        .create(bucket, "k", b"small".to_vec())
+        .await
+        .expect("a small value");
+    refused(store.update(bucket, "k", big.clone(), rev).await, "update");
+    refused(store.put(bucket, "k", big).await, "put");
+    let entry = store
+        .entry(bucket, "k")
+        .await
+        .expect("entry")
+        .expect("a value");
+    assert_eq!(
+        (entry.value.as_slice(), entry.revision),
+        (&b"small"[..], rev)
     );
 }

@@ -135,6 +135,8 @@ pub struct NatsServer {
     store: tempfile::TempDir,
     child: Option<Child>,
     paused: bool,
+    /// Extra server configuration (written to a file passed with `-c`; flags win over it).
+    config: Option<String>,
     /// The process whose death kills the server (this test process, or one chosen in tests).
     guardian: u32,
 }
@@ -169,12 +171,23 @@ impl NatsServer {
     ///
     /// No binary, no free port, or the server did not become ready in time.
     pub fn start() -> Result<NatsServer, HarnessError> {
+        Self::start_with_config(None)
+    }
+
+    /// Starts a single JetStream node with extra server configuration, in the server's
+    /// configuration file format (e.g. `"max_payload: 8192"`), and waits until it is ready.
+    ///
+    /// # Errors
+    ///
+    /// As [`NatsServer::start`]; also when the configuration cannot be written.
+    pub fn start_with_config(config: Option<&str>) -> Result<NatsServer, HarnessError> {
         let binary = server_binary()?;
         let mut last_err = None;
         // Ports are chosen by binding and releasing them; another process may grab one in
         // between, so retry a few times with fresh ports.
         for _ in 0..3 {
             let mut server = NatsServer::new(binary.clone(), "parti-test".into(), None)?;
+            server.config = config.map(str::to_owned);
             match server.spawn().and_then(|()| server.wait_ready(NODE_READY)) {
                 Ok(()) => return Ok(server),
                 Err(err) => last_err = Some(err),
@@ -201,6 +214,7 @@ impl NatsServer {
             store,
             child: None,
             paused: false,
+            config: None,
             guardian: std::process::id(),
         })
     }
@@ -265,6 +279,12 @@ impl NatsServer {
             "-sd".into(),
             self.store.path().join("js").display().to_string(),
         ];
+        if let Some(config) = &self.config {
+            let path = self.store.path().join("server.conf");
+            // Written before every spawn; a failure shows as the server refusing to start.
+            let _ = std::fs::write(&path, config);
+            args.extend(["-c".into(), path.display().to_string()]);
+        }
         if let Some(cluster) = &self.cluster {
             args.extend([
                 "--cluster_name".into(),

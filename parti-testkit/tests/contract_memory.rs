@@ -34,6 +34,7 @@ memory_cases!(
     provision_mismatch_and_reconcile,
     unknown_bucket_and_invalid_key,
     connection_starts_connected,
+    a_value_over_the_limit_is_refused,
 );
 
 /// Every case above is listed: a case added to the suite without a test here fails this one.

@@ -473,3 +473,101 @@ async fn a_minute_of_churn_keeps_ownership_exclusive() {
     c.shutdown_all().await;
     c.ledger.assert_clean();
 }
+
+/// A worker's assignment record over the server's `max_payload` (8 KiB here; 1 MiB by default,
+/// which one worker owning ~90,000 partitions reaches): the leader reports it once
+/// (`RecordTooLarge`), does not send it again, grants nothing twice; a worker joining makes the
+/// shares fit again and everything is owned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_over_max_payload_is_reported_once_and_not_retried() {
+    use parti_core::member::Notification as MemberNote;
+    use parti_core::planner::PlannerNotification;
+    use parti_runtime::Notification;
+
+    let server = parti_testkit::nats::NatsServer::start_with_config(Some("max_payload: 8192"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // 1,200 partitions: 400 or 600 per worker fit in 8 KiB (about 10 bytes each), 1,200 do not.
+    let mut c = Cluster::new(config(), 1_200);
+    assert_eq!(start_together(&mut c, &server.url(), 3, &[]).await, 0);
+    settle(&c).await;
+    let mut notes: Vec<_> = c
+        .workers
+        .iter()
+        .map(|w| w.manager.notifications())
+        .collect();
+    // (receiver index, worker, partitions, error) of every report since the last call.
+    let refusals = |notes: &mut Vec<tokio::sync::broadcast::Receiver<Notification>>| {
+        let mut found = Vec::new();
+        for (i, rx) in notes.iter_mut().enumerate() {
+            while let Ok(n) = rx.try_recv() {
+                if let Notification::Member(MemberNote::Planner(
+                    PlannerNotification::RecordTooLarge {
+                        worker,
+                        partitions,
+                        error,
+                    },
+                )) = n
+                {
+                    found.push((i, worker, partitions, error));
+                }
+            }
+        }
+        found
+    };
+
+    c.shutdown(1).await;
+    e2e::wait_each_owns(&c, 600).await;
+    assert!(refusals(&mut notes).is_empty(), "600 partitions fit");
+
+    // The last two would become one worker owning all 1,200: refused — by the leaving
+    // worker's planner if it led, and once more by the survivor's when it takes over (a new
+    // leader tries once).
+    let survivor = c.live().into_iter().find(|&i| i != 2).expect("a survivor");
+    let kept = c.workers[survivor].manager.owned().len();
+    c.shutdown(2).await;
+    let mut found = Vec::new();
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while found.is_empty() || c.leader() != Some(survivor) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no RecordTooLarge reported: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        found.extend(refusals(&mut notes));
+    }
+    // Not retried: in 3 more seconds (the planner's retry backoff starts at 100 ms) no planner
+    // reports again, and the survivor still owns what it had.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = refusals(&mut notes);
+    assert!(later.is_empty(), "sent again: {later:?} after {found:?}");
+    let mut per_leader: Vec<usize> = found.iter().map(|f| f.0).collect();
+    per_leader.dedup();
+    assert_eq!(
+        per_leader.len(),
+        found.len(),
+        "a leader reported twice: {found:?}"
+    );
+    for (_, worker, partitions, error) in &found {
+        assert_eq!(Some(worker.clone()), c.worker_id(survivor));
+        assert_eq!(*partitions, 1_200);
+        assert!(
+            matches!(
+                error,
+                parti_core::store::KvError::ValueTooLarge {
+                    limit: Some(8192),
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("max_payload"), "{error}");
+    }
+    assert_eq!(c.workers[survivor].manager.owned().len(), kept);
+
+    // A new worker: 600 each fits, and the plan goes out.
+    let store = e2e::store(&server.url(), &c.config).await;
+    c.start(store, None).await.expect("a third worker starts");
+    e2e::wait_each_owns(&c, 600).await;
+    c.shutdown_all().await;
+    c.ledger.assert_clean();
+}

@@ -120,7 +120,10 @@ impl Member {
         if let Err(e) = result
             && !matches!(
                 e,
-                KvError::NotFound | KvError::AlreadyExists | KvError::RevisionMismatch { .. }
+                KvError::NotFound
+                    | KvError::AlreadyExists
+                    | KvError::RevisionMismatch { .. }
+                    | KvError::ValueTooLarge { .. }
             )
         {
             self.on_kv_error(now);

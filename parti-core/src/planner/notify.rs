@@ -119,6 +119,20 @@ pub enum PlannerNotification {
         /// How long it has been waited for.
         waited: Duration,
     },
+    /// The store refused a worker's assignment record as too large
+    /// ([`KvError::ValueTooLarge`]). Nothing of it was written; the worker keeps its previous
+    /// record, the partitions it would have gained stay unowned (or with their owners), and the
+    /// same record is not tried again — a plan that changes the worker's share (more workers,
+    /// fewer partitions) is. The fix is in the error: raise the store's limit, or spread the
+    /// partitions over more workers.
+    RecordTooLarge {
+        /// The worker.
+        worker: WorkerId,
+        /// Partitions the refused record named.
+        partitions: usize,
+        /// The store's refusal (size and limit when known).
+        error: KvError,
+    },
     /// A higher term exists: the planner stopped.
     SteppedDown {
         /// The higher term seen.

@@ -223,6 +223,16 @@ impl Planner {
                 withheld |= !next.is_empty();
                 continue;
             };
+            // The store refused this very set as too large: writing it again would be refused
+            // again (a retry loop). It waits for a plan that changes it; the partitions it
+            // would have granted stay where they are.
+            if slot
+                .and_then(|s| s.refused.as_ref())
+                .is_some_and(|r| r.iter().eq(next.iter().copied()))
+            {
+                withheld = true;
+                continue;
+            }
             let readdress = !next.is_empty()
                 && slot
                     .and_then(|s| s.rec.as_ref())

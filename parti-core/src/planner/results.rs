@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
-use super::Planner;
 use super::publish::Op;
 use super::slots::{Awaiting, Ghost, Slot, ids};
+use super::{Planner, PlannerNotification};
 use crate::machine::{KvReply, KvResult, OpId};
 use crate::records::{AssignmentRecord, Intent};
 use crate::store::KvError;
@@ -95,6 +95,7 @@ impl Planner {
                 slot.ghost = None;
                 slot.must_rewrite = false;
                 slot.unapplied = false;
+                slot.refused = None;
                 if removes && alive && slot.awaiting.is_none() {
                     slot.awaiting = Some(Awaiting {
                         version,
@@ -110,6 +111,18 @@ impl Planner {
                 true
             }
             Ok(_) => false,
+            Err(e @ KvError::ValueTooLarge { .. }) => {
+                // A certain refusal that the same record would meet again: not retried (see
+                // `wave`), reported once per refused set.
+                let partitions: Vec<_> = ids(&record).into_iter().collect();
+                self.notes.push_back(PlannerNotification::RecordTooLarge {
+                    worker,
+                    partitions: partitions.len(),
+                    error: e,
+                });
+                slot.refused = Some(partitions);
+                true
+            }
             Err(e) => {
                 if matches!(e, KvError::Timeout) {
                     let parts = ids(&record);

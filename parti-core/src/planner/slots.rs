@@ -89,6 +89,11 @@ pub(super) struct Slot {
     /// tight loop with a member that never leaves `Fenced`); a failed re-grant write leaves the
     /// record older, so it is retried at once.
     pub regranted: Option<(Version, Instant)>,
+    /// The partitions of a record the store refused as too large
+    /// ([`KvError::ValueTooLarge`](crate::store::KvError::ValueTooLarge)): the same set is
+    /// not written again (it would be refused again); a plan that changes this worker's set
+    /// tries again.
+    pub refused: Option<Vec<PartitionId>>,
 }
 
 pub(super) fn ids(rec: &AssignmentRecord) -> BTreeSet<PartitionId> {
@@ -111,6 +116,7 @@ impl Slot {
             unapplied: false,
             awaiting: None,
             regranted: None,
+            refused: None,
         }
     }
 

@@ -448,15 +448,38 @@ pub enum KvError {
         /// The rejected key.
         key: String,
     },
+    /// The value is larger than the store accepts (NATS: the server's `max_payload`, 1 MiB by
+    /// default, headers included; or the stream's maximum message size). A certain refusal:
+    /// nothing was written, and sending the same value again fails the same way.
+    #[error("{}", too_large(*size, *limit))]
+    ValueTooLarge {
+        /// The value's size as the store counted it, when known.
+        size: Option<usize>,
+        /// The store's limit, when known.
+        limit: Option<usize>,
+    },
     /// Anything else the backend reported.
     #[error("store backend error: {0}")]
     Backend(BackendError),
 }
 
+fn too_large(size: Option<usize>, limit: Option<usize>) -> String {
+    let size = size.map_or_else(|| "a value".to_owned(), |s| format!("a value of {s} bytes"));
+    let limit = limit.map_or_else(
+        || "the store's limit".to_owned(),
+        |l| format!("the store's limit of {l} bytes"),
+    );
+    format!(
+        "{size} is over {limit}: nothing was written; raise the limit (NATS: max_payload in the \
+         server configuration) or make the value smaller"
+    )
+}
+
 impl KvError {
     /// Whether the error says nothing about the data, only about reaching the store (a
     /// [`KvError::Timeout`] write has an unknown outcome). The member's degraded mode counts
-    /// more than these: every error but `NotFound`, `AlreadyExists` and `RevisionMismatch`.
+    /// more than these: every error but `NotFound`, `AlreadyExists`, `RevisionMismatch` and
+    /// `ValueTooLarge` (answers about the data, not about reaching the store).
     #[must_use]
     pub fn is_connectivity(&self) -> bool {
         matches!(self, KvError::Timeout | KvError::Unavailable { .. })

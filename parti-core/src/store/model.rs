@@ -193,9 +193,27 @@ pub struct StoreModel {
     /// The latest `now` seen, by reads too (hence a `Cell`: reads take `&self`); earlier ones
     /// are read as this.
     clock: Cell<Option<Instant>>,
+    /// Values larger than this are refused with [`KvError::ValueTooLarge`] (as a NATS server's
+    /// `max_payload` refuses them); `None`: no limit (the default).
+    max_value: Option<usize>,
 }
 
 impl StoreModel {
+    /// Refuses values larger than `limit` bytes from now on (`None`: no limit).
+    pub fn set_max_value_bytes(&mut self, limit: Option<usize>) {
+        self.max_value = limit;
+    }
+
+    fn check_size(&self, value: &[u8]) -> Result<(), KvError> {
+        match self.max_value {
+            Some(limit) if value.len() > limit => Err(KvError::ValueTooLarge {
+                size: Some(value.len()),
+                limit: Some(limit),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// An empty store: no buckets, no watchers.
     #[must_use]
     pub fn new() -> Self {
@@ -309,7 +327,8 @@ impl StoreModel {
     ///
     /// # Errors
     ///
-    /// [`KvError::AlreadyExists`], [`KvError::BucketNotFound`], [`KvError::InvalidKey`].
+    /// [`KvError::AlreadyExists`], [`KvError::BucketNotFound`], [`KvError::InvalidKey`],
+    /// [`KvError::ValueTooLarge`].
     pub fn create(
         &mut self,
         bucket: &str,
@@ -320,6 +339,7 @@ impl StoreModel {
         let now = self.advance(now);
         let b = self.bucket(bucket)?;
         check_key(key)?;
+        self.check_size(&value)?;
         if b.live_revision_of(key, now).is_some() {
             return Err(KvError::AlreadyExists);
         }
@@ -343,6 +363,7 @@ impl StoreModel {
         now: Instant,
     ) -> Result<Revision, KvError> {
         let now = self.advance(now);
+        self.check_size(&value)?;
         self.check_expected(bucket, key, expected, now)?;
         self.write(bucket, key, KvOperation::Put(value), now)
     }
@@ -362,6 +383,7 @@ impl StoreModel {
         let now = self.advance(now);
         self.bucket(bucket)?;
         check_key(key)?;
+        self.check_size(&value)?;
         self.write(bucket, key, KvOperation::Put(value), now)
     }
 

@@ -115,6 +115,9 @@ pub(crate) struct Sim {
     /// Every value the `term` key was given, with its revision (the store keeps one; a member's
     /// ordered stream sees them all).
     pub(crate) term_bumps: Vec<(Term, Revision)>,
+    /// Values of the assignments bucket larger than this are refused (`ValueTooLarge`), as
+    /// a NATS server's `max_payload` does.
+    pub(crate) max_value: Option<usize>,
 }
 
 pub(crate) fn config() -> ValidConfig {
@@ -188,6 +191,7 @@ impl Sim {
             notes: Vec::new(),
             actions: Vec::new(),
             violations: Vec::new(),
+            max_value: None,
             last_fence: BTreeMap::new(),
             next_instance: 100,
             in_pump: false,
@@ -642,6 +646,14 @@ impl Sim {
         value: Vec<u8>,
         expected: Option<Revision>,
     ) -> KvResult {
+        if let Some(limit) = self.max_value
+            && value.len() > limit
+        {
+            return Err(KvError::ValueTooLarge {
+                size: Some(value.len()),
+                limit: Some(limit),
+            });
+        }
         let fault = self.faults.pop_front();
         if let Some(Fault::Fail(e)) = fault {
             return Err(e);

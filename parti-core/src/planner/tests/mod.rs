@@ -7,5 +7,6 @@ mod handoff;
 mod harness;
 mod liveness;
 mod members;
+mod oversize;
 mod planning;
 mod prop;
