@@ -128,7 +128,15 @@ async fn parti(client: &async_nats::Client, messages: usize, run: usize) -> Dura
     while count.load(Ordering::Relaxed) < messages as u64 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    let handled = started.elapsed();
     c.shutdown().await; // the last acks flushed
+    if started.elapsed() > handled + Duration::from_secs(1) {
+        println!(
+            "  (all handled after {:.0} ms, shutdown took {:.0} ms)",
+            handled.as_secs_f64() * 1e3,
+            (started.elapsed() - handled).as_secs_f64() * 1e3
+        );
+    }
     started.elapsed()
 }
 
@@ -170,6 +178,11 @@ async fn main() {
         };
         plain_rates.push(messages as f64 / p.as_secs_f64());
         parti_rates.push(messages as f64 / q.as_secs_f64());
+        println!(
+            "  run {run}: plain {:.0} ms, PartitionConsumer {:.0} ms",
+            p.as_secs_f64() * 1e3,
+            q.as_secs_f64() * 1e3
+        );
     }
     let (pm, plo, phi) = stats(plain_rates);
     let (qm, qlo, qhi) = stats(parti_rates);

@@ -39,7 +39,9 @@ use parti_core::{Partition, ValidConfig};
 
 pub use invariants::Violation;
 pub use trace::{EXCERPT_LINES, Trace};
-pub use world::{Control, Node, Pick, Stats, Status, World, WorldSettings, bucket_specs};
+pub use world::{
+    Control, EventKind, Node, Pick, Profile, Stats, Status, World, WorldSettings, bucket_specs,
+};
 
 /// What to run.
 #[derive(Clone, Debug)]

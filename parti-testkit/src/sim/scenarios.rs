@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use parti_core::config::Config;
 use parti_core::planner::PlannerFaults;
-use parti_core::{PartitionId, WorkerId, WorkerState};
+use parti_core::{Partition, PartitionId, WorkerId, WorkerState};
 
 use super::{SimOptions, Status, World, partitions, world};
 
@@ -604,4 +604,112 @@ pub fn scale(seed: u64, members: usize, partitions: usize) -> Outcome {
     let pubs = r.w.stats().publications;
     r.note(format!("{steps} steps, {pubs} publications"));
     r.finish()
+}
+
+/// What the machines cost at one size, measured in the simulator (wall-clock CPU time inside
+/// `Member::handle_event`, the leader's separated from the followers').
+#[derive(Clone, Debug, Default)]
+pub struct MachineCosts {
+    /// Members and partitions.
+    pub size: (usize, usize),
+    /// Leader, per heartbeat, in steady state: (heartbeats, mean).
+    pub heartbeat: (u64, Duration),
+    /// Leader, per heartbeat, in steady state: median, p99 and max.
+    pub heartbeat_spread: (Duration, Duration, Duration),
+    /// Follower, per event of any kind, in steady state: (events, mean).
+    pub follower_event: (u64, Duration),
+    /// Per event: `(what, leader CPU from the event to a settled cluster, the leader's longest
+    /// single input meanwhile (the replan, or a new leader's takeover), simulated time to
+    /// settle)`.
+    pub events: Vec<(&'static str, Duration, Duration, Duration)>,
+    /// Wall time of the whole run.
+    pub wall: Duration,
+    /// Problems (a step that did not settle, a violation).
+    pub failures: Vec<String>,
+}
+
+/// Measures [`MachineCosts`] at `members` × `partitions` (default config): start and settle,
+/// 40 s more (the cold start's final plan), 10 s of steady state, then a join, a follower crash, a catalog change (+1 %), and a leader
+/// crash, each followed to a settled cluster.
+pub fn machine_costs(seed: u64, members: usize, partitions: usize) -> MachineCosts {
+    let wall = std::time::Instant::now();
+    let mut c = Config::default();
+    c.worker_id_max = u32::try_from(members + 10).unwrap_or(u32::MAX);
+    let mut r = Run::new("machines", seed, c, partitions);
+    let n = u32::try_from(members).unwrap_or(u32::MAX);
+    let span = secs(10);
+    for i in 0..n {
+        r.w.control_at(span * i / n.max(1), super::Control::Start(Some(i)));
+    }
+    r.w.run_until(span);
+    let mut out = MachineCosts {
+        size: (members, partitions),
+        ..MachineCosts::default()
+    };
+    if !r.settle(secs(300), "after the joins") {
+        out.failures = r.out.failures.clone();
+        return out;
+    }
+    // Past the cold-start window's final plan and its acknowledgements: really steady.
+    r.w.run_for(secs(40));
+    r.w.profile_start();
+    r.w.run_for(secs(10));
+    let steady = r.w.profile_take();
+    let (beats, beat_time) = steady.get(true, super::EventKind::Heartbeat);
+    let per_beat = beat_time / u32::try_from(beats.max(1)).unwrap_or(u32::MAX);
+    out.heartbeat = (beats, per_beat);
+    out.heartbeat_spread = (
+        steady.leader_heartbeat_quantile(0.5),
+        steady.leader_heartbeat_quantile(0.99),
+        steady.leader_heartbeat_quantile(1.0),
+    );
+    let (fe, ft) = {
+        let a = steady.get(false, super::EventKind::Heartbeat);
+        let b = steady.get(false, super::EventKind::Other);
+        (a.0 + b.0, a.1 + b.1)
+    };
+    out.follower_event = (fe, ft / u32::try_from(fe.max(1)).unwrap_or(u32::MAX));
+
+    let mut measure = |r: &mut Run, what: &'static str, act: &mut dyn FnMut(&mut World)| {
+        r.w.profile_start();
+        let t = r.w.now();
+        act(&mut r.w);
+        let ok = r.settle(secs(120), what);
+        let p = r.w.profile_take();
+        if ok {
+            out.events
+                .push((what, p.leader_total(), p.leader_max, r.w.now() - t));
+        }
+    };
+    measure(&mut r, "a worker joins", &mut |w| {
+        w.start_node(Some(n));
+    });
+    measure(&mut r, "a follower crashes", &mut |w| {
+        let follower = w
+            .running()
+            .find(|(_, x)| !x.member().is_leader())
+            .map(|(i, _)| i);
+        if let Some(f) = follower {
+            w.crash(f);
+        }
+    });
+    measure(&mut r, "the catalog grows 1 %", &mut |w| {
+        let mut catalog = w.catalog().to_vec();
+        let extra = (partitions / 100).max(1);
+        catalog.extend(
+            (partitions..partitions + extra)
+                .map(|i| Partition::new([format!("q{i:06}")], 1).expect("a partition")),
+        );
+        w.set_catalog(catalog);
+    });
+    measure(&mut r, "the leader crashes", &mut |w| {
+        if let Some(&l) = w.leaders().first() {
+            w.crash(l);
+        }
+    });
+    out.failures = r.out.failures.clone();
+    out.failures
+        .extend(r.w.violations().iter().map(|v| format!("{v:?}")));
+    out.wall = wall.elapsed();
+    out
 }

@@ -289,6 +289,76 @@ pub struct Stats {
     pub stalls: u64,
 }
 
+/// What a member was handling, for [`Profile`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EventKind {
+    /// A heartbeat from the heartbeats watch.
+    Heartbeat,
+    /// Anything else (timers, other watch items, store results, deliveries).
+    Other,
+}
+
+/// Wall-clock time members spent handling events, split by leader / follower and kind.
+#[derive(Clone, Debug, Default)]
+pub struct Profile {
+    /// `(leader, kind)` → (events, total time).
+    pub by_kind: BTreeMap<(bool, EventKind), (u64, Duration)>,
+    /// The leader's heartbeat times, one per heartbeat.
+    pub leader_heartbeats: Vec<Duration>,
+    /// The leader's longest single event of any kind.
+    pub leader_max: Duration,
+}
+
+impl Profile {
+    fn add(&mut self, leader: bool, kind: EventKind, took: Duration) {
+        let e = self.by_kind.entry((leader, kind)).or_default();
+        e.0 += 1;
+        e.1 += took;
+        if leader {
+            self.leader_max = self.leader_max.max(took);
+            if kind == EventKind::Heartbeat {
+                self.leader_heartbeats.push(took);
+            }
+        }
+    }
+
+    /// The `q`-quantile (0..=1) of the leader's heartbeat times.
+    #[must_use]
+    pub fn leader_heartbeat_quantile(&self, q: f64) -> Duration {
+        let mut v = self.leader_heartbeats.clone();
+        if v.is_empty() {
+            return Duration::ZERO;
+        }
+        v.sort();
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let i = ((v.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+        v[i]
+    }
+
+    /// Events and total time of one `(leader, kind)`.
+    #[must_use]
+    pub fn get(&self, leader: bool, kind: EventKind) -> (u64, Duration) {
+        self.by_kind
+            .get(&(leader, kind))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Total time of the leader (every kind).
+    #[must_use]
+    pub fn leader_total(&self) -> Duration {
+        self.by_kind
+            .iter()
+            .filter(|((l, _), _)| *l)
+            .map(|(_, (_, t))| *t)
+            .sum()
+    }
+}
+
 /// The simulated cluster.
 pub struct World {
     pub(crate) epoch: Instant,
@@ -327,6 +397,9 @@ pub struct World {
     /// `WorkerDead` notifications: time, worker, whether a running connected process held it.
     pub(crate) deaths: Vec<(Duration, WorkerId, bool)>,
     stop_on_violation: bool,
+    /// Wall-clock time spent inside members' event handling, by kind (opt-in, for the
+    /// machines benchmark: [`World::profile_start`]).
+    profile: Option<Profile>,
     /// Print progress to stderr (`PARTI_SIM_PROGRESS` set), for long scale runs.
     progress: bool,
 }
@@ -414,6 +487,7 @@ impl World {
             published: Vec::new(),
             deaths: Vec::new(),
             stop_on_violation: true,
+            profile: None,
             progress: std::env::var_os("PARTI_SIM_PROGRESS").is_some(),
         }
     }
@@ -560,9 +634,37 @@ impl World {
     /// Feeds one input to member `n` and executes what follows; returns the number of
     /// deliveries it emitted.
     fn input(&mut self, n: usize, f: impl FnOnce(&mut Member, Instant)) -> usize {
+        self.input_as(n, EventKind::Other, f)
+    }
+
+    /// An input of a known kind (for the profile).
+    fn input_as(
+        &mut self,
+        n: usize,
+        kind: EventKind,
+        f: impl FnOnce(&mut Member, Instant),
+    ) -> usize {
         let local = self.local_now(n);
-        f(&mut self.nodes[n].member, local);
+        if let Some(profile) = &mut self.profile {
+            let leader = self.nodes[n].member.is_leader();
+            // The simulator's own clock is virtual; this measures the machine's real CPU time.
+            let started = Instant::now();
+            f(&mut self.nodes[n].member, local);
+            profile.add(leader, kind, started.elapsed());
+        } else {
+            f(&mut self.nodes[n].member, local);
+        }
         self.after_input(n)
+    }
+
+    /// Starts (or restarts) profiling the members' event handling.
+    pub fn profile_start(&mut self) {
+        self.profile = Some(Profile::default());
+    }
+
+    /// What was profiled since [`World::profile_start`] (and stops profiling).
+    pub fn profile_take(&mut self) -> Profile {
+        self.profile.take().unwrap_or_default()
     }
 
     fn after_input(&mut self, n: usize) -> usize {

@@ -3,13 +3,16 @@
 
 use std::time::Duration;
 
+use parti_core::WorkerId;
 use parti_core::machine::{IoEvent, KvReply, KvRequest, KvResult, OpId, WatchId};
 use parti_core::member::Event;
 use parti_core::records::{AssignmentRecord, ClusterMeta, Names, Record, TermCounter};
 use parti_core::store::model::WatcherId;
 use parti_core::store::{KvError, KvOperation, WatchEvent, WatchKeys};
 
-use super::{Ev, Status, World, bucket_of, describe, dur_ns, is_write, short_result, unavailable};
+use super::{
+    Ev, EventKind, Status, World, bucket_of, describe, dur_ns, is_write, short_result, unavailable,
+};
 
 impl World {
     // ----- the network and the store ----------------------------------------------------------
@@ -471,7 +474,17 @@ impl World {
                 stale = Some((r.term, s, self.nodes[n].member.applied_version()));
             }
         }
-        let delivers = self.input(n, |m, now| {
+        // Heartbeat keys are worker ids (the leader's heartbeats watch); the assignments watch
+        // carries `w.<id>`, `meta` and `term`.
+        let kind = match &item {
+            WatchEvent::Change(c)
+                if self.nodes[n].assign_watch != Some(watch) && WorkerId::new(&c.key).is_ok() =>
+            {
+                EventKind::Heartbeat
+            }
+            _ => EventKind::Other,
+        };
+        let delivers = self.input_as(n, kind, |m, now| {
             m.handle_event(
                 now,
                 Event::Io(IoEvent::Watch {
