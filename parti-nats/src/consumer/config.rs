@@ -65,6 +65,7 @@ pub(crate) struct Settings {
     pub(crate) max_deliver: Option<i64>,
     pub(crate) batch: usize,
     pub(crate) pull_expires: Duration,
+    pub(crate) pull_heartbeat: Option<Duration>,
     pub(crate) release_timeout: Duration,
     pub(crate) ack_mode: AckMode,
     pub(crate) retry_backoff: (Duration, Duration),
@@ -85,6 +86,7 @@ impl Settings {
             max_deliver: None,
             batch: 64,
             pull_expires: Duration::from_secs(30),
+            pull_heartbeat: None,
             release_timeout: Duration::from_secs(5),
             ack_mode: AckMode::Auto,
             retry_backoff: (Duration::from_millis(100), Duration::from_secs(30)),
@@ -133,6 +135,13 @@ impl Settings {
         if self.pull_expires < Duration::from_secs(1) {
             problems.push(format!("pull_expires {:?} is below 1 s", self.pull_expires));
         }
+        let hb = self.heartbeat();
+        if hb < Duration::from_millis(100) || hb > self.pull_expires / 2 {
+            problems.push(format!(
+                "pull heartbeat {hb:?} must be between 100 ms and half of pull_expires ({:?})",
+                self.pull_expires
+            ));
+        }
         if let AckMode::Manual { max_in_flight: 0 } = self.ack_mode {
             problems.push("AckMode::Manual with max_in_flight 0".to_owned());
         }
@@ -168,6 +177,13 @@ impl Settings {
         } else {
             Err(ConsumerError::InvalidSetting(problems.join("; ")))
         }
+    }
+
+    /// The pull's idle heartbeat: as set, else a quarter of `pull_expires`, at most 5 s. Two
+    /// missed heartbeats end a pull that went silent and start a new one.
+    pub(crate) fn heartbeat(&self) -> Duration {
+        self.pull_heartbeat
+            .unwrap_or_else(|| (self.pull_expires / 4).min(Duration::from_secs(5)))
     }
 
     /// The nak delay after the handler failed on its `delivered`-th delivery.

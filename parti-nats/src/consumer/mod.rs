@@ -72,10 +72,11 @@
 //! | `parti_consumer_partition_messages_total` | counter | `stream`, `partition` | messages handed to the handler |
 //! | `parti_consumer_handler_seconds` | histogram | `stream` | handler time per message |
 //! | `parti_consumer_redeliveries_total` | counter | `stream` | messages handed out more than once |
-//! | `parti_consumer_naks_total` | counter | `stream`, `reason` | naks: `handler_error`, `release` |
+//! | `parti_consumer_naks_total` | counter | `stream`, `reason` | naks: `handler_error`, `release`, `pull_restart` |
 //! | `parti_consumer_bind_seconds` | histogram | `stream` | grant: consumer bound and pull started |
 //! | `parti_consumer_bind_failures_total` | counter | `stream` | failed binds (each retried with backoff) |
 //! | `parti_consumer_release_seconds` | histogram | `stream` | the release procedure |
+//! | `parti_consumer_pull_restarts_total` | counter | `stream` | pulls replaced after they went silent (missed heartbeats) |
 //!
 //! # Removed partitions
 //!
@@ -124,6 +125,7 @@ pub(crate) mod metric {
     pub(crate) const BIND_SECONDS: &str = "parti_consumer_bind_seconds";
     pub(crate) const BIND_FAILURES: &str = "parti_consumer_bind_failures_total";
     pub(crate) const RELEASE_SECONDS: &str = "parti_consumer_release_seconds";
+    pub(crate) const PULL_RESTARTS: &str = "parti_consumer_pull_restarts_total";
 }
 
 /// Consumer metadata keys: which partition consumer created it, for which partition.
@@ -719,6 +721,15 @@ impl PartitionConsumerBuilder {
     /// Pull request expiry (default 30 s).
     pub fn pull_expires(mut self, expires: Duration) -> Self {
         self.settings.pull_expires = expires;
+        self
+    }
+
+    /// The pull's idle heartbeat (default a quarter of `pull_expires`, at most 5 s): a pull
+    /// that misses two is replaced by a new one (what it buffered is nak'd first). A shorter
+    /// heartbeat ends such a stall sooner and costs one small status message per heartbeat per
+    /// owned partition while idle.
+    pub fn pull_heartbeat(mut self, heartbeat: Duration) -> Self {
+        self.settings.pull_heartbeat = Some(heartbeat);
         self
     }
 

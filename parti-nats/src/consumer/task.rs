@@ -51,6 +51,9 @@ enum Ended {
     Stop(Option<Delivery>),
     /// The pull ended (consumer deleted, stream gone): bind again.
     Rebind,
+    /// The pull went silent (the server stopped sending, even heartbeats): give back what it
+    /// buffered and start a new one.
+    Reopen,
 }
 
 /// Runs one owned partition until it is released; reports the release.
@@ -115,6 +118,12 @@ pub(crate) async fn run(
         {
             Ended::Rebind => {
                 tracing::warn!(partition = %partition, "the partition's pull ended (consumer deleted?); binding again");
+            }
+            Ended::Reopen => {
+                metrics::counter!(metric::PULL_RESTARTS, "stream" => shared.stream_label())
+                    .increment(1);
+                tracing::info!(partition = %partition, "the pull went silent (missed heartbeats); starting a new one");
+                give_back(&shared, &partition, &fence, messages).await;
             }
             Ended::Stop(in_hand) => {
                 release(
@@ -216,7 +225,8 @@ async fn unpin(shared: &Shared, name: &str, group: &str) {
 
 async fn open(shared: &Shared, consumer: &PullConsumer) -> Result<Messages, ConsumerError> {
     let s = &shared.settings;
-    let heartbeat = (s.pull_expires / 4).min(Duration::from_secs(10));
+    // Two missed heartbeats end a silent pull (see `consume`).
+    let heartbeat = s.heartbeat();
     let mut builder = consumer
         .stream()
         .max_messages_per_batch(s.batch)
@@ -260,8 +270,14 @@ async fn consume(
         let message = match next {
             None => return Ended::Rebind,
             Some(Err(e)) => {
-                if matches!(e.kind(), MessagesErrorKind::ConsumerDeleted) {
-                    return Ended::Rebind;
+                match e.kind() {
+                    MessagesErrorKind::ConsumerDeleted => return Ended::Rebind,
+                    // Seen under load with a freshly created consumer: the server holds no
+                    // pull request of ours while the client believes one is open, and nothing
+                    // comes until the request expires (pull_expires and more). A new pull
+                    // ends the stall at once.
+                    MessagesErrorKind::MissingHeartbeat => return Ended::Reopen,
+                    _ => {}
                 }
                 errors += 1;
                 if errors.is_power_of_two() {
@@ -341,6 +357,29 @@ pub(crate) async fn settle(
         Ok(()) => metrics::counter!(metric::MESSAGES, "stream" => shared.stream_label(), "outcome" => outcome)
             .increment(1),
         Err(e) => tracing::warn!(error = %e, "could not settle a message; it comes back after ack_wait"),
+    }
+}
+
+/// Drops a pull that is being replaced: what it buffered is nak'd (after the drop, in stream
+/// order), so that it comes back at once instead of after `ack_wait`.
+async fn give_back(
+    shared: &Arc<Shared>,
+    partition: &PartitionId,
+    fence: &Arc<Mutex<Fence>>,
+    mut messages: Messages,
+) {
+    let mut buffered = Vec::new();
+    while let Some(Some(next)) = messages.next().now_or_never() {
+        if let Ok(m) = next {
+            buffered.push(m);
+        }
+    }
+    drop(messages);
+    buffered.sort_by_key(|m| m.info().map(|i| i.stream_sequence).unwrap_or(0));
+    for m in buffered {
+        let d = Delivery::new(m, partition.clone(), current(fence), None);
+        metrics::counter!(metric::NAKS, "stream" => shared.stream_label(), "reason" => "pull_restart").increment(1);
+        settle(shared, &d, AckKind::Nak(None), "nacked").await;
     }
 }
 
