@@ -3,6 +3,7 @@
 //! once — and clear errors when the stream cannot serve the partitions.
 
 mod consumer;
+mod e2e;
 
 use std::time::Duration;
 
@@ -25,6 +26,21 @@ fn server() -> NatsServer {
 
 const PARTITIONS: usize = 20;
 
+/// A server with the stream `WORK` (100 consumers), its URL, a client and its JetStream context.
+async fn with_stream() -> (
+    NatsServer,
+    String,
+    async_nats::Client,
+    async_nats::jetstream::Context,
+) {
+    let server = server();
+    let url = server.url();
+    let c = client(&url).await;
+    create_stream(&c, 100).await;
+    let js = async_nats::jetstream::new(c.clone());
+    (server, url, c, js)
+}
+
 async fn node(url: &str, log: &Log, process: &str, id: Option<u32>, work: Duration) -> Node {
     let consumer = log
         .builder(client(url).await, process, work)
@@ -39,6 +55,33 @@ async fn node(url: &str, log: &Log, process: &str, id: Option<u32>, work: Durati
 /// assertions are about the log).
 async fn run_for(d: Duration) {
     tokio::time::sleep(d).await;
+}
+
+/// Stops the producer, waits until everything published was handled, stops the live workers
+/// gracefully, and reports the log's tally.
+async fn finish(
+    producer: Producer,
+    log: &Log,
+    nodes: &[Node],
+    what: &str,
+) -> (std::collections::BTreeSet<(String, u64)>, consumer::Tally) {
+    let published = producer.stop().await;
+    wait_all_handled(log, &published, Duration::from_secs(60)).await;
+    for n in nodes.iter().filter(|n| n.alive) {
+        n.manager.shutdown().await;
+    }
+    let t = tally(log, &published);
+    eprintln!(
+        "{what}: published {}, handled {}, gaps {}, duplicates {}, redelivered {}, order inversions {}, moves {}",
+        published.len(),
+        t.handled,
+        t.gaps,
+        t.duplicates,
+        t.redelivered,
+        t.inversions,
+        t.moves
+    );
+    (published, t)
 }
 
 /// Joins, a graceful leave, a restart with the same id, a join again — each a real parti
@@ -74,22 +117,7 @@ async fn handoffs_under_load(work: Duration, per_second: u32) {
     wait_balanced(&nodes, PARTITIONS).await;
     run_for(Duration::from_millis(700)).await;
 
-    let published = producer.stop().await;
-    wait_all_handled(&log, &published, Duration::from_secs(60)).await;
-    for n in nodes.iter().filter(|n| n.alive) {
-        n.manager.shutdown().await;
-    }
-    let t = tally(&log, &published);
-    eprintln!(
-        "published {}, handled {}, gaps {}, duplicates {}, redelivered {}, order inversions {}, moves {}",
-        published.len(),
-        t.handled,
-        t.gaps,
-        t.duplicates,
-        t.redelivered,
-        t.inversions,
-        t.moves
-    );
+    let (published, t) = finish(producer, &log, &nodes, "graceful").await;
     assert!(
         published.len() > 1_000,
         "the producer published {}",
@@ -148,22 +176,7 @@ async fn a_crashed_owner_loses_nothing() {
     wait_balanced(&nodes, PARTITIONS).await;
     run_for(Duration::from_secs(1)).await;
 
-    let published = producer.stop().await;
-    wait_all_handled(&log, &published, Duration::from_secs(60)).await;
-    for n in nodes.iter().filter(|n| n.alive) {
-        n.manager.shutdown().await;
-    }
-    let t = tally(&log, &published);
-    eprintln!(
-        "crash: published {}, handled {}, gaps {}, duplicates {} (allowed after a crash), redelivered {}, inversions {}, moves {}",
-        published.len(),
-        t.handled,
-        t.gaps,
-        t.duplicates,
-        t.redelivered,
-        t.inversions,
-        t.moves
-    );
+    let (_, t) = finish(producer, &log, &nodes, "crash (duplicates allowed)").await;
     assert_eq!(t.gaps, 0, "messages lost");
     assert!(t.moves >= 10, "only {} handoffs happened", t.moves);
 }
@@ -267,11 +280,7 @@ async fn a_stream_that_cannot_serve_the_partitions_is_a_clear_error_at_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_goes_to_the_dead_letter_subject() {
-    let server = server();
-    let url = server.url();
-    let c = client(&url).await;
-    create_stream(&c, 100).await;
-    let js = async_nats::jetstream::new(c.clone());
+    let (_server, _, c, js) = with_stream().await;
     js.create_stream(async_nats::jetstream::stream::Config {
         name: "DEAD".into(),
         subjects: vec!["dead.>".into()],
@@ -346,11 +355,7 @@ async fn a_poison_message_goes_to_the_dead_letter_subject() {
 /// is removed only after the grace period, and never one that is consumed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumers_outlive_handoffs_and_stale_ones_go_after_the_grace() {
-    let server = server();
-    let url = server.url();
-    let c = client(&url).await;
-    create_stream(&c, 100).await;
-    let js = async_nats::jetstream::new(c.clone());
+    let (_server, _, c, js) = with_stream().await;
     let a = PartitionConsumer::builder(c.clone(), STREAM, "work.{0}")
         .handler(noop())
         .build()
@@ -429,11 +434,7 @@ async fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pinned_exclusivity_starves_a_zombie_and_hands_over_at_once() {
     use parti_nats::consumer::Exclusivity;
-    let server = server();
-    let url = server.url();
-    let c = client(&url).await;
-    create_stream(&c, 100).await;
-    let js = async_nats::jetstream::new(c.clone());
+    let (_server, url, _, js) = with_stream().await;
     let got = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
     let pinned = || Exclusivity::Pinned {
         group: "owner".into(),
@@ -506,11 +507,7 @@ async fn pinned_exclusivity_starves_a_zombie_and_hands_over_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_acks_bound_what_is_in_flight_and_lose_nothing() {
     use parti_nats::consumer::AckMode;
-    let server = server();
-    let url = server.url();
-    let c = client(&url).await;
-    create_stream(&c, 100).await;
-    let js = async_nats::jetstream::new(c.clone());
+    let (_server, url, _, js) = with_stream().await;
     let held = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<Delivery>::new()));
     let keep = held.clone();
     let a = PartitionConsumer::builder(client(&url).await, STREAM, "work.{0}")

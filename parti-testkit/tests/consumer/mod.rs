@@ -25,15 +25,7 @@ pub(crate) const WITHIN: Duration = Duration::from_secs(30);
 /// The e2e tests' timings (`Config::fast()` about 2× slower), with room for a release.
 pub(crate) fn config() -> Config {
     let ms = Duration::from_millis;
-    let mut c = Config::fast();
-    c.heartbeat_interval = ms(300);
-    c.heartbeat_ttl = ms(1_500);
-    c.emergency_grace = ms(500);
-    c.fence_margin = ms(150);
-    c.election_ttl = ms(2_000);
-    c.lease_margin = ms(200);
-    c.identity_ttl = ms(6_000);
-    c.operation_timeout = ms(1_000);
+    let mut c = crate::e2e::config();
     c.handler_timeout = ms(3_000);
     c.revoke_timeout = ms(3_500);
     c.shutdown_timeout = ms(10_000);
