@@ -22,8 +22,8 @@ use std::error::Error as StdError;
 
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::{
-    CreateKeyValueErrorKind, GetStreamErrorKind, KeyValueErrorKind, PublishError, PublishErrorKind,
-    RequestError, RequestErrorKind, UpdateKeyValueErrorKind,
+    CreateKeyValueErrorKind, CreateStreamErrorKind, GetStreamErrorKind, KeyValueErrorKind,
+    PublishError, PublishErrorKind, RequestError, RequestErrorKind, UpdateKeyValueErrorKind,
 };
 use async_nats::jetstream::stream::{ConsumerErrorKind, LastRawMessageErrorKind};
 use parti_core::store::{BackendError, KvError};
@@ -125,6 +125,13 @@ fn classify_chain(err: &(dyn StdError + 'static)) -> Option<KvError> {
         }
         if let Some(js) = e.downcast_ref::<async_nats::jetstream::Error>() {
             return Some(jetstream_api(js));
+        }
+        // Creating a bucket wraps the stream creation's error, whose JetStream API error is in
+        // its kind, not in its source (10005 "peer offline" came this way on a 3-node cluster).
+        if let Some(create) = e.downcast_ref::<async_nats::jetstream::context::CreateStreamError>()
+            && let CreateStreamErrorKind::JetStream(js) = create.kind()
+        {
+            return Some(jetstream_api(&js));
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::TimedOut
@@ -520,6 +527,28 @@ mod tests {
             }
             .to_string()
             .contains("max_payload")
+        );
+    }
+
+    #[test]
+    fn a_bucket_create_refused_for_a_peer_offline_is_unavailable() {
+        // As the 3-node contract suite met it in CI: CreateKeyValueError(BucketCreate) whose
+        // source is the CreateStreamError carrying the API error in its kind.
+        let js: async_nats::jetstream::Error = serde_json::from_str(
+            r#"{"code":400,"err_code":10005,"description":"no suitable peers for placement, peer offline"}"#,
+        )
+        .expect("a JetStream API error");
+        let stream = async_nats::jetstream::context::CreateStreamError::new(
+            CreateStreamErrorKind::JetStream(js),
+        );
+        let err = async_nats::jetstream::context::CreateKeyValueError::with_source(
+            CreateKeyValueErrorKind::BucketCreate,
+            stream,
+        );
+        let mapped = create_bucket(err);
+        assert!(
+            matches!(&mapped, KvError::Unavailable { reason } if reason.contains("peer offline")),
+            "{mapped:?}"
         );
     }
 
