@@ -444,22 +444,20 @@ impl PartitionConsumer {
             }
         }
         let results = join_all(waiting).await;
-        let errors: Vec<ConsumerError> = results
+        let mut errors = results
             .into_iter()
-            .filter_map(|r| r.ok().and_then(Result::err))
-            .collect();
-        match errors.len() {
-            0 => Ok(()),
-            1 => Err(errors.into_iter().next().expect("one error")),
-            n => {
-                let first = errors.into_iter().next().expect("errors");
-                tracing::warn!(
-                    failed = n,
-                    "several partitions could not be bound; they keep trying"
-                );
-                Err(first)
-            }
+            .filter_map(|r| r.ok().and_then(Result::err));
+        let Some(first) = errors.next() else {
+            return Ok(());
+        };
+        let more = errors.count();
+        if more > 0 {
+            tracing::warn!(
+                failed = more + 1,
+                "several partitions could not be bound; they keep trying"
+            );
         }
+        Err(first)
     }
 
     /// Releases `partitions` (the release procedure, all partitions side by side) and returns
@@ -574,14 +572,8 @@ impl PartitionConsumer {
     ) -> Result<Vec<String>, ConsumerError> {
         let wanted: std::collections::HashSet<String> =
             catalog.iter().map(|p| self.consumer_name(p)).collect();
-        let mut ours = Vec::new();
-        let mut listing = self.shared.stream.consumers();
-        while let Some(info) = listing.next().await {
-            let info = info.map_err(|e| ConsumerError::nats("listing consumers", e))?;
-            if info.config.metadata.get(META_PREFIX) == Some(&self.shared.settings.name_prefix) {
-                ours.push(info.name);
-            }
-        }
+        let (ours, _) =
+            consumers_by_prefix(&self.shared.stream, &self.shared.settings.name_prefix).await?;
         let now = Instant::now();
         let mut due = Vec::new();
         {
@@ -844,14 +836,8 @@ impl PartitionConsumerBuilder {
             } else {
                 (i64::MAX, String::new())
             };
-            let mut others: i64 = 0;
-            let mut listing = stream.consumers();
-            while let Some(c) = listing.next().await {
-                let c = c.map_err(|e| ConsumerError::nats("listing consumers", e))?;
-                if c.config.metadata.get(META_PREFIX) != Some(&settings.name_prefix) {
-                    others += 1;
-                }
-            }
+            let (_, others) = consumers_by_prefix(&stream, &settings.name_prefix).await?;
+            let others = i64::try_from(others).unwrap_or(i64::MAX);
             let needed = i64::try_from(n).unwrap_or(i64::MAX).saturating_add(others);
             if needed > limit {
                 return Err(ConsumerError::ConsumerLimit {
@@ -893,6 +879,26 @@ impl PartitionConsumerBuilder {
             absent_since: Arc::new(Mutex::new(HashMap::new())),
         })
     }
+}
+
+/// The stream's consumers: the names of those a partition consumer with `prefix` created
+/// (by their metadata), and how many others there are.
+async fn consumers_by_prefix(
+    stream: &jetstream::stream::Stream,
+    prefix: &str,
+) -> Result<(Vec<String>, usize), ConsumerError> {
+    let mut ours = Vec::new();
+    let mut others = 0;
+    let mut listing = stream.consumers();
+    while let Some(info) = listing.next().await {
+        let info = info.map_err(|e| ConsumerError::nats("listing consumers", e))?;
+        if info.config.metadata.get(META_PREFIX).map(String::as_str) == Some(prefix) {
+            ours.push(info.name);
+        } else {
+            others += 1;
+        }
+    }
+    Ok((ours, others))
 }
 
 /// `"2.15.1"` → `(2, 15)`; unreadable parts count as 0.

@@ -360,14 +360,10 @@ pub(crate) async fn settle(
     }
 }
 
-/// Drops a pull that is being replaced: what it buffered is nak'd (after the drop, in stream
-/// order), so that it comes back at once instead of after `ack_wait`.
-async fn give_back(
-    shared: &Arc<Shared>,
-    partition: &PartitionId,
-    fence: &Arc<Mutex<Fence>>,
-    mut messages: Messages,
-) {
+/// What the client already buffered for a pull, taken without waiting, in stream order; then
+/// the pull is dropped (its inbox unsubscribed: the server stops delivering to it), so that what
+/// is nak'd next does not come straight back to it.
+fn drain(mut messages: Messages) -> Vec<jetstream::Message> {
     let mut buffered = Vec::new();
     while let Some(Some(next)) = messages.next().now_or_never() {
         if let Ok(m) = next {
@@ -376,7 +372,18 @@ async fn give_back(
     }
     drop(messages);
     buffered.sort_by_key(|m| m.info().map(|i| i.stream_sequence).unwrap_or(0));
-    for m in buffered {
+    buffered
+}
+
+/// Drops a pull that is being replaced: what it buffered is nak'd (after the drop, in stream
+/// order), so that it comes back at once instead of after `ack_wait`.
+async fn give_back(
+    shared: &Arc<Shared>,
+    partition: &PartitionId,
+    fence: &Arc<Mutex<Fence>>,
+    messages: Messages,
+) {
+    for m in drain(messages) {
         let d = Delivery::new(m, partition.clone(), current(fence), None);
         metrics::counter!(metric::NAKS, "stream" => shared.stream_label(), "reason" => "pull_restart").increment(1);
         settle(shared, &d, AckKind::Nak(None), "nacked").await;
@@ -388,7 +395,7 @@ async fn release(
     shared: &Arc<Shared>,
     partition: &PartitionId,
     fence: &Arc<Mutex<Fence>>,
-    mut messages: Messages,
+    messages: Messages,
     in_hand: Option<Delivery>,
     control: &watch::Receiver<Control>,
     in_flight: Option<&Arc<Semaphore>>,
@@ -397,15 +404,8 @@ async fn release(
     let started = Instant::now();
     let deadline = started + shared.settings.release_timeout;
     let aborting = *control.borrow() == Control::Abort;
-    // 2. Drain the client's buffer without waiting.
-    let mut buffered = Vec::new();
-    while let Some(Some(next)) = messages.next().now_or_never() {
-        if let Ok(m) = next {
-            buffered.push(m);
-        }
-    }
-    // 3. The server stops delivering to a pull whose inbox is gone.
-    drop(messages);
+    // 2-3. Drain the client's buffer without waiting, then drop the pull.
+    let buffered = drain(messages);
     // 4. Give back what was not handled, in stream order.
     if let Some(d) = in_hand {
         report.cancelled += 1;
@@ -419,7 +419,6 @@ async fn release(
         settle(shared, &d, AckKind::Nak(None), "nacked").await;
         report.nacked += 1;
     }
-    buffered.sort_by_key(|m| m.info().map(|i| i.stream_sequence).unwrap_or(0));
     for m in buffered {
         let d = Delivery::new(m, partition.clone(), current(fence), None);
         if shared.settings.last_attempt(d.delivered()) && !aborting && Instant::now() < deadline {

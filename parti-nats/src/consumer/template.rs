@@ -125,12 +125,12 @@ impl SubjectTemplate {
                             keys.len()
                         ),
                     })?;
-                    check_token(partition, key, false)?;
+                    check_token(partition, key)?;
                     out.push_str(key);
                 }
                 Part::AllKeys => {
                     for key in keys {
-                        check_token(partition, key, false)?;
+                        check_token(partition, key)?;
                     }
                     out.push_str(&partition.subject_key());
                 }
@@ -172,17 +172,17 @@ impl fmt::Display for SubjectTemplate {
     }
 }
 
-fn check_token(partition: &PartitionId, key: &str, dots: bool) -> Result<(), ConsumerError> {
+fn check_token(partition: &PartitionId, key: &str) -> Result<(), ConsumerError> {
     let bad = key
         .chars()
-        .find(|c| c.is_whitespace() || *c == '*' || *c == '>' || (!dots && *c == '.'));
+        .find(|c| c.is_whitespace() || *c == '*' || *c == '>' || *c == '.');
     match bad {
         None => Ok(()),
         Some(c) => Err(ConsumerError::InvalidPartitionKey {
             partition: partition.to_string(),
             reason: format!(
-                "key {key:?} contains {c:?}, which a NATS subject token cannot carry; \
-                 use `{{}}` in the template for keys with dots, or other keys"
+                "key {key:?} contains {c:?}, which a NATS subject token cannot carry \
+                 (a key with `.` would also read as two keys); use keys without it"
             ),
         }),
     }

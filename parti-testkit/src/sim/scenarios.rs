@@ -112,6 +112,18 @@ impl Run {
             .collect()
     }
 
+    /// Starts `members` processes (preferred ids `0..members`) evenly over `span` from the
+    /// start, and runs to its end; returns the count as an id.
+    fn start_spread(&mut self, members: usize, span: Duration) -> u32 {
+        let n = u32::try_from(members).unwrap_or(u32::MAX);
+        for i in 0..n {
+            let at = span * i / n.max(1);
+            self.w.control_at(at, super::Control::Start(Some(i)));
+        }
+        self.w.run_until(span);
+        n
+    }
+
     /// Runs until every catalog partition has exactly one owner and every running process is
     /// `Stable`; false (and a failure) if not by `within`.
     fn settle(&mut self, within: Duration, what: &str) -> bool {
@@ -561,13 +573,7 @@ pub fn scale(seed: u64, members: usize, partitions: usize) -> Outcome {
     let mut c = Config::default();
     c.worker_id_max = u32::try_from(members + 10).unwrap_or(u32::MAX);
     let mut r = Run::new("scale", seed, c, partitions);
-    let n = u32::try_from(members).unwrap_or(u32::MAX);
-    let span = secs(10);
-    for i in 0..n {
-        let at = span * i / n.max(1);
-        r.w.control_at(at, super::Control::Start(Some(i)));
-    }
-    r.w.run_until(span);
+    r.start_spread(members, secs(10));
     let t = r.w.now();
     let ok = r.settle(secs(300), "after the joins");
     r.note(format!(
@@ -636,12 +642,7 @@ pub fn machine_costs(seed: u64, members: usize, partitions: usize) -> MachineCos
     let mut c = Config::default();
     c.worker_id_max = u32::try_from(members + 10).unwrap_or(u32::MAX);
     let mut r = Run::new("machines", seed, c, partitions);
-    let n = u32::try_from(members).unwrap_or(u32::MAX);
-    let span = secs(10);
-    for i in 0..n {
-        r.w.control_at(span * i / n.max(1), super::Control::Start(Some(i)));
-    }
-    r.w.run_until(span);
+    let n = r.start_spread(members, secs(10));
     let mut out = MachineCosts {
         size: (members, partitions),
         ..MachineCosts::default()
