@@ -131,20 +131,58 @@ impl Assignment {
         a
     }
 
-    /// Builds an assignment from per-worker lists; fails on the first partition listed twice.
+    /// Builds an assignment from per-worker lists; fails on the first partition listed twice
+    /// (for two workers; twice for one worker is the same as once).
+    ///
+    /// Built in bulk (each worker's set from its sorted list), so 100,000 partitions cost a
+    /// few milliseconds, not one ordered insertion each.
     pub fn from_worker_lists<W, P>(lists: W) -> Result<Self, AssignmentError>
     where
         W: IntoIterator<Item = (WorkerId, P)>,
         P: IntoIterator<Item = PartitionId>,
     {
-        let mut a = Self::new();
+        let mut owner: StableHashMap<PartitionId, WorkerId> = StableHashMap::default();
+        let mut lists_of: BTreeMap<WorkerId, Vec<PartitionId>> = BTreeMap::new();
         for (w, parts) in lists {
-            a.add_worker(w.clone());
+            let list = lists_of.entry(w.clone()).or_default();
+            let parts = parts.into_iter();
+            owner.reserve(parts.size_hint().0);
             for p in parts {
-                a.insert(w.clone(), p)?;
+                match owner.get(&p) {
+                    Some(o) if *o == w => {}
+                    Some(o) => {
+                        return Err(AssignmentError::AlreadyOwned {
+                            partition: p,
+                            owner: o.clone(),
+                            other: w,
+                        });
+                    }
+                    None => {
+                        owner.insert(p.clone(), w.clone());
+                        list.push(p);
+                    }
+                }
             }
         }
-        Ok(a)
+        let by_worker = lists_of
+            .into_iter()
+            .map(|(w, mut list)| {
+                list.sort_unstable();
+                (w, list.into_iter().collect())
+            })
+            .collect();
+        Ok(Assignment { by_worker, owner })
+    }
+
+    /// How many partitions owned in both `self` and `other` have another owner in `other`
+    /// (`self.diff(other).moved.len()`, without building the diff).
+    #[must_use]
+    pub fn moved_count(&self, other: &Assignment) -> usize {
+        other
+            .owner
+            .iter()
+            .filter(|(p, w)| self.owner.get(*p).is_some_and(|o| o != *w))
+            .count()
     }
 
     /// Makes `worker` present (with no partitions if it was absent).

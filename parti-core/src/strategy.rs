@@ -166,12 +166,12 @@ impl Plan {
     /// Only if the plan does not [validate](Plan::validate) against `input`.
     #[must_use]
     pub fn to_assignment(&self, input: &AssignInput<'_>) -> Assignment {
-        let mut a = Assignment::with_workers(input.workers.iter().map(|w| w.id.clone()));
+        let mut lists: Vec<Vec<PartitionId>> = vec![Vec::new(); input.workers.len()];
         for (p, &o) in input.partitions.iter().zip(&self.owners) {
-            a.insert(input.workers[o].id.clone(), p.id().clone())
-                .expect("a validated input lists each partition once, so each is inserted once");
+            lists[o].push(p.id().clone());
         }
-        a
+        Assignment::from_worker_lists(input.workers.iter().map(|w| w.id.clone()).zip(lists))
+            .expect("a validated input lists each partition once, so each is inserted once")
     }
 }
 
