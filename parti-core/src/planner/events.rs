@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use super::later;
-use super::slots::Slot;
+
 use super::{PlanReason, Planner, PlannerNotification, PlannerState, Stage, Timer};
 use crate::records::DecodeError;
 use crate::store::WatchEvent;
@@ -97,7 +97,7 @@ impl Planner {
                     return;
                 }
                 self.dirty = true;
-                let slot = self.slots.entry(worker).or_insert_with(Slot::empty);
+                let slot = self.slots.entry(worker);
                 if seen.revived || seen.new_instance || hb.intent == Intent::Fenced {
                     slot.on_fresh_member(now);
                 }
@@ -163,9 +163,9 @@ impl Planner {
         let stall = self
             .slots
             .iter()
-            .filter(|(w, _)| self.live.is_alive(w))
-            .filter_map(|(_, s)| s.awaiting.as_ref())
-            .filter(|a| !a.reported)
+            .filter_map(|(w, s)| s.awaiting.as_ref().map(|a| (w, a)))
+            .filter(|(w, a)| !a.reported && self.live.is_alive(w))
+            .map(|(_, a)| a)
             .map(|a| later(a.since, self.config.revoke_timeout))
             .min();
         match stall {

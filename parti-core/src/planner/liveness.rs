@@ -64,6 +64,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::later;
+use crate::hash::StableHashMap;
 use crate::records::{Heartbeat, Intent};
 use crate::types::{InstanceId, Version, WorkerId};
 
@@ -112,6 +113,13 @@ pub(super) struct WorkerInfo {
     pub last_seq: Option<(InstanceId, u64)>,
 }
 
+impl WorkerInfo {
+    /// Reserved for a restart at `now`.
+    pub(super) fn is_reserved(&self, now: Instant) -> bool {
+        self.reserved_until.is_some_and(|t| t > now)
+    }
+}
+
 /// What observing one heartbeat changed.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Observed {
@@ -127,7 +135,11 @@ pub(super) struct Observed {
 /// The liveness table.
 #[derive(Clone, Debug)]
 pub(super) struct Liveness {
-    workers: BTreeMap<WorkerId, WorkerInfo>,
+    /// Looked up per worker on every input the planner classifies (O(1), not O(log n) string
+    /// comparisons); iterated in `order`.
+    workers: StableHashMap<WorkerId, WorkerInfo>,
+    /// Every key of `workers`, in order (decisions iterate in worker order).
+    order: BTreeSet<WorkerId>,
     /// `(seen, worker)` of every worker not declared dead: the first entry dies first.
     by_seen: BTreeSet<(Instant, WorkerId)>,
     /// `(reserved_until, worker)` of every running restart reservation.
@@ -167,7 +179,8 @@ impl Liveness {
         rejoin_window: Duration,
     ) -> Self {
         Liveness {
-            workers: BTreeMap::new(),
+            workers: StableHashMap::default(),
+            order: BTreeSet::new(),
             by_seen: BTreeSet::new(),
             reserved: BTreeSet::new(),
             me,
@@ -257,6 +270,9 @@ impl Liveness {
         }
         let beat = Beat::from(hb);
         let mut out = Observed::default();
+        if !self.workers.contains_key(worker) {
+            self.order.insert(worker.clone());
+        }
         let info = self.workers.entry(worker.clone()).or_insert(WorkerInfo {
             seen: stamp,
             beat: None,
@@ -335,6 +351,7 @@ impl Liveness {
         if !self.channel_current(now) {
             self.heard_stale.insert(worker.clone());
         }
+        self.order.insert(worker.clone());
         self.workers.insert(
             worker.clone(),
             WorkerInfo {
@@ -472,13 +489,13 @@ impl Liveness {
 
     /// Reserved for a restart at `now`.
     pub(super) fn is_reserved(&self, w: &WorkerId, now: Instant) -> bool {
-        self.workers
-            .get(w)
-            .and_then(|i| i.reserved_until)
-            .is_some_and(|t| t > now)
+        self.workers.get(w).is_some_and(|i| i.is_reserved(now))
     }
 
+    /// Every known worker, in worker order.
     pub(super) fn workers(&self) -> impl Iterator<Item = (&WorkerId, &WorkerInfo)> {
-        self.workers.iter()
+        self.order
+            .iter()
+            .filter_map(|w| self.workers.get(w).map(|i| (w, i)))
     }
 }

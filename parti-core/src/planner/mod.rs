@@ -190,10 +190,12 @@ use crate::records::Lifecycle;
 use crate::strategy::AssignmentStrategy;
 use crate::types::{Partition, PartitionId, Term, Version, WorkerId};
 
+use holders::HolderIndex;
 use liveness::Liveness;
 use plan::Window;
 use publish::Batch;
-use slots::Slot;
+use publish::WaveMemo;
+use slots::Slots;
 use takeover::Loading;
 use target::PlanTarget;
 
@@ -269,6 +271,11 @@ impl Drop for PlannerFaultsGuard {
     }
 }
 
+/// The digest of a catalog (`meta.catalog_digest`).
+fn digest_of(catalog: &BTreeMap<PartitionId, Partition>) -> u64 {
+    crate::records::catalog_digest(&catalog.values().cloned().collect::<Vec<_>>())
+}
+
 /// Deadlines of the planner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Timer {
@@ -300,8 +307,11 @@ pub struct Planner {
     term: Term,
     hb_bucket: String,
     as_bucket: String,
-    /// Replaced only with `target.catalog_replaced()` (its coverage memo).
+    /// Replaced only with `target.catalog_replaced()` (its coverage memo) and a new
+    /// `catalog_digest`.
     catalog: BTreeMap<PartitionId, Partition>,
+    /// [`catalog_digest`](crate::records::catalog_digest) of `catalog`.
+    catalog_digest: u64,
     ids: IdGen,
     stage: Stage,
     hb_watch: WatchId,
@@ -314,7 +324,11 @@ pub struct Planner {
     /// Watches opened again after they ended.
     rewatches: u64,
     live: Liveness,
-    slots: BTreeMap<WorkerId, Slot>,
+    slots: Slots,
+    /// Who may hold each partition, kept up to date from `slots` (see `holders`).
+    holders: HolderIndex,
+    /// What the last wave decided per worker (see `Planner::wave`).
+    memo: WaveMemo,
     /// The desired plan.
     target: PlanTarget,
     /// The members the desired plan was made for (`meta.members`).
@@ -398,6 +412,7 @@ impl Planner {
             term: init.term,
             hb_bucket: names.heartbeats_bucket(),
             as_bucket: names.assignments_bucket(),
+            catalog_digest: digest_of(&catalog),
             catalog,
             ids,
             stage: Stage::Running,
@@ -408,7 +423,9 @@ impl Planner {
             watch_backoff,
             rewatches: 0,
             live,
-            slots: BTreeMap::new(),
+            slots: Slots::default(),
+            holders: HolderIndex::new(faults.grant_before_ack),
+            memo: WaveMemo::new(),
             target: PlanTarget::default(),
             planned: BTreeSet::new(),
             lifecycle: Lifecycle::ColdStart,
@@ -607,6 +624,7 @@ impl Planner {
             .into_iter()
             .map(|p| (p.id().clone(), p))
             .collect();
+        self.catalog_digest = digest_of(&catalog);
         let old = std::mem::replace(&mut self.catalog, catalog);
         self.target.catalog_replaced();
         if matches!(self.stage, Stage::Running) {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use super::later;
 use super::{PlanReason, Planner, PlannerNotification};
 use crate::assignment::Assignment;
-use crate::records::{Intent, Lifecycle, catalog_digest};
+use crate::records::{Intent, Lifecycle};
 use crate::strategy::{AssignInput, StrategyError, WorkerSpec};
 use crate::types::{Partition, PartitionId, WorkerId};
 
@@ -63,7 +63,7 @@ impl Planner {
         self.live
             .workers()
             .filter(|(w, i)| {
-                if self.live.is_reserved(w, now) {
+                if i.is_reserved(now) {
                     return true;
                 }
                 if i.dead || i.reservation_expired {
@@ -94,13 +94,11 @@ impl Planner {
 
     pub(super) fn classify(&mut self, now: Instant) {
         let eligible = self.eligible(now);
-        let free: Vec<WorkerId> = eligible
-            .iter()
-            .filter(|w| !self.live.is_reserved(w, now))
-            .cloned()
-            .collect();
         // Cold start: immediate coverage by whoever is live, then the window.
-        if self.lifecycle == Lifecycle::ColdStart && self.window.is_none() && !free.is_empty() {
+        if self.lifecycle == Lifecycle::ColdStart
+            && self.window.is_none()
+            && eligible.iter().any(|w| !self.live.is_reserved(w, now))
+        {
             self.coverage(now, PlanReason::ColdStart);
             self.planned = eligible.clone();
             self.window = Some(Window::new(
@@ -243,7 +241,7 @@ impl Planner {
                 }
             }
         }
-        let moved = self.target.diff(&next).moved.len();
+        let moved = self.target.moved_count(&next);
         self.target.set(next);
         self.planned = self.eligible(now);
         self.last_replan = Some(now);
@@ -300,8 +298,9 @@ impl Planner {
         }
     }
 
+    /// The catalog's digest (kept with the catalog: computed once per catalog).
     pub(super) fn digest(&self) -> u64 {
-        catalog_digest(&self.catalog.values().cloned().collect::<Vec<_>>())
+        self.catalog_digest
     }
 
     /// The catalog changed from `old` to `self.catalog`.

@@ -16,9 +16,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use super::holders::Holders;
+use super::holders::HolderIndex;
 use super::later;
 use super::slots::Slot;
+use super::target::Changed;
 use super::{PlanReason, Planner, PlannerNotification, Timer};
 use crate::machine::{IoAction, KvRequest, OpId};
 use crate::records::{AssignmentRecord, ClusterMeta, Intent, Names, OwnedPartition, Phase, Record};
@@ -43,6 +44,56 @@ pub(super) enum Op {
     Meta(ClusterMeta),
     ReadRecord(WorkerId),
     ReadMeta,
+}
+
+/// One worker's record write, decided by [`Planner::evaluate`].
+#[derive(Debug, PartialEq, Eq)]
+struct Write {
+    keep: BTreeSet<PartitionId>,
+    add: BTreeSet<PartitionId>,
+    regrant: bool,
+    readdress: bool,
+    to: (InstanceId, u32),
+}
+
+/// What a wave decided for one worker.
+#[derive(Debug)]
+struct Eval {
+    write: Option<Write>,
+    /// Part of its plan is withheld (a previous owner may still hold it).
+    withheld: bool,
+    /// It stays fenced and its rate-limited re-grant is due then.
+    regrant_at: Option<Instant>,
+}
+
+/// What a worker's outcome in a wave depends on besides its slot, its plan and the index
+/// entries of its partitions (see [`Planner::wave`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Context {
+    alive: bool,
+    eligible: bool,
+    address: Option<(InstanceId, u32)>,
+}
+
+/// Per worker, the context of its last look and whether it withheld something then.
+pub(super) type WaveMemo = BTreeMap<WorkerId, (Context, bool)>;
+
+/// Looks up keys in ascending order in a map iterated in ascending order: a whole pass costs
+/// one merge, not one search per key.
+struct Seek<'a, V, I: Iterator<Item = (&'a WorkerId, V)>> {
+    it: std::iter::Peekable<I>,
+}
+
+impl<'a, V, I: Iterator<Item = (&'a WorkerId, V)>> Seek<'a, V, I> {
+    fn new(it: I) -> Self {
+        Seek { it: it.peekable() }
+    }
+
+    /// The value of `w`; keys must be asked in ascending order.
+    fn get(&mut self, w: &WorkerId) -> Option<V> {
+        while self.it.next_if(|(k, _)| *k < w).is_some() {}
+        self.it.next_if(|(k, _)| *k == w).map(|(_, v)| v)
+    }
 }
 
 /// The operations in flight.
@@ -144,106 +195,90 @@ impl Planner {
         self.actions.push_back(IoAction::Kv { op: id, request });
     }
 
+    /// Brings the holder index up to date with every slot touched and every liveness change
+    /// since the last wave; returns the workers whose wave outcome may have changed.
+    fn refresh_holders(&mut self) -> Changed {
+        let mut dirty = self.target.take_changed();
+        let mut refresh = self.slots.take_touched();
+        refresh.extend(self.holders.liveness_changed(|w| self.live.is_alive(w)));
+        let mut changed = Vec::new();
+        for w in &refresh {
+            let alive = self.live.is_alive(w);
+            dirty.all |= self
+                .holders
+                .refresh(w, self.slots.get(w), alive, &mut changed);
+            dirty.workers.insert(w.clone());
+        }
+        // A partition whose holders changed may have become free (or stopped being) for the
+        // worker the plan gives it to.
+        if !dirty.all {
+            for p in &changed {
+                if let Some(o) = self.target.owner(p) {
+                    dirty.workers.insert(o.clone());
+                }
+            }
+        }
+        dirty
+    }
+
     /// Adds every record write possible now to `batch`; returns whether some partition of the
     /// plan is withheld (its previous owner may still hold it).
+    ///
+    /// Only workers whose inputs changed since the last wave are looked at again (their slot,
+    /// their plan, the holders of their partitions, their liveness or address, or a member
+    /// that stays fenced, whose re-grant is due by time); the others' outcome is remembered.
     fn wave(&mut self, now: Instant, batch: &mut Batch) -> bool {
-        let holders = Holders::new(
-            self.slots.iter(),
-            |w| self.live.is_alive(w),
-            self.faults.grant_before_ack,
-            self.catalog.len(),
-        );
+        let dirty = self.refresh_holders();
         let eligible = self.eligible(now);
-        let mut workers: BTreeSet<WorkerId> = self.slots.keys().cloned().collect();
-        workers.extend(self.target.workers().cloned());
+        // Both in worker order: concatenated, the sort is a merge of two runs.
+        let mut workers: Vec<WorkerId> = self
+            .slots
+            .keys()
+            .chain(self.target.workers())
+            .cloned()
+            .collect();
+        workers.sort();
+        workers.dedup();
         let version = self.version.next();
         let mut withheld = false;
         let mut regrant_at: Option<Instant> = None;
-        let mut writes = Vec::new();
-        let empty = BTreeSet::new();
-        for w in workers {
-            let slot = self.slots.get(&w);
-            let plan = self.target.partitions_of(&w).unwrap_or(&empty);
-            let rec: Vec<&PartitionId> = slot.map(Slot::sorted_rec_ids).unwrap_or_default();
-            // A partition the store gives to two workers (only ever inherited from a messy
-            // takeover) is kept by neither: it is taken away and granted again once free.
-            // `keep` = rec ∩ plan claimed by `w` alone; `add` = the rest of the plan that is
-            // free; `next` = both, in plan order (one merge pass over plan and rec, sorted).
-            //
-            // Keeping grants nothing only if the member can have applied its record. One it may
-            // never have applied (`Slot::unapplied`: a deposed leader's late write, an older
-            // term's unacknowledged record with two bumps or more since) may give partitions
-            // someone else holds — e.g. a member cut off before it acknowledged the revoke
-            // another leader wrote — so what it gives is kept only if it is free, like an
-            // addition. (Planner property, 60,000 cases: a late write of term 1 landed between
-            // the bumps to 2 and 3 on a key no leader rewrote; leader 4 kept its partition for
-            // worker-0 while cut-off worker-1 still held it.)
-            let unapplied = slot.is_some_and(|s| s.unapplied) && !self.faults.keep_unapplied;
-            let mut keep: Vec<&PartitionId> = Vec::new();
-            let mut add: Vec<&PartitionId> = Vec::new();
-            let mut next: Vec<&PartitionId> = Vec::new();
-            let mut wanted = 0usize;
-            let mut in_rec = rec.iter().peekable();
-            for p in plan {
-                while in_rec.next_if(|x| **x < p).is_some() {}
-                if in_rec.next_if(|x| **x == p).is_some()
-                    && holders.claimed_only_by(p, &w)
-                    && (!unapplied || holders.is_free_for(p, &w))
-                {
-                    keep.push(p);
-                    next.push(p);
-                } else {
-                    wanted += 1;
-                    if holders.is_free_for(p, &w) {
-                        add.push(p);
-                        next.push(p);
-                    }
-                }
-            }
-            withheld |= add.len() < wanted;
-            let regrant = match self.needs_regrant(now, &w) {
-                Ok(r) => r,
-                Err(at) => {
+        let mut writes: BTreeMap<WorkerId, Write> = BTreeMap::new();
+        // `workers`, `eligible`, the dirty set and the memo are all in worker order: one merge
+        // pass looks each worker up in the others (no O(log n) search per worker).
+        let memo = std::mem::take(&mut self.memo);
+        let mut last = Seek::new(memo.iter());
+        let mut in_eligible = Seek::new(eligible.iter().map(|w| (w, ())));
+        let mut in_dirty = Seek::new(dirty.workers.iter().map(|w| (w, ())));
+        let mut next_memo = Vec::with_capacity(workers.len());
+        for w in &workers {
+            let context = Context {
+                alive: self.live.is_alive(w),
+                eligible: in_eligible.get(w).is_some(),
+                address: self.address(w),
+            };
+            let before = last.get(w);
+            let again = dirty.all
+                || in_dirty.get(w).is_some()
+                || self.stays_fenced(w)
+                || before.is_none_or(|(c, _)| *c != context);
+            let held = if again {
+                let e = self.evaluate(now, w, &self.holders, &eligible);
+                if let Some(at) = e.regrant_at {
                     regrant_at = Some(regrant_at.map_or(at, |x: Instant| x.min(at)));
-                    false
                 }
+                if let Some(write) = e.write {
+                    writes.insert(w.clone(), write);
+                }
+                e.withheld
+            } else {
+                before.is_some_and(|(_, h)| *h)
             };
-            // A timed-out write that may still land is only defused by moving the key past
-            // the revision it was based on: write the record even if its content is right.
-            let must = slot.is_some_and(|s| s.must_rewrite || s.ghost.is_some());
-            let first = slot.is_none_or(|s| s.rec.is_none())
-                && plan.is_empty()
-                && eligible.contains(&w)
-                && self.live.is_alive(&w);
-            // Records are addressed to one process of the id and its fence round (its
-            // heartbeat's); a new process or round holds nothing of a record meant for
-            // another, so what it keeps is given to it anew, with new fences.
-            let Some(to) = self.address(&w) else {
-                // Never heard of and no record: nobody to address a grant to yet.
-                withheld |= !next.is_empty();
-                continue;
-            };
-            // The store refused this very set as too large: writing it again would be refused
-            // again (a retry loop). It waits for a plan that changes it; the partitions it
-            // would have granted stay where they are.
-            if slot
-                .and_then(|s| s.refused.as_ref())
-                .is_some_and(|r| r.iter().eq(next.iter().copied()))
-            {
-                withheld = true;
-                continue;
-            }
-            let readdress = !next.is_empty()
-                && slot
-                    .and_then(|s| s.rec.as_ref())
-                    .is_some_and(|r| (r.instance, r.round) != to);
-            if next != rec || regrant || must || first || readdress {
-                let owned = |s: Vec<&PartitionId>| -> BTreeSet<PartitionId> {
-                    s.into_iter().cloned().collect()
-                };
-                writes.push((w, owned(keep), owned(add), regrant, readdress, to));
-            }
+            next_memo.push((w.clone(), (context, held)));
+            withheld |= held;
         }
+        self.memo = next_memo.into_iter().collect();
+        #[cfg(debug_assertions)]
+        self.check_wave(now, &workers, &eligible, &writes, withheld, regrant_at);
         // A member that stays fenced is re-granted again at the end of the rate limit, even
         // if its heartbeats carry nothing new by then.
         match regrant_at {
@@ -254,8 +289,18 @@ impl Planner {
             return withheld;
         }
         self.version = version;
-        for (w, keep, add, regrant, readdress, to) in writes {
-            let slot = self.slots.entry(w.clone()).or_insert_with(Slot::empty);
+        for (
+            w,
+            Write {
+                keep,
+                add,
+                regrant,
+                readdress,
+                to,
+            },
+        ) in writes
+        {
+            let slot = self.slots.entry(w.clone());
             let old = slot.rec_ids();
             let old_fences: BTreeMap<PartitionId, Fence> = slot
                 .rec
@@ -335,6 +380,159 @@ impl Planner {
         withheld
     }
 
+    /// What this wave writes for `w`, and whether it withholds part of `w`'s plan. Reads the
+    /// slot, the plan, `holders`, liveness and the address; changes nothing.
+    fn evaluate(
+        &self,
+        now: Instant,
+        w: &WorkerId,
+        holders: &HolderIndex,
+        eligible: &BTreeSet<WorkerId>,
+    ) -> Eval {
+        let empty = BTreeSet::new();
+        let slot = self.slots.get(w);
+        let plan = self.target.partitions_of(w).unwrap_or(&empty);
+        let rec: Vec<&PartitionId> = slot.map(Slot::sorted_rec_ids).unwrap_or_default();
+        // A partition the store gives to two workers (only ever inherited from a messy
+        // takeover) is kept by neither: it is taken away and granted again once free.
+        // `keep` = rec ∩ plan claimed by `w` alone; `add` = the rest of the plan that is
+        // free; `next` = both, in plan order (one merge pass over plan and rec, sorted).
+        //
+        // Keeping grants nothing only if the member can have applied its record. One it may
+        // never have applied (`Slot::unapplied`: a deposed leader's late write, an older
+        // term's unacknowledged record with two bumps or more since) may give partitions
+        // someone else holds — e.g. a member cut off before it acknowledged the revoke
+        // another leader wrote — so what it gives is kept only if it is free, like an
+        // addition. (Planner property, 60,000 cases: a late write of term 1 landed between
+        // the bumps to 2 and 3 on a key no leader rewrote; leader 4 kept its partition for
+        // worker-0 while cut-off worker-1 still held it.)
+        let unapplied = slot.is_some_and(|s| s.unapplied) && !self.faults.keep_unapplied;
+        let mut keep: Vec<&PartitionId> = Vec::new();
+        let mut add: Vec<&PartitionId> = Vec::new();
+        let mut next: Vec<&PartitionId> = Vec::new();
+        let mut wanted = 0usize;
+        let mut in_rec = rec.iter().peekable();
+        for p in plan {
+            while in_rec.next_if(|x| **x < p).is_some() {}
+            if in_rec.next_if(|x| **x == p).is_some()
+                && holders.claimed_only_by(p, w)
+                && (!unapplied || holders.is_free_for(p, w))
+            {
+                keep.push(p);
+                next.push(p);
+            } else {
+                wanted += 1;
+                if holders.is_free_for(p, w) {
+                    add.push(p);
+                    next.push(p);
+                }
+            }
+        }
+        let mut eval = Eval {
+            write: None,
+            withheld: add.len() < wanted,
+            regrant_at: None,
+        };
+        let regrant = match self.needs_regrant(now, w) {
+            Ok(r) => r,
+            Err(at) => {
+                eval.regrant_at = Some(at);
+                false
+            }
+        };
+        // A timed-out write that may still land is only defused by moving the key past
+        // the revision it was based on: write the record even if its content is right.
+        let must = slot.is_some_and(|s| s.must_rewrite || s.ghost.is_some());
+        let first = slot.is_none_or(|s| s.rec.is_none())
+            && plan.is_empty()
+            && eligible.contains(w)
+            && self.live.is_alive(w);
+        // Records are addressed to one process of the id and its fence round (its
+        // heartbeat's); a new process or round holds nothing of a record meant for
+        // another, so what it keeps is given to it anew, with new fences.
+        let Some(to) = self.address(w) else {
+            // Never heard of and no record: nobody to address a grant to yet.
+            eval.withheld |= !next.is_empty();
+            return eval;
+        };
+        // The store refused this very set as too large: writing it again would be refused
+        // again (a retry loop). It waits for a plan that changes it; the partitions it
+        // would have granted stay where they are.
+        if slot
+            .and_then(|s| s.refused.as_ref())
+            .is_some_and(|r| r.iter().eq(next.iter().copied()))
+        {
+            eval.withheld = true;
+            return eval;
+        }
+        let readdress = !next.is_empty()
+            && slot
+                .and_then(|s| s.rec.as_ref())
+                .is_some_and(|r| (r.instance, r.round) != to);
+        if next != rec || regrant || must || first || readdress {
+            let owned = |s: Vec<&PartitionId>| -> BTreeSet<PartitionId> {
+                s.into_iter().cloned().collect()
+            };
+            eval.write = Some(Write {
+                keep: owned(keep),
+                add: owned(add),
+                regrant,
+                readdress,
+                to,
+            });
+        }
+        eval
+    }
+
+    /// A live member that says `Fenced`: its re-grant may fall due by time alone, so every
+    /// wave looks at it again.
+    fn stays_fenced(&self, w: &WorkerId) -> bool {
+        self.live
+            .get(w)
+            .filter(|i| !i.dead)
+            .and_then(|i| i.beat.as_ref())
+            .is_some_and(|b| b.intent == Intent::Fenced)
+    }
+
+    /// Debug builds: the incremental index equals one built from scratch, and looking at every
+    /// worker again decides exactly what the incremental wave decided.
+    #[cfg(debug_assertions)]
+    fn check_wave(
+        &self,
+        now: Instant,
+        workers: &[WorkerId],
+        eligible: &BTreeSet<WorkerId>,
+        writes: &BTreeMap<WorkerId, Write>,
+        withheld: bool,
+        regrant_at: Option<Instant>,
+    ) {
+        let fresh = HolderIndex::build(
+            self.slots.iter(),
+            |w| self.live.is_alive(w),
+            self.faults.grant_before_ack,
+        );
+        assert!(
+            self.holders.same_as(&fresh),
+            "the incremental holder index differs from one built from scratch"
+        );
+        let mut all_withheld = false;
+        let mut all_regrant: Option<Instant> = None;
+        for w in workers {
+            let e = self.evaluate(now, w, &fresh, eligible);
+            all_withheld |= e.withheld;
+            if let Some(at) = e.regrant_at {
+                all_regrant = Some(all_regrant.map_or(at, |x: Instant| x.min(at)));
+            }
+            assert_eq!(
+                e.write.as_ref(),
+                writes.get(w),
+                "wave outcome of {w} differs"
+            );
+        }
+        assert_eq!(all_withheld, withheld, "withheld differs");
+        assert_eq!(all_regrant, regrant_at, "re-grant time differs");
+    }
+
     /// The process and fence round a record for `w` is addressed to: those of the heartbeat
     /// we saw last, else those its record is addressed to now.
     fn address(&self, w: &WorkerId) -> Option<(InstanceId, u32)> {
@@ -383,13 +581,11 @@ impl Planner {
 
     fn check_stalls(&mut self, now: Instant) {
         let timeout = self.config.revoke_timeout;
-        for (w, s) in &mut self.slots {
-            if !self.live.is_alive(w) {
-                continue;
-            }
-            if let Some(a) = &mut s.awaiting
+        for (w, s) in self.slots.awaiting_mut() {
+            if let Some(a) = s
                 && !a.reported
                 && now >= later(a.since, timeout)
+                && self.live.is_alive(w)
             {
                 a.reported = true;
                 self.notes.push_back(PlannerNotification::HandoffStalled {

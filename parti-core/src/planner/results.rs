@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::publish::Op;
-use super::slots::{Awaiting, Ghost, Slot, ids};
+use super::slots::{Awaiting, Ghost, ids};
 use super::{Planner, PlannerNotification};
 use crate::machine::{KvReply, KvResult, OpId};
 use crate::records::{AssignmentRecord, Intent};
@@ -162,7 +162,7 @@ impl Planner {
         {
             self.version = r.version;
         }
-        let slot = self.slots.entry(worker).or_insert_with(Slot::empty);
+        let slot = self.slots.entry(worker);
         slot.needs_read = false;
         let rev = entry.as_ref().map(|e| e.revision);
         if slot.ghost.as_ref().is_some_and(|g| g.base != rev) {

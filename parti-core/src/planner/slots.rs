@@ -17,11 +17,11 @@
 //! including one we replaced after it was sent (a returning process applies the record it
 //! finds at start; a stalled watch delivers the heartbeat after our revoke).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, btree_map};
 use std::time::Instant;
 
 use crate::records::AssignmentRecord;
-use crate::types::{PartitionId, Revision, Version};
+use crate::types::{PartitionId, Revision, Version, WorkerId};
 
 /// An upper bound of what a member may hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,5 +198,63 @@ impl Slot {
                 reported: false,
             });
         }
+    }
+}
+
+/// Every worker's [`Slot`], remembering which were handed out for writing since the last
+/// [`Slots::take_touched`]: the publication's holder index and wave look again only at those
+/// (see [`super::holders`]). Every write goes through a method here that records it.
+#[derive(Debug, Default)]
+pub(super) struct Slots {
+    map: BTreeMap<WorkerId, Slot>,
+    touched: BTreeSet<WorkerId>,
+}
+
+impl Slots {
+    pub(super) fn get(&self, w: &WorkerId) -> Option<&Slot> {
+        self.map.get(w)
+    }
+
+    pub(super) fn iter(&self) -> btree_map::Iter<'_, WorkerId, Slot> {
+        self.map.iter()
+    }
+
+    pub(super) fn keys(&self) -> btree_map::Keys<'_, WorkerId, Slot> {
+        self.map.keys()
+    }
+
+    pub(super) fn values(&self) -> btree_map::Values<'_, WorkerId, Slot> {
+        self.map.values()
+    }
+
+    /// `w`'s slot, for writing (recorded as touched).
+    pub(super) fn get_mut(&mut self, w: &WorkerId) -> Option<&mut Slot> {
+        let s = self.map.get_mut(w)?;
+        self.touched.insert(w.clone());
+        Some(s)
+    }
+
+    /// `w`'s slot, created empty if missing, for writing (recorded as touched).
+    pub(super) fn entry(&mut self, w: WorkerId) -> &mut Slot {
+        self.touched.insert(w.clone());
+        self.map.entry(w).or_insert_with(Slot::empty)
+    }
+
+    pub(super) fn insert(&mut self, w: WorkerId, slot: Slot) {
+        self.touched.insert(w.clone());
+        self.map.insert(w, slot);
+    }
+
+    /// Every slot's unacknowledged revocation, for writing: the only field changed without
+    /// being recorded (neither the index nor a wave reads it).
+    pub(super) fn awaiting_mut(
+        &mut self,
+    ) -> impl Iterator<Item = (&WorkerId, &mut Option<Awaiting>)> {
+        self.map.iter_mut().map(|(w, s)| (w, &mut s.awaiting))
+    }
+
+    /// The workers whose slot was handed out for writing since the last call.
+    pub(super) fn take_touched(&mut self) -> BTreeSet<WorkerId> {
+        std::mem::take(&mut self.touched)
     }
 }

@@ -18,10 +18,10 @@ use std::time::Instant;
 use super::later;
 use super::slots::{Awaiting, Holds, Slot};
 use super::{PlannerNotification, Stage, Timer};
+use crate::assignment::Assignment;
+use crate::hash::StableHashMap;
 use crate::machine::{IoAction, KvReply, KvRequest, KvResult, OpId};
-use crate::records::{
-    AssignmentRecord, ClusterMeta, Intent, Lifecycle, Names, Record, catalog_digest,
-};
+use crate::records::{AssignmentRecord, ClusterMeta, Intent, Lifecycle, Names, Record};
 use crate::store::KvEntry;
 use crate::types::{PartitionId, Revision, Term, Version, WorkerId};
 
@@ -209,7 +209,8 @@ impl super::Planner {
         // Who each partition goes to in the plan when records disagree (a handoff cut short,
         // a late write of an older leader): the acknowledged record first, then the newer
         // (term, version). `reconcile` never keeps a partition claimed by two records.
-        let mut best: BTreeMap<PartitionId, ((bool, Term, Version), WorkerId)> = BTreeMap::new();
+        let mut best: StableHashMap<PartitionId, ((bool, Term, Version), WorkerId)> =
+            StableHashMap::default();
         for (w, (rec, _)) in &l.records {
             let Some(r) = rec else { continue };
             let acked = self
@@ -225,8 +226,17 @@ impl super::Planner {
                 }
             }
         }
+        // In bulk: one sorted list per worker (the planner is new: its plan is empty).
+        debug_assert!(
+            self.target.is_empty(),
+            "a takeover starts from an empty plan"
+        );
+        let mut lists: BTreeMap<WorkerId, Vec<PartitionId>> = BTreeMap::new();
         for (p, (_, w)) in best {
-            let _ = self.target.insert(w, p);
+            lists.entry(w).or_default().push(p);
+        }
+        if let Ok(plan) = Assignment::from_worker_lists(lists) {
+            self.target.set(plan);
         }
         for (w, (rec, rev)) in l.records {
             let mut slot = Slot::empty();
@@ -294,7 +304,7 @@ impl super::Planner {
         // Members seen at takeover whose slot does not exist yet (no record): plain members.
         let seen: Vec<WorkerId> = self.live.workers().map(|(w, _)| w.clone()).collect();
         for w in seen {
-            self.slots.entry(w).or_insert_with(Slot::empty);
+            self.slots.entry(w);
         }
         self.version = version;
         self.notes.push_back(PlannerNotification::TakeoverComplete {
@@ -314,7 +324,7 @@ impl super::Planner {
         for p in &gone {
             self.target.remove_partition(p);
         }
-        let digest = catalog_digest(&self.catalog.values().cloned().collect::<Vec<_>>());
+        let digest = self.digest();
         if meta.is_some() && digest != self.planned_digest {
             let same_ids =
                 gone.is_empty() && self.catalog.keys().all(|p| self.target.owner(p).is_some());

@@ -5,6 +5,7 @@
 //! O(partitions) per input. Once a scan finds nothing uncovered, the answer stands until the
 //! plan loses something or the catalog is replaced, so the scan is skipped until then.
 
+use std::collections::BTreeSet;
 use std::ops::Deref;
 
 use crate::assignment::{Assignment, AssignmentError};
@@ -18,6 +19,17 @@ pub(super) struct PlanTarget {
     /// A scan found every partition of the current catalog placed, and nothing was written
     /// since.
     covers_catalog: bool,
+    /// Workers whose partitions changed since the last [`PlanTarget::take_changed`].
+    changed: BTreeSet<WorkerId>,
+    /// Everything may have changed (a new plan, a new catalog) since then.
+    all_changed: bool,
+}
+
+/// What changed in the plan since the last look (see [`PlanTarget::take_changed`]).
+#[derive(Debug, Default)]
+pub(super) struct Changed {
+    pub all: bool,
+    pub workers: BTreeSet<WorkerId>,
 }
 
 impl PlanTarget {
@@ -25,6 +37,7 @@ impl PlanTarget {
     pub(super) fn set(&mut self, plan: Assignment) {
         self.plan = plan;
         self.covers_catalog = false;
+        self.all_changed = true;
     }
 
     pub(super) fn insert(
@@ -33,22 +46,37 @@ impl PlanTarget {
         partition: PartitionId,
     ) -> Result<(), AssignmentError> {
         self.covers_catalog = false;
+        self.changed.insert(worker.clone());
         self.plan.insert(worker, partition)
     }
 
     pub(super) fn add_worker(&mut self, worker: WorkerId) {
         self.covers_catalog = false;
+        self.changed.insert(worker.clone());
         self.plan.add_worker(worker);
     }
 
     pub(super) fn remove_partition(&mut self, partition: &PartitionId) -> Option<WorkerId> {
         self.covers_catalog = false;
-        self.plan.remove_partition(partition)
+        let owner = self.plan.remove_partition(partition);
+        if let Some(w) = &owner {
+            self.changed.insert(w.clone());
+        }
+        owner
     }
 
     /// The catalog was replaced: coverage must be scanned again.
     pub(super) fn catalog_replaced(&mut self) {
         self.covers_catalog = false;
+        self.all_changed = true;
+    }
+
+    /// What changed since the last call (the publication's wave looks again at those workers).
+    pub(super) fn take_changed(&mut self) -> Changed {
+        Changed {
+            all: std::mem::take(&mut self.all_changed),
+            workers: std::mem::take(&mut self.changed),
+        }
     }
 
     /// Whether a scan since the last write found every catalog partition placed.
