@@ -148,18 +148,20 @@ impl Assignment {
             let parts = parts.into_iter();
             owner.reserve(parts.size_hint().0);
             for p in parts {
-                match owner.get(&p) {
-                    Some(o) if *o == w => {}
-                    Some(o) => {
-                        return Err(AssignmentError::AlreadyOwned {
-                            partition: p,
-                            owner: o.clone(),
-                            other: w,
-                        });
+                // One probe: insert, and put the owner back if there was one.
+                match owner.entry(p) {
+                    std::collections::hash_map::Entry::Occupied(e) => {
+                        if *e.get() != w {
+                            return Err(AssignmentError::AlreadyOwned {
+                                partition: e.key().clone(),
+                                owner: e.get().clone(),
+                                other: w,
+                            });
+                        }
                     }
-                    None => {
-                        owner.insert(p.clone(), w.clone());
-                        list.push(p);
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        list.push(e.key().clone());
+                        e.insert(w.clone());
                     }
                 }
             }

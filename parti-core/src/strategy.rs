@@ -166,7 +166,12 @@ impl Plan {
     /// Only if the plan does not [validate](Plan::validate) against `input`.
     #[must_use]
     pub fn to_assignment(&self, input: &AssignInput<'_>) -> Assignment {
-        let mut lists: Vec<Vec<PartitionId>> = vec![Vec::new(); input.workers.len()];
+        let mut counts = vec![0usize; input.workers.len()];
+        for &o in &self.owners {
+            counts[o] += 1;
+        }
+        let mut lists: Vec<Vec<PartitionId>> =
+            counts.into_iter().map(Vec::with_capacity).collect();
         for (p, &o) in input.partitions.iter().zip(&self.owners) {
             lists[o].push(p.id().clone());
         }

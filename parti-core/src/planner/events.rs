@@ -139,8 +139,10 @@ impl Planner {
         // Classification and reconciliation cost O(members + partitions); they run only when
         // an input could have changed their outcome (not for a plain heartbeat).
         if std::mem::take(&mut self.dirty) {
+            self.eligible_memo = Some(self.eligible(now));
             self.classify(now);
             self.reconcile(now);
+            self.eligible_memo = None;
             self.update_stall_timer(now);
         }
         self.update_timers(now);

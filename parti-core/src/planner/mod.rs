@@ -163,6 +163,7 @@
 //!   restart reservation starts or ends — only if something other than the term differs.
 //! - **Weights**: imbalance = heaviest `load / capacity` over the mean − 1.
 
+mod catalog;
 mod events;
 mod holders;
 mod liveness;
@@ -178,7 +179,7 @@ mod watches;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -191,6 +192,7 @@ use crate::strategy::AssignmentStrategy;
 use crate::types::{Partition, PartitionId, Term, Version, WorkerId};
 
 use holders::HolderIndex;
+use catalog::Catalog;
 use liveness::Liveness;
 use plan::Window;
 use publish::Batch;
@@ -271,9 +273,22 @@ impl Drop for PlannerFaultsGuard {
     }
 }
 
-/// The digest of a catalog (`meta.catalog_digest`).
-fn digest_of(catalog: &BTreeMap<PartitionId, Partition>) -> u64 {
-    crate::records::catalog_digest(&catalog.values().cloned().collect::<Vec<_>>())
+/// Looks up keys in ascending order in a map iterated in ascending order: a whole pass costs
+/// one merge, not one search per key.
+pub(super) struct Seek<'a, V, I: Iterator<Item = (&'a WorkerId, V)>> {
+    it: std::iter::Peekable<I>,
+}
+
+impl<'a, V, I: Iterator<Item = (&'a WorkerId, V)>> Seek<'a, V, I> {
+    pub(super) fn new(it: I) -> Self {
+        Seek { it: it.peekable() }
+    }
+
+    /// The value of `w`; keys must be asked in ascending order.
+    pub(super) fn get(&mut self, w: &WorkerId) -> Option<V> {
+        while self.it.next_if(|(k, _)| *k < w).is_some() {}
+        self.it.next_if(|(k, _)| *k == w).map(|(_, v)| v)
+    }
 }
 
 /// Deadlines of the planner.
@@ -307,11 +322,8 @@ pub struct Planner {
     term: Term,
     hb_bucket: String,
     as_bucket: String,
-    /// Replaced only with `target.catalog_replaced()` (its coverage memo) and a new
-    /// `catalog_digest`.
-    catalog: BTreeMap<PartitionId, Partition>,
-    /// [`catalog_digest`](crate::records::catalog_digest) of `catalog`.
-    catalog_digest: u64,
+    /// Replaced only with `target.catalog_replaced()` (its coverage memo).
+    catalog: Catalog,
     ids: IdGen,
     stage: Stage,
     hb_watch: WatchId,
@@ -331,6 +343,9 @@ pub struct Planner {
     memo: WaveMemo,
     /// The desired plan.
     target: PlanTarget,
+    /// `eligible(now)` while one step classifies and reconciles (liveness does not change
+    /// inside it, and `planned = eligible` leaves it as it is): computed once, not per use.
+    eligible_memo: Option<Arc<BTreeSet<WorkerId>>>,
     /// The members the desired plan was made for (`meta.members`).
     planned: BTreeSet<WorkerId>,
     lifecycle: Lifecycle,
@@ -398,11 +413,7 @@ impl Planner {
             config.rejoin_window,
         );
         live.gating = !faults.no_observation_gating;
-        let catalog: BTreeMap<PartitionId, Partition> = init
-            .partitions
-            .into_iter()
-            .map(|p| (p.id().clone(), p))
-            .collect();
+        let catalog = Catalog::new(init.partitions);
         let backoff = Backoff::new(config.retry.clone(), init.seed);
         // Its own generator, so that reopening a watch leaves the publication's jitter alone.
         let watch_backoff = Backoff::new(config.retry.clone(), init.seed ^ 0x5741_5443_4845_5321);
@@ -412,7 +423,6 @@ impl Planner {
             term: init.term,
             hb_bucket: names.heartbeats_bucket(),
             as_bucket: names.assignments_bucket(),
-            catalog_digest: digest_of(&catalog),
             catalog,
             ids,
             stage: Stage::Running,
@@ -423,6 +433,7 @@ impl Planner {
             watch_backoff,
             rewatches: 0,
             live,
+            eligible_memo: None,
             slots: Slots::default(),
             holders: HolderIndex::new(faults.grant_before_ack),
             memo: WaveMemo::new(),
@@ -620,11 +631,7 @@ impl Planner {
         if self.is_stopped() {
             return;
         }
-        let catalog: BTreeMap<PartitionId, Partition> = partitions
-            .into_iter()
-            .map(|p| (p.id().clone(), p))
-            .collect();
-        self.catalog_digest = digest_of(&catalog);
+        let catalog = Catalog::new(partitions);
         let old = std::mem::replace(&mut self.catalog, catalog);
         self.target.catalog_replaced();
         if matches!(self.stage, Stage::Running) {

@@ -12,10 +12,12 @@
 //! | nothing | nothing |
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::later;
-use super::{PlanReason, Planner, PlannerNotification};
+use super::catalog::Catalog;
+use super::{PlanReason, Planner, PlannerNotification, Seek};
 use crate::assignment::Assignment;
 use crate::records::{Intent, Lifecycle};
 use crate::strategy::{AssignInput, StrategyError, WorkerSpec};
@@ -59,7 +61,15 @@ impl Planner {
     /// Workers the plan is made for: live with intent active / fenced, not yet heard but named
     /// by the plan in force (`meta`), plus restarting workers inside their reservation (pinned,
     /// dead or not).
-    pub(super) fn eligible(&self, now: Instant) -> BTreeSet<WorkerId> {
+    pub(super) fn eligible(&self, now: Instant) -> Arc<BTreeSet<WorkerId>> {
+        if let Some(e) = &self.eligible_memo {
+            debug_assert_eq!(**e, self.compute_eligible(now), "the eligible memo is stale");
+            return Arc::clone(e);
+        }
+        Arc::new(self.compute_eligible(now))
+    }
+
+    fn compute_eligible(&self, now: Instant) -> BTreeSet<WorkerId> {
         self.live
             .workers()
             .filter(|(w, i)| {
@@ -100,28 +110,32 @@ impl Planner {
             && eligible.iter().any(|w| !self.live.is_reserved(w, now))
         {
             self.coverage(now, PlanReason::ColdStart);
-            self.planned = eligible.clone();
+            self.planned = (*eligible).clone();
             self.window = Some(Window::new(
                 WindowKind::ColdStart,
                 now,
                 self.config.cold_start_window,
             ));
         }
-        // Members lost: crash, restart not back in time, leave.
-        let mut interest = self.planned.clone();
-        interest.extend(
+        // Members lost: crash, restart not back in time, leave. Planned members and owners in
+        // the plan that are not eligible (all three sets in worker order: merge passes).
+        let mut lost: Vec<&WorkerId> = Vec::new();
+        let mut in_eligible = Seek::new(eligible.iter().map(|w| (w, ())));
+        lost.extend(self.planned.iter().filter(|w| in_eligible.get(w).is_none()));
+        let mut in_eligible = Seek::new(eligible.iter().map(|w| (w, ())));
+        lost.extend(
             self.target
                 .iter()
-                .filter(|(_, ps)| !ps.is_empty())
-                .map(|(w, _)| w.clone()),
+                .filter(|(w, ps)| !ps.is_empty() && in_eligible.get(w).is_none())
+                .map(|(w, _)| w),
         );
-        let lost: Vec<WorkerId> = interest.difference(&eligible).cloned().collect();
         if !lost.is_empty() {
             let crash = lost.iter().any(|w| {
                 self.live
                     .get(w)
                     .is_none_or(|i| i.dead || i.reservation_expired)
             });
+            drop(lost);
             let reason = if crash {
                 PlanReason::Emergency
             } else {
@@ -160,15 +174,14 @@ impl Planner {
     /// Worker specs for the strategy: the eligible, non-pinned workers.
     fn specs(&self, now: Instant) -> Vec<WorkerSpec> {
         self.eligible(now)
-            .into_iter()
-            .filter(|w| !self.live.is_reserved(w, now))
-            .map(|w| {
-                let cap = self
-                    .live
-                    .get(&w)
-                    .and_then(|i| i.beat.as_ref())
-                    .map_or(1, |b| b.capacity);
-                WorkerSpec::with_capacity(w, cap)
+            .iter()
+            .filter_map(|w| {
+                let info = self.live.get(w);
+                if info.is_some_and(|i| i.is_reserved(now)) {
+                    return None;
+                }
+                let cap = info.and_then(|i| i.beat.as_ref()).map_or(1, |b| b.capacity);
+                Some(WorkerSpec::with_capacity(w.clone(), cap))
             })
             .collect()
     }
@@ -243,7 +256,7 @@ impl Planner {
         }
         let moved = self.target.moved_count(&next);
         self.target.set(next);
-        self.planned = self.eligible(now);
+        self.planned = (*self.eligible(now)).clone();
         self.last_replan = Some(now);
         self.window = None;
         if self.lifecycle == Lifecycle::ColdStart {
@@ -300,18 +313,18 @@ impl Planner {
 
     /// The catalog's digest (kept with the catalog: computed once per catalog).
     pub(super) fn digest(&self) -> u64 {
-        self.catalog_digest
+        self.catalog.digest()
     }
 
     /// The catalog changed from `old` to `self.catalog`.
     pub(super) fn apply_catalog_change(
         &mut self,
         now: Instant,
-        old: &BTreeMap<PartitionId, Partition>,
+        old: &Catalog,
     ) {
         let gone: Vec<PartitionId> = old
             .keys()
-            .filter(|p| !self.catalog.contains_key(*p))
+            .filter(|p| !self.catalog.contains_key(p))
             .cloned()
             .collect();
         let added = self.catalog.keys().any(|p| !old.contains_key(p));

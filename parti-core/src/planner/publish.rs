@@ -20,7 +20,9 @@ use super::holders::HolderIndex;
 use super::later;
 use super::slots::Slot;
 use super::target::Changed;
+use super::Seek;
 use super::{PlanReason, Planner, PlannerNotification, Timer};
+use crate::hash::StableHashMap;
 use crate::machine::{IoAction, KvRequest, OpId};
 use crate::records::{AssignmentRecord, ClusterMeta, Intent, Names, OwnedPartition, Phase, Record};
 use crate::types::{Fence, InstanceId, PartitionId, Revision, Term, WorkerId};
@@ -77,24 +79,6 @@ pub(super) struct Context {
 
 /// Per worker, the context of its last look and whether it withheld something then.
 pub(super) type WaveMemo = BTreeMap<WorkerId, (Context, bool)>;
-
-/// Looks up keys in ascending order in a map iterated in ascending order: a whole pass costs
-/// one merge, not one search per key.
-struct Seek<'a, V, I: Iterator<Item = (&'a WorkerId, V)>> {
-    it: std::iter::Peekable<I>,
-}
-
-impl<'a, V, I: Iterator<Item = (&'a WorkerId, V)>> Seek<'a, V, I> {
-    fn new(it: I) -> Self {
-        Seek { it: it.peekable() }
-    }
-
-    /// The value of `w`; keys must be asked in ascending order.
-    fn get(&mut self, w: &WorkerId) -> Option<V> {
-        while self.it.next_if(|(k, _)| *k < w).is_some() {}
-        self.it.next_if(|(k, _)| *k == w).map(|(_, v)| v)
-    }
-}
 
 /// The operations in flight.
 #[derive(Debug, Default)]
@@ -301,12 +285,11 @@ impl Planner {
         ) in writes
         {
             let slot = self.slots.entry(w.clone());
-            let old = slot.rec_ids();
-            let old_fences: BTreeMap<PartitionId, Fence> = slot
+            let old_fences: StableHashMap<&PartitionId, Fence> = slot
                 .rec
                 .iter()
                 .flat_map(|r| r.partitions.iter())
-                .map(|o| (o.partition.id().clone(), o.fence))
+                .map(|o| (o.partition.id(), o.fence))
                 .collect();
             let new_fence = Fence::new(self.term, version);
             // A fence is kept only from a record the member can have accepted. One we must
@@ -329,7 +312,7 @@ impl Planner {
                 });
             }
             partitions.sort_by(|a, b| a.partition.id().cmp(b.partition.id()));
-            let removes = old.iter().any(|p| !keep.contains(p));
+            let removes = old_fences.keys().any(|p| !keep.contains(*p));
             let phase = if removes && add.is_empty() && !regrant && !readdress {
                 Phase::Revoke
             } else {

@@ -318,7 +318,7 @@ impl super::Planner {
             .target
             .owners()
             .into_keys()
-            .filter(|p| !self.catalog.contains_key(*p))
+            .filter(|p| !self.catalog.contains_key(p))
             .cloned()
             .collect();
         for p in &gone {
