@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 use super::later;
 use super::catalog::Catalog;
 use super::{PlanReason, Planner, PlannerNotification, Seek};
+#[cfg(debug_assertions)]
 use crate::assignment::Assignment;
 use crate::records::{Intent, Lifecycle};
-use crate::strategy::{AssignInput, StrategyError, WorkerSpec};
+use crate::strategy::{AssignInput, Plan, StrategyError, WorkerSpec};
 use crate::types::{Partition, PartitionId, WorkerId};
 
 /// Which window is running.
@@ -195,13 +196,11 @@ impl Planner {
             .collect()
     }
 
-    fn run_strategy(
-        &mut self,
-        workers: &[WorkerSpec],
-        partitions: &[Partition],
-    ) -> Option<Assignment> {
+    /// The strategy's plan for `workers` over `partitions`, validated (`None` after a failure,
+    /// reported). Without workers: an empty plan (nothing placed).
+    fn run_strategy(&mut self, workers: &[WorkerSpec], partitions: &[Partition]) -> Option<Plan> {
         if workers.is_empty() {
-            return Some(Assignment::new());
+            return Some(Plan::from_owners(Vec::new()));
         }
         let input = AssignInput {
             workers,
@@ -213,7 +212,7 @@ impl Planner {
             .and_then(|()| self.strategy.assign(&input))
             .and_then(|plan| plan.validate(&input).map(|()| plan));
         match result {
-            Ok(plan) => Some(plan.to_assignment(&input)),
+            Ok(plan) => Some(plan),
             Err(error) => {
                 self.strategy_failed(error);
                 None
@@ -243,19 +242,44 @@ impl Planner {
         let pinned = self.pinned(now);
         let specs = self.specs(now);
         let parts = self.unpinned_catalog(&pinned);
-        let Some(mut next) = self.run_strategy(&specs, &parts) else {
+        let Some(plan) = self.run_strategy(&specs, &parts) else {
             return;
         };
-        for (w, ps) in pinned {
-            next.add_worker(w.clone());
-            for p in ps {
-                if self.catalog.contains_key(&p) {
-                    let _ = next.insert(w.clone(), p);
+        // What the plan would be built from scratch (debug builds check the update below
+        // against it): the strategy's assignment plus the pinned partitions.
+        #[cfg(debug_assertions)]
+        let expected = {
+            let mut next = if specs.is_empty() {
+                Assignment::new()
+            } else {
+                plan.to_assignment(&AssignInput {
+                    workers: &specs,
+                    partitions: &parts,
+                    previous: &self.target,
+                })
+            };
+            for (w, ps) in &pinned {
+                next.add_worker(w.clone());
+                for p in ps {
+                    if self.catalog.contains_key(p) {
+                        let _ = next.insert(w.clone(), p.clone());
+                    }
                 }
             }
+            (self.target.moved_count(&next), next)
+        };
+        // The plan in force is updated where the strategy changed it (a join moves a hundred
+        // partitions of 100,000: building a new assignment would cost more than the strategy).
+        let moved = self
+            .target
+            .adopt(&specs, &parts, plan.owners(), &pinned, |p| {
+                self.catalog.contains_key(p)
+            });
+        #[cfg(debug_assertions)]
+        {
+            assert_eq!(*self.target, expected.1, "the updated plan differs from the built one");
+            assert_eq!(moved, expected.0, "moves counted differently");
         }
-        let moved = self.target.moved_count(&next);
-        self.target.set(next);
         self.planned = (*self.eligible(now)).clone();
         self.last_replan = Some(now);
         self.window = None;
@@ -295,9 +319,9 @@ impl Planner {
         let Some(plan) = self.run_strategy(&specs, &parts) else {
             return;
         };
-        for p in &uncovered {
-            if let Some(owner) = plan.owner(p) {
-                let _ = self.target.insert(owner.clone(), p.clone());
+        for (p, &o) in parts.iter().zip(plan.owners()) {
+            if self.target.owner(p.id()).is_none() {
+                let _ = self.target.insert(specs[o].id.clone(), p.id().clone());
             }
         }
         self.planned_digest = self.digest();

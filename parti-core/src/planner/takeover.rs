@@ -23,7 +23,7 @@ use crate::hash::StableHashMap;
 use crate::machine::{IoAction, KvReply, KvRequest, KvResult, OpId};
 use crate::records::{AssignmentRecord, ClusterMeta, Intent, Lifecycle, Names, Record};
 use crate::store::KvEntry;
-use crate::types::{PartitionId, Revision, Term, Version, WorkerId};
+use crate::types::{Partition, PartitionId, Revision, Term, Version, WorkerId};
 
 /// A takeover read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,11 +138,27 @@ impl super::Planner {
 
     pub(super) fn decode_record(&mut self, entry: &KvEntry) -> Option<AssignmentRecord> {
         match AssignmentRecord::decode(&entry.value) {
-            Ok(r) => Some(r),
+            Ok(mut r) => {
+                self.intern(&mut r);
+                Some(r)
+            }
             Err(err) => {
                 let b = self.as_bucket.clone();
                 self.report_undecodable(&b, &entry.key, err);
                 None
+            }
+        }
+    }
+
+    /// Replaces the decoded ids of `r` by the catalog's (same keys, shared `Arc`): a decoded
+    /// id is a copy, and from here on ids are compared, hashed and kept by the hundred
+    /// thousand; the catalog's compare by pointer and cost no memory of their own.
+    fn intern(&self, r: &mut AssignmentRecord) {
+        for o in &mut r.partitions {
+            if let Some(c) = self.catalog.get(o.partition.id())
+                && let Ok(p) = Partition::from_id(c.id().clone(), o.partition.weight())
+            {
+                o.partition = p;
             }
         }
     }
@@ -283,7 +299,7 @@ impl super::Planner {
                     reported: false,
                 });
             }
-            let owns = !slot.rec_ids().is_empty() || !acked;
+            let owns = slot.rec.as_ref().is_some_and(|r| !r.partitions.is_empty()) || !acked;
             if owns {
                 self.live.expect(now, &w);
             }
@@ -316,8 +332,8 @@ impl super::Planner {
         // revoked at once, new ones covered by `classify`, weights checked for imbalance.
         let gone: Vec<_> = self
             .target
-            .owners()
-            .into_keys()
+            .iter()
+            .flat_map(|(_, ps)| ps)
             .filter(|p| !self.catalog.contains_key(p))
             .cloned()
             .collect();

@@ -5,11 +5,12 @@
 //! O(partitions) per input. Once a scan finds nothing uncovered, the answer stands until the
 //! plan loses something or the catalog is replaced, so the scan is skipped until then.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Deref;
 
 use crate::assignment::{Assignment, AssignmentError};
-use crate::types::{PartitionId, WorkerId};
+use crate::strategy::WorkerSpec;
+use crate::types::{Partition, PartitionId, WorkerId};
 
 /// The plan. Read through `Deref`; every write goes through the methods here (there is
 /// deliberately no `DerefMut`), which drop the memo.
@@ -35,9 +36,81 @@ pub(super) struct Changed {
 impl PlanTarget {
     /// Replaces the plan.
     pub(super) fn set(&mut self, plan: Assignment) {
+        // Only the workers whose set differs count as changed: after a join, a hundred of a
+        // thousand (ids shared with the old plan compare by pointer).
+        for (w, ps) in plan.iter() {
+            if self.plan.partitions_of(w) != Some(ps) {
+                self.changed.insert(w.clone());
+            }
+        }
+        for w in self.plan.workers() {
+            if !plan.contains_worker(w) {
+                self.changed.insert(w.clone());
+            }
+        }
         self.plan = plan;
         self.covers_catalog = false;
-        self.all_changed = true;
+    }
+
+    /// Makes the plan: partition `parts[i]` to `workers[owners[i]]` (unplaced if `owners` is
+    /// shorter), the `pinned` partitions left with their workers (those `in_catalog` refuses
+    /// leave), every other worker out. Changes only what differs, recording the workers whose
+    /// set changed; returns how many partitions moved from one worker to another.
+    pub(super) fn adopt(
+        &mut self,
+        workers: &[WorkerSpec],
+        parts: &[Partition],
+        owners: &[usize],
+        pinned: &BTreeMap<WorkerId, BTreeSet<PartitionId>>,
+        in_catalog: impl Fn(&PartitionId) -> bool,
+    ) -> usize {
+        self.covers_catalog = false;
+        let mut moved = 0;
+        for (i, p) in parts.iter().enumerate() {
+            let want = owners.get(i).map(|&o| &workers[o].id);
+            let have = self.plan.owner(p.id());
+            if have == want {
+                continue;
+            }
+            if let Some(h) = have.cloned() {
+                moved += usize::from(want.is_some());
+                self.plan.remove_partition(p.id());
+                self.changed.insert(h);
+            }
+            if let Some(w) = want {
+                let _ = self.plan.insert(w.clone(), p.id().clone());
+                self.changed.insert(w.clone());
+            }
+        }
+        for (w, ps) in pinned {
+            for p in ps.iter().filter(|p| !in_catalog(p)) {
+                if self.plan.remove_partition(p).is_some() {
+                    self.changed.insert(w.clone());
+                }
+            }
+        }
+        let keep: BTreeSet<&WorkerId> = workers
+            .iter()
+            .map(|s| &s.id)
+            .chain(pinned.keys())
+            .collect();
+        let gone: Vec<WorkerId> = self
+            .plan
+            .workers()
+            .filter(|w| !keep.contains(w))
+            .cloned()
+            .collect();
+        for w in gone {
+            self.plan.remove_worker(&w);
+            self.changed.insert(w);
+        }
+        for w in keep {
+            if !self.plan.contains_worker(w) {
+                self.plan.add_worker(w.clone());
+                self.changed.insert(w.clone());
+            }
+        }
+        moved
     }
 
     pub(super) fn insert(
