@@ -630,6 +630,12 @@ pub struct MachineCosts {
     pub events: Vec<(&'static str, Duration, Duration, Duration)>,
     /// Wall time of the whole run.
     pub wall: Duration,
+    /// Simulated time of the whole run.
+    pub simulated: Duration,
+    /// Heap of the leader's member (its planner included) and of one follower's member, in
+    /// bytes, at the end of the run (only with a `live_bytes` counter, see
+    /// [`machine_costs_with_heap`]).
+    pub heap: Option<(usize, usize)>,
     /// Problems (a step that did not settle, a violation).
     pub failures: Vec<String>,
 }
@@ -638,6 +644,18 @@ pub struct MachineCosts {
 /// 40 s more (the cold start's final plan), 10 s of steady state, then a join, a follower crash, a catalog change (+1 %), and a leader
 /// crash, each followed to a settled cluster.
 pub fn machine_costs(seed: u64, members: usize, partitions: usize) -> MachineCosts {
+    machine_costs_with_heap(seed, members, partitions, None)
+}
+
+/// [`machine_costs`], and at the end the heap of the leader's member and of a follower's
+/// ([`World::measure_member_heap`]) measured with `live_bytes` (bytes in use, from a counting
+/// global allocator the caller installs).
+pub fn machine_costs_with_heap(
+    seed: u64,
+    members: usize,
+    partitions: usize,
+    live_bytes: Option<&dyn Fn() -> usize>,
+) -> MachineCosts {
     let wall = std::time::Instant::now();
     let mut c = Config::default();
     c.worker_id_max = u32::try_from(members + 10).unwrap_or(u32::MAX);
@@ -712,5 +730,18 @@ pub fn machine_costs(seed: u64, members: usize, partitions: usize) -> MachineCos
     out.failures
         .extend(r.w.violations().iter().map(|v| format!("{v:?}")));
     out.wall = wall.elapsed();
+    out.simulated = r.w.now();
+    if let Some(live) = live_bytes {
+        let leader = r.w.leaders().first().copied();
+        let follower =
+            r.w.running()
+                .find(|(i, _)| Some(*i) != leader)
+                .map(|(i, _)| i);
+        if let (Some(l), Some(f)) = (leader, follower) {
+            let f_bytes = r.w.measure_member_heap(f, live);
+            let l_bytes = r.w.measure_member_heap(l, live);
+            out.heap = Some((l_bytes, f_bytes));
+        }
+    }
     out
 }

@@ -523,6 +523,35 @@ impl World {
         self.exit(n, Status::Crashed);
     }
 
+    /// The heap held by process `n`'s member (its planner included, if it leads), measured with
+    /// `live_bytes` (a counting allocator's bytes in use): the process is crashed, its member
+    /// swapped for a fresh one without partitions and dropped, and the bytes freed returned.
+    /// Partition keys the member shares with the catalog (the same `Arc`) stay allocated and
+    /// are not counted. For benchmarks; the process cannot run afterwards.
+    pub fn measure_member_heap(&mut self, n: usize, live_bytes: &dyn Fn() -> usize) -> usize {
+        self.crash(n);
+        let valid: ValidConfig = self
+            .config
+            .clone()
+            .validate()
+            .expect("the simulator's config validates");
+        let fresh = Member::new(
+            valid,
+            self.strategy.clone(),
+            MemberInit {
+                instance: self.nodes[n].instance,
+                seed: 0,
+                wall_epoch_ms: WALL0,
+                partitions: Vec::new().into(),
+            },
+            self.epoch,
+        );
+        let old = std::mem::replace(&mut self.nodes[n].member, fresh);
+        let before = live_bytes();
+        drop(old);
+        before.saturating_sub(live_bytes())
+    }
+
     /// `shutdown_for_restart` of process `n`, without starting a new process afterwards.
     pub fn shutdown_for_restart(&mut self, n: usize) {
         if self.nodes[n].status == Status::Running {
