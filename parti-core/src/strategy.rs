@@ -170,8 +170,7 @@ impl Plan {
         for &o in &self.owners {
             counts[o] += 1;
         }
-        let mut lists: Vec<Vec<PartitionId>> =
-            counts.into_iter().map(Vec::with_capacity).collect();
+        let mut lists: Vec<Vec<PartitionId>> = counts.into_iter().map(Vec::with_capacity).collect();
         for (p, &o) in input.partitions.iter().zip(&self.owners) {
             lists[o].push(p.id().clone());
         }

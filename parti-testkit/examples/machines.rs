@@ -23,7 +23,8 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 /// Bytes in use now.
 fn live_bytes() -> usize {
     let s = GLOBAL.stats();
-    let live = s.bytes_allocated as i128 - s.bytes_deallocated as i128 + s.bytes_reallocated as i128;
+    let live =
+        s.bytes_allocated as i128 - s.bytes_deallocated as i128 + s.bytes_reallocated as i128;
     usize::try_from(live.max(0)).unwrap_or(usize::MAX)
 }
 

@@ -191,8 +191,8 @@ use crate::records::Lifecycle;
 use crate::strategy::AssignmentStrategy;
 use crate::types::{Partition, PartitionId, Term, Version, WorkerId};
 
-use holders::HolderIndex;
 use catalog::Catalog;
+use holders::HolderIndex;
 use liveness::Liveness;
 use plan::Window;
 use publish::Batch;

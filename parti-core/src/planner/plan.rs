@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::later;
 use super::catalog::Catalog;
+use super::later;
 use super::{PlanReason, Planner, PlannerNotification, Seek};
 #[cfg(debug_assertions)]
 use crate::assignment::Assignment;
@@ -64,7 +64,11 @@ impl Planner {
     /// dead or not).
     pub(super) fn eligible(&self, now: Instant) -> Arc<BTreeSet<WorkerId>> {
         if let Some(e) = &self.eligible_memo {
-            debug_assert_eq!(**e, self.compute_eligible(now), "the eligible memo is stale");
+            debug_assert_eq!(
+                **e,
+                self.compute_eligible(now),
+                "the eligible memo is stale"
+            );
             return Arc::clone(e);
         }
         Arc::new(self.compute_eligible(now))
@@ -277,7 +281,10 @@ impl Planner {
             });
         #[cfg(debug_assertions)]
         {
-            assert_eq!(*self.target, expected.1, "the updated plan differs from the built one");
+            assert_eq!(
+                *self.target, expected.1,
+                "the updated plan differs from the built one"
+            );
             assert_eq!(moved, expected.0, "moves counted differently");
         }
         self.planned = (*self.eligible(now)).clone();
@@ -341,11 +348,7 @@ impl Planner {
     }
 
     /// The catalog changed from `old` to `self.catalog`.
-    pub(super) fn apply_catalog_change(
-        &mut self,
-        now: Instant,
-        old: &Catalog,
-    ) {
+    pub(super) fn apply_catalog_change(&mut self, now: Instant, old: &Catalog) {
         let gone: Vec<PartitionId> = old
             .keys()
             .filter(|p| !self.catalog.contains_key(p))

@@ -16,11 +16,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
+use super::Seek;
 use super::holders::HolderIndex;
 use super::later;
 use super::slots::Slot;
 use super::target::Changed;
-use super::Seek;
 use super::{PlanReason, Planner, PlannerNotification, Timer};
 use crate::hash::StableHashMap;
 use crate::machine::{IoAction, KvRequest, OpId};

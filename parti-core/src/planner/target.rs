@@ -89,11 +89,8 @@ impl PlanTarget {
                 }
             }
         }
-        let keep: BTreeSet<&WorkerId> = workers
-            .iter()
-            .map(|s| &s.id)
-            .chain(pinned.keys())
-            .collect();
+        let keep: BTreeSet<&WorkerId> =
+            workers.iter().map(|s| &s.id).chain(pinned.keys()).collect();
         let gone: Vec<WorkerId> = self
             .plan
             .workers()

@@ -251,3 +251,27 @@ fn a_fenced_member_cut_off_starts_a_new_round_every_fence_after() {
     h.grant(0, 1, 3, &[owned("a", 1, 3)]);
     assert_eq!(h.m.owned(), vec![owned("a", 1, 3)]);
 }
+
+/// A member that is leaving when it fences has nothing left to hand over: it releases at once
+/// (heartbeat and id deleted, best effort) and stops, and a re-grant the leader may still write
+/// (it saw a `Fenced` heartbeat of ours, or a write that was in flight lands) is never applied.
+/// So a leaving member is never given its partitions back by a fence (issue 14 leftover).
+#[test]
+fn a_leaving_member_that_fences_releases_and_is_never_given_anything_again() {
+    let mut h = H::follower(config(|_| {}));
+    h.grant(0, 1, 1, &[owned("a", 1, 1)]);
+    h.m.request_leave(h.now);
+    h.run();
+    assert_eq!(h.m.state(), WorkerState::Leaving);
+    h.connection(disconnected());
+    h.advance(secs(6));
+    assert!(h.notes.contains(&Notification::OwnershipLost {
+        partitions: vec![owned("a", 1, 1)]
+    }));
+    assert_eq!(h.m.state(), WorkerState::Shutdown, "{:?}", h.notes);
+    h.connection(connected());
+    h.grant(0, 1, 2, &[owned("a", 1, 2)]);
+    h.advance(secs(5));
+    assert!(h.m.owned().is_empty());
+    assert_eq!(h.m.state(), WorkerState::Shutdown);
+}
