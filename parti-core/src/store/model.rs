@@ -421,6 +421,15 @@ impl StoreModel {
         self.tombstone(bucket, key, expected, KvOperation::Purge, now)
     }
 
+    /// Drops the value of `key` silently, as its bucket's max age running out would on a server
+    /// without delete markers: no tombstone, no revision, no watch event. For tests that expire
+    /// one key without waiting for its age (a missing bucket or key is a no-op).
+    pub fn forget(&mut self, bucket: &str, key: &str) {
+        if let Some(b) = self.buckets.get_mut(bucket) {
+            b.records.remove(key);
+        }
+    }
+
     // ----- time -----
 
     /// Drops every record that has expired at `now` (reads and writes already ignore them; this

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,8 +13,10 @@ use parti_core::records::{
     AssignmentRecord, Heartbeat, IdClaim, Leadership, Names, OwnedPartition, Phase, Record,
     TermCounter,
 };
+use parti_core::store::model::StoreModel;
 use parti_core::store::{
-    ConnectionState, KvEntry, KvError, KvEvent, KvOperation, WatchEvent, WatchKeys,
+    BucketSpec, ConnectionState, KvError, KvEvent, KvOperation, OnMismatch, StorageKind,
+    WatchEvent, WatchKeys,
 };
 use parti_core::strategy::{AssignInput, AssignmentStrategy, Plan, StrategyError};
 use parti_core::{Fence, InstanceId, Partition, Revision, Term, ValidConfig, Version, WorkerId};
@@ -80,57 +82,80 @@ pub fn wid(n: u32) -> WorkerId {
     WorkerId::from_parts("worker", n).unwrap()
 }
 
-#[derive(Default, Debug)]
-pub struct Bucket {
-    rev: u64,
-    pub entries: BTreeMap<String, (Vec<u8>, Revision)>,
-    /// Write time of each entry (for max-age expiry).
-    written: BTreeMap<String, Instant>,
-    max_age: Option<Duration>,
-}
-
-/// A minimal in-memory KV with the store contract's semantics. Max-age expiry is silent (no
-/// watch event), as on servers without delete markers.
-#[derive(Default, Debug)]
+/// The test store: parti-core's `StoreModel` (the store contract's semantics, shared with the
+/// simulator and the planner's harness: revisions per bucket, compare-and-set, tombstones,
+/// max-age expiry) under this harness's own watch delivery, which tests steer (`pending` is a
+/// queue they may reorder or drop from). Buckets are created on first use without a max age;
+/// `set_max_age` gives one. Max-age expiry is silent (no watch event), as on servers without
+/// delete markers.
+#[derive(Debug)]
 pub struct Kv {
-    pub buckets: BTreeMap<String, Bucket>,
+    pub store: StoreModel,
     /// Open watches: (owner node, id, bucket, keys).
     pub watches: Vec<(usize, WatchId, String, WatchKeys)>,
     /// Watch items produced by writes, not yet delivered: (owner node, id, item).
     pub pending: VecDeque<(usize, WatchId, WatchEvent)>,
-    /// The time writes are stamped with.
+    /// The time writes are stamped with (`None`: the store's own clock, i.e. the latest
+    /// time it saw, or its creation).
     pub now: Option<Instant>,
+    pub created: Instant,
+}
+
+impl Default for Kv {
+    fn default() -> Self {
+        Kv {
+            store: StoreModel::new(),
+            watches: Vec::new(),
+            pending: VecDeque::new(),
+            now: None,
+            #[allow(clippy::disallowed_methods)] // a fallback clock for writes before any time
+            created: Instant::now(),
+        }
+    }
+}
+
+fn spec(bucket: &str, max_age: Option<Duration>) -> BucketSpec {
+    BucketSpec {
+        name: bucket.to_owned(),
+        history: 1,
+        max_age,
+        replicas: 1,
+        storage: StorageKind::Memory,
+    }
 }
 
 impl Kv {
-    fn bucket(&mut self, b: &str) -> &mut Bucket {
-        self.buckets.entry(b.to_owned()).or_default()
+    fn at(&self) -> Instant {
+        self.now.unwrap_or(self.created)
+    }
+
+    fn ensure(&mut self, b: &str) {
+        if self.store.bucket_spec(b).is_none() {
+            self.store
+                .provision(&spec(b, None), OnMismatch::Fail)
+                .expect("a valid bucket name");
+        }
     }
 
     pub fn get(&self, b: &str, key: &str) -> Option<(Vec<u8>, Revision)> {
-        self.buckets.get(b)?.entries.get(key).cloned()
+        self.store
+            .entry(b, key, self.at())
+            .ok()
+            .flatten()
+            .map(|e| (e.value, e.revision))
     }
 
     /// Gives `bucket` a max age.
     pub fn set_max_age(&mut self, b: &str, age: Duration) {
-        self.bucket(b).max_age = Some(age);
+        self.ensure(b);
+        self.store
+            .provision(&spec(b, Some(age)), OnMismatch::Reconcile)
+            .expect("a max age can be reconciled");
     }
 
     /// Removes, silently, every value older than its bucket's max age.
     pub fn expire_due(&mut self, now: Instant) {
-        for bucket in self.buckets.values_mut() {
-            let Some(age) = bucket.max_age else { continue };
-            let old: Vec<String> = bucket
-                .written
-                .iter()
-                .filter(|(_, t)| now.saturating_duration_since(**t) >= age)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in old {
-                bucket.entries.remove(&k);
-                bucket.written.remove(&k);
-            }
-        }
+        self.store.expire(now);
     }
 
     fn emit(&mut self, b: &str, key: &str, revision: Revision, op: KvOperation) {
@@ -150,45 +175,43 @@ impl Kv {
     }
 
     pub fn write(&mut self, b: &str, key: &str, value: Vec<u8>) -> Revision {
-        let stamp = self.now;
-        let bucket = self.bucket(b);
-        bucket.rev += 1;
-        let r = Revision(bucket.rev);
-        bucket.entries.insert(key.to_owned(), (value.clone(), r));
-        if let Some(now) = stamp {
-            bucket.written.insert(key.to_owned(), now);
-        }
+        self.ensure(b);
+        let at = self.at();
+        let r = self
+            .store
+            .put(b, key, value.clone(), at)
+            .expect("a provisioned bucket and a valid key");
         self.emit(b, key, r, KvOperation::Put(value));
         r
     }
 
     pub fn remove(&mut self, b: &str, key: &str) {
-        let bucket = self.bucket(b);
-        bucket.rev += 1;
-        let r = Revision(bucket.rev);
-        bucket.entries.remove(key);
+        self.ensure(b);
+        let at = self.at();
+        let r = self
+            .store
+            .delete(b, key, None, at)
+            .expect("a provisioned bucket and a valid key");
         self.emit(b, key, r, KvOperation::Delete);
     }
 
     /// Silent expiry: gone, no watch event.
     pub fn expire(&mut self, b: &str, key: &str) {
-        self.bucket(b).entries.remove(key);
+        self.store.forget(b, key);
     }
 
     pub fn exec(&mut self, req: &KvRequest) -> KvResult {
+        let at = self.at();
         match req.clone() {
-            KvRequest::Entry { bucket, key } => Ok(KvReply::Entry(self.get(&bucket, &key).map(
-                |(value, revision)| KvEntry {
-                    key,
-                    value,
-                    revision,
-                },
-            ))),
+            KvRequest::Entry { bucket, key } => {
+                self.ensure(&bucket);
+                self.store.entry(&bucket, &key, at).map(KvReply::Entry)
+            }
             KvRequest::Create { bucket, key, value } => {
-                if self.get(&bucket, &key).is_some() {
-                    return Err(KvError::AlreadyExists);
-                }
-                Ok(KvReply::Written(self.write(&bucket, &key, value)))
+                self.ensure(&bucket);
+                let r = self.store.create(&bucket, &key, value.clone(), at)?;
+                self.emit(&bucket, &key, r, KvOperation::Put(value));
+                Ok(KvReply::Written(r))
             }
             KvRequest::Update {
                 bucket,
@@ -196,11 +219,12 @@ impl Kv {
                 value,
                 expected,
             } => {
-                let current = self.get(&bucket, &key).map(|(_, r)| r);
-                if current != Some(expected) {
-                    return Err(KvError::RevisionMismatch { current });
-                }
-                Ok(KvReply::Written(self.write(&bucket, &key, value)))
+                self.ensure(&bucket);
+                let r = self
+                    .store
+                    .update(&bucket, &key, value.clone(), expected, at)?;
+                self.emit(&bucket, &key, r, KvOperation::Put(value));
+                Ok(KvReply::Written(r))
             }
             KvRequest::Put { bucket, key, value } => {
                 Ok(KvReply::Written(self.write(&bucket, &key, value)))
@@ -210,45 +234,41 @@ impl Kv {
                 key,
                 expected,
             } => {
+                self.ensure(&bucket);
                 let current = self.get(&bucket, &key).map(|(_, r)| r);
                 if let Some(e) = expected
                     && current != Some(e)
                 {
                     return Err(KvError::RevisionMismatch { current });
                 }
+                // A key without a live value is left as it is (no marker, no event).
                 if current.is_some() {
                     self.remove(&bucket, &key);
                 }
                 Ok(KvReply::Deleted)
             }
-            KvRequest::Keys { bucket, prefix } => Ok(KvReply::Keys(
-                self.buckets
-                    .get(&bucket)
-                    .map(|b| {
-                        b.entries
-                            .keys()
-                            .filter(|k| k.starts_with(&prefix))
-                            .cloned()
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            )),
+            KvRequest::Keys { bucket, prefix } => {
+                self.ensure(&bucket);
+                self.store.keys(&bucket, &prefix, at).map(KvReply::Keys)
+            }
             other => panic!("the test store does not know {other:?}"),
         }
     }
 
     pub fn open(&mut self, owner: usize, watch: WatchId, bucket: &str, keys: WatchKeys) {
+        self.ensure(bucket);
+        let at = self.at();
         let mut snap: Vec<(String, Vec<u8>, Revision)> = self
-            .buckets
-            .get(bucket)
-            .map(|b| {
-                b.entries
-                    .iter()
-                    .filter(|(k, _)| keys.matches(k))
-                    .map(|(k, (v, r))| (k.clone(), v.clone(), *r))
-                    .collect()
+            .store
+            .keys(bucket, "", at)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|k| keys.matches(k))
+            .filter_map(|k| {
+                let (v, r) = self.get(bucket, &k)?;
+                Some((k, v, r))
             })
-            .unwrap_or_default();
+            .collect();
         snap.sort_by_key(|(_, _, r)| *r);
         for (key, value, revision) in snap {
             self.pending.push_back((

@@ -20,7 +20,8 @@ use crate::records::{
     AssignmentRecord, ClusterMeta, Heartbeat, Intent, Lifecycle, Names, Record, TermCounter,
     catalog_digest,
 };
-use crate::store::{KvEntry, KvError, KvEvent, KvOperation, WatchEvent, WatchKeys};
+use crate::store::model::StoreModel;
+use crate::store::{KvError, KvEvent, KvOperation, OnMismatch, WatchEvent, WatchKeys};
 use crate::types::{
     Fence, InstanceId, Partition, PartitionId, Revision, Term, Version, WorkerId, WorkerState,
 };
@@ -80,14 +81,101 @@ pub(crate) struct LateWrite {
     pub expected: Option<Revision>,
 }
 
+/// The harness's store: the crate's [`StoreModel`] — one model of the store's semantics for the
+/// simulator and every test harness (revisions per bucket, compare-and-set, tombstones, value
+/// limits) — provisioned with the config's buckets **without expiry** (this harness decides
+/// deaths by silence, and a test removes a key to say it expired), with map-like helpers.
+#[derive(Clone, Debug)]
+pub(crate) struct Kv {
+    pub(crate) store: StoreModel,
+    buckets: Vec<String>,
+    /// Any instant: without expiry, reads do not depend on time.
+    at: Instant,
+}
+
+impl Kv {
+    fn new(cfg: &ValidConfig, at: Instant) -> Kv {
+        let mut store = StoreModel::new();
+        let mut buckets = Vec::new();
+        for mut spec in cfg.bucket_specs() {
+            spec.max_age = None;
+            store
+                .provision(&spec, OnMismatch::Fail)
+                .expect("the config's bucket specs are valid");
+            buckets.push(spec.name);
+        }
+        Kv { store, buckets, at }
+    }
+
+    /// The live value of `(bucket, key)` and its revision.
+    pub(crate) fn get(&self, key: &(String, String)) -> Option<(Vec<u8>, Revision)> {
+        self.store
+            .entry(&key.0, &key.1, self.at)
+            .ok()
+            .flatten()
+            .map(|e| (e.value, e.revision))
+    }
+
+    pub(crate) fn contains_key(&self, key: &(String, String)) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Deletes the key (a tombstone, as the store writes one).
+    pub(crate) fn remove(&mut self, key: &(String, String)) {
+        self.store
+            .delete(&key.0, &key.1, None, self.at)
+            .expect("a provisioned bucket and a valid key");
+    }
+
+    /// Every live value, by `(bucket, key)`.
+    pub(crate) fn snapshot(&self) -> BTreeMap<(String, String), (Vec<u8>, Revision)> {
+        let mut out = BTreeMap::new();
+        for bucket in &self.buckets {
+            for k in self.store.keys(bucket, "", self.at).unwrap_or_default() {
+                let key = (bucket.clone(), k);
+                if let Some(v) = self.get(&key) {
+                    out.insert(key, v);
+                }
+            }
+        }
+        out
+    }
+
+    /// The live values of one bucket whose keys `keys` matches, in revision order.
+    pub(crate) fn matching(
+        &self,
+        bucket: &str,
+        keys: &WatchKeys,
+    ) -> Vec<(String, Vec<u8>, Revision)> {
+        let mut v: Vec<(String, Vec<u8>, Revision)> = self
+            .store
+            .keys(bucket, "", self.at)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|k| keys.matches(k))
+            .filter_map(|k| {
+                let (value, rev) = self.get(&(bucket.to_owned(), k.clone()))?;
+                Some((k, value, rev))
+            })
+            .collect();
+        v.sort_by_key(|x| x.2);
+        v
+    }
+}
+
+impl PartialEq for Kv {
+    fn eq(&self, other: &Self) -> bool {
+        self.snapshot() == other.snapshot()
+    }
+}
+
 pub(crate) struct Sim {
     pub p: Planner,
     pub epoch: Instant,
     pub now: Instant,
     pub names: Names,
     pub cfg: ValidConfig,
-    pub kv: BTreeMap<(String, String), (Vec<u8>, Revision)>,
-    pub(crate) rev: u64,
+    pub kv: Kv,
     pub(crate) watches: BTreeMap<WatchId, (String, WatchKeys)>,
     pub members: BTreeMap<WorkerId, Member>,
     pub writes: Vec<Written>,
@@ -182,8 +270,7 @@ impl Sim {
             now: epoch,
             names,
             cfg: cfg.clone(),
-            kv: BTreeMap::new(),
-            rev: 0,
+            kv: Kv::new(&cfg, epoch),
             watches: BTreeMap::new(),
             members: BTreeMap::new(),
             writes: Vec::new(),
@@ -240,7 +327,7 @@ impl Sim {
     pub(crate) fn term_in_store(&self) -> Term {
         self.kv
             .get(&(self.names.assignments_bucket(), Names::TERM_KEY.to_owned()))
-            .and_then(|(v, _)| TermCounter::decode(v).ok())
+            .and_then(|(v, _)| TermCounter::decode(&v).ok())
             .map_or(Term::ZERO, |t| t.term)
     }
 
@@ -297,12 +384,12 @@ impl Sim {
         let (term, term_rev) = self
             .kv
             .get(&(b.clone(), Names::TERM_KEY.to_owned()))
-            .and_then(|(v, r)| TermCounter::decode(v).ok().map(|t| (t.term, *r)))
+            .and_then(|(v, r)| TermCounter::decode(&v).ok().map(|t| (t.term, r)))
             .unwrap_or((Term::ZERO, Revision(0)));
         let rec = self
             .kv
             .get(&(b, Names::assignment_key(id)))
-            .and_then(|(v, r)| AssignmentRecord::decode(v).ok().map(|x| (x.term, *r)));
+            .and_then(|(v, r)| AssignmentRecord::decode(&v).ok().map(|x| (x.term, r)));
         let Some(m) = self.members.get_mut(id) else {
             return;
         };
@@ -327,7 +414,7 @@ impl Sim {
         let rec = self
             .kv
             .get(&(b, Names::assignment_key(id)))
-            .and_then(|(v, r)| AssignmentRecord::decode(v).ok().map(|x| (x.term, *r)));
+            .and_then(|(v, r)| AssignmentRecord::decode(&v).ok().map(|x| (x.term, r)));
         let Some((t, r)) = rec else {
             return;
         };
@@ -339,16 +426,17 @@ impl Sim {
 
     /// Writes a value without telling anyone (setup).
     pub(crate) fn put_raw(&mut self, bucket: &str, key: &str, value: Vec<u8>) -> Revision {
-        self.rev += 1;
-        let r = Revision(self.rev);
+        let r = self
+            .kv
+            .store
+            .put(bucket, key, value.clone(), self.now)
+            .expect("a provisioned bucket and a valid key");
         if key == Names::TERM_KEY
             && bucket == self.names.assignments_bucket()
             && let Ok(t) = TermCounter::decode(&value)
         {
             self.term_bumps.push((t.term, r));
         }
-        self.kv
-            .insert((bucket.to_owned(), key.to_owned()), (value, r));
         r
     }
 
@@ -514,7 +602,7 @@ impl Sim {
                 self.names.assignments_bucket(),
                 Names::assignment_key(&w(n)),
             ))
-            .and_then(|(v, _)| AssignmentRecord::decode(v).ok())
+            .and_then(|(v, _)| AssignmentRecord::decode(&v).ok())
     }
 
     /// Executes every pending action, feeding results back, until the planner is quiet.
@@ -560,15 +648,7 @@ impl Sim {
                     return;
                 }
                 self.watches.insert(watch, (bucket.clone(), keys.clone()));
-                let snapshot: Vec<(String, Vec<u8>, Revision)> = self
-                    .kv
-                    .iter()
-                    .filter(|((b, k), _)| *b == bucket && keys.matches(k))
-                    .map(|((_, k), (v, r))| (k.clone(), v.clone(), *r))
-                    .collect();
-                let mut snapshot = snapshot;
-                snapshot.sort_by_key(|x| x.2);
-                for (key, value, revision) in snapshot {
+                for (key, value, revision) in self.kv.matching(&bucket, &keys) {
                     let ev = WatchEvent::Change(KvEvent {
                         key,
                         revision,
@@ -605,21 +685,12 @@ impl Sim {
     }
 
     fn kv_op(&mut self, request: KvRequest) -> KvResult {
+        let (store, now) = (&mut self.kv.store, self.now);
         match request {
-            KvRequest::Entry { bucket, key } => Ok(KvReply::Entry(
-                self.kv.get(&(bucket, key.clone())).map(|(v, r)| KvEntry {
-                    key,
-                    value: v.clone(),
-                    revision: *r,
-                }),
-            )),
-            KvRequest::Keys { bucket, prefix } => Ok(KvReply::Keys(
-                self.kv
-                    .keys()
-                    .filter(|(b, k)| *b == bucket && k.starts_with(&prefix))
-                    .map(|(_, k)| k.clone())
-                    .collect(),
-            )),
+            KvRequest::Entry { bucket, key } => store.entry(&bucket, &key, now).map(KvReply::Entry),
+            KvRequest::Keys { bucket, prefix } => {
+                store.keys(&bucket, &prefix, now).map(KvReply::Keys)
+            }
             KvRequest::Create { bucket, key, value } => {
                 self.conditional_write(bucket, key, value, None)
             }
@@ -632,10 +703,13 @@ impl Sim {
             KvRequest::Put { bucket, key, value } => {
                 Ok(KvReply::Written(self.put_raw(&bucket, &key, value)))
             }
-            KvRequest::Delete { bucket, key, .. } => {
-                self.kv.remove(&(bucket, key));
-                Ok(KvReply::Deleted)
-            }
+            KvRequest::Delete {
+                bucket,
+                key,
+                expected,
+            } => store
+                .delete(&bucket, &key, expected, now)
+                .map(|_| KvReply::Deleted),
         }
     }
 
@@ -649,6 +723,8 @@ impl Sim {
         if let Some(limit) = self.max_value
             && value.len() > limit
         {
+            // The store's own check, for the assignments bucket only (as before the
+            // harness used the store model).
             return Err(KvError::ValueTooLarge {
                 size: Some(value.len()),
                 limit: Some(limit),
@@ -683,17 +759,15 @@ impl Sim {
         value: Vec<u8>,
         expected: Option<Revision>,
     ) -> Result<Revision, KvError> {
-        let current = self.kv.get(&(bucket.clone(), key.clone())).map(|x| x.1);
-        match (expected, current) {
-            (None, Some(_)) => return Err(KvError::AlreadyExists),
-            (Some(e), c) if c != Some(e) => {
-                return Err(KvError::RevisionMismatch { current: c });
-            }
-            _ => {}
-        }
-        let rev = self.put_raw(&bucket, &key, value.clone());
+        let written = match expected {
+            None => self.kv.store.create(&bucket, &key, value.clone(), self.now),
+            Some(e) => self
+                .kv
+                .store
+                .update(&bucket, &key, value.clone(), e, self.now),
+        }?;
         self.after_write(&key, &value);
-        Ok(rev)
+        Ok(written)
     }
 
     /// Lands the late writes due at `now` (each only if its compare-and-set holds).

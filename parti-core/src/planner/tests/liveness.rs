@@ -273,7 +273,13 @@ fn takeover_continues_the_version_from_the_highest_record_not_only_meta() {
         s.seed_settled(&[(0, &[0, 2]), (1, &[1, 3])], &c2, 9);
         // meta lags behind the records (the old leader died between the two).
         let b = s.names.assignments_bucket();
-        let mut m = ClusterMeta::decode(&s.kv[&(b.clone(), Names::META_KEY.to_owned())].0).unwrap();
+        let mut m = ClusterMeta::decode(
+            &s.kv
+                .get(&(b.clone(), Names::META_KEY.to_owned()))
+                .unwrap()
+                .0,
+        )
+        .unwrap();
         m.version = Version(7);
         s.put_raw(&b, Names::META_KEY, m.encode());
     });

@@ -30,7 +30,7 @@ impl Sim {
         let Some((rec, rev)) = self
             .kv
             .get(&key)
-            .and_then(|(v, r)| AssignmentRecord::decode(v).ok().map(|x| (x, *r)))
+            .and_then(|(v, r)| AssignmentRecord::decode(&v).ok().map(|x| (x, r)))
         else {
             return;
         };
@@ -257,12 +257,12 @@ impl Sim {
         let term = self
             .kv
             .get(&(b.clone(), Names::TERM_KEY.to_owned()))
-            .and_then(|(v, _)| crate::records::TermCounter::decode(v).ok())
+            .and_then(|(v, _)| crate::records::TermCounter::decode(&v).ok())
             .map_or(crate::types::Term::ZERO, |t| t.term);
         let Some((rec, rev)) = self
             .kv
             .get(&(b, Names::assignment_key(id)))
-            .and_then(|(v, r)| AssignmentRecord::decode(v).ok().map(|x| (x, *r)))
+            .and_then(|(v, r)| AssignmentRecord::decode(&v).ok().map(|x| (x, r)))
         else {
             return;
         };
