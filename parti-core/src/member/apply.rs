@@ -25,12 +25,12 @@ use crate::types::{PartitionId, Term, Version, WorkerId};
 /// than `floor`, a fresh read of our record made after a `Fenced` heartbeat was stored.
 #[derive(Clone, Debug, Default)]
 pub(super) struct FenceState {
-    pub(super) floor: Option<Version>,
-    pub(super) read_pending: bool,
+    floor: Option<Version>,
+    read_pending: bool,
     /// Which fence round this is; a read answers only its own round.
-    pub(super) round: u64,
+    round: u64,
     /// The newest acceptable record seen before `floor` was known.
-    pub(super) held: Option<AssignmentRecord>,
+    held: Option<AssignmentRecord>,
 }
 
 #[derive(Clone, Debug)]
@@ -38,43 +38,43 @@ pub(super) struct InFlight {
     id: DeliveryId,
     version: Option<Version>,
     /// What it revokes: the application may still be working on these until it returns.
-    pub(super) revoking: Vec<OwnedPartition>,
+    revoking: Vec<OwnedPartition>,
 }
 
 /// The apply side of a member.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Apply {
-    pub(super) watch: Option<WatchId>,
+    watch: Option<WatchId>,
     key: String,
     /// The id `accepted` / `applied` refer to.
     owner: Option<WorkerId>,
     /// Highest term seen in the stream.
-    pub(super) stream_term: Option<Term>,
+    stream_term: Option<Term>,
     /// Version of the newest accepted record.
-    pub(super) accepted: Version,
+    accepted: Version,
     /// Version of the newest record fully delivered and acknowledged.
-    pub(super) applied: Version,
+    applied: Version,
     /// What the application should own.
-    pub(super) target: Target,
+    target: Target,
     /// The version `target` comes from, until it is delivered.
-    pub(super) target_version: Option<Version>,
+    target_version: Option<Version>,
     /// What the application was told (including a delivery still running).
-    pub(super) told: BTreeMap<PartitionId, OwnedPartition>,
-    pub(super) in_flight: Option<InFlight>,
+    told: BTreeMap<PartitionId, OwnedPartition>,
+    in_flight: Option<InFlight>,
     next_delivery: u64,
-    pub(super) fence: Option<FenceState>,
+    fence: Option<FenceState>,
     /// Fences so far (each starts a new round number).
-    pub(super) fence_rounds: u64,
+    fence_rounds: u64,
     in_snapshot: bool,
     seen_in_snapshot: bool,
     /// A record that came before the newest `term` in a snapshot (see `on_snapshot_candidate`).
     snapshot_candidate: Option<AssignmentRecord>,
     /// The newest acceptable record that arrived while the claim was unconfirmed.
-    pub(super) suspect_held: Option<AssignmentRecord>,
+    suspect_held: Option<AssignmentRecord>,
     /// No record is accepted any more (leave timed out, restart).
-    pub(super) closed: bool,
+    closed: bool,
     /// Records refused (stale version or wrong term), for tests and metrics.
-    pub(super) refused: u64,
+    refused: u64,
 }
 
 impl Apply {
@@ -93,6 +93,133 @@ impl Apply {
     /// The key of our record (`w.<id>`).
     pub(super) fn key(&self) -> &str {
         &self.key
+    }
+
+    // ----- what the other parts of the member read -----
+
+    /// The version of the newest record fully delivered and acknowledged.
+    pub(super) fn applied(&self) -> Version {
+        self.applied
+    }
+
+    /// The highest term seen in the stream.
+    pub(super) fn stream_term(&self) -> Option<Term> {
+        self.stream_term
+    }
+
+    /// What the application was told it owns (a delivery still running included).
+    pub(super) fn told(&self) -> Vec<OwnedPartition> {
+        self.told.values().cloned().collect()
+    }
+
+    /// Fences so far.
+    pub(super) fn fence_rounds(&self) -> u64 {
+        self.fence_rounds
+    }
+
+    /// A fence is in force.
+    pub(super) fn is_fenced(&self) -> bool {
+        self.fence.is_some()
+    }
+
+    /// The assignment watch, while open.
+    pub(super) fn watch(&self) -> Option<WatchId> {
+        self.watch
+    }
+
+    /// No record is accepted any more.
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// A target not delivered yet.
+    pub(super) fn target_pending(&self) -> bool {
+        self.target_version.is_some()
+    }
+
+    /// Nothing is owned, delivered or to be delivered.
+    pub(super) fn nothing_owned(&self) -> bool {
+        self.in_flight.is_none() && self.told.is_empty() && self.target.is_empty()
+    }
+
+    /// What a running revocation is still releasing.
+    pub(super) fn revoking(&self) -> &[OwnedPartition] {
+        self.in_flight.as_ref().map_or(&[], |f| &f.revoking)
+    }
+
+    // ----- what the other parts of the member ask of it -----
+
+    /// Takes what a running revocation is still releasing: it is told lost now, and a later
+    /// fence does not tell it again.
+    pub(super) fn take_revoking(&mut self) -> Vec<OwnedPartition> {
+        self.in_flight
+            .as_mut()
+            .map(|f| std::mem::take(&mut f.revoking))
+            .unwrap_or_default()
+    }
+
+    /// A fence begins: everything revoked locally, a new round (see
+    /// [`Apply::new_fence_round`]).
+    pub(super) fn begin_fence(&mut self) {
+        self.fence = Some(FenceState::default());
+        self.new_fence_round();
+        self.target.clear();
+        self.target_version = None;
+    }
+
+    /// Starts a new round of the fence in force: no floor, nothing held, a fresh read after the
+    /// next stored heartbeat; answers of earlier rounds are ignored. The round counter moves
+    /// also without a fence (a new identity).
+    pub(super) fn new_fence_round(&mut self) {
+        let round = self.fence_rounds;
+        self.fence_rounds += 1;
+        if let Some(f) = self.fence.as_mut() {
+            *f = FenceState {
+                round,
+                ..FenceState::default()
+            };
+        }
+    }
+
+    /// A `Fenced` heartbeat was stored: if this round has no floor and no read out yet, the
+    /// read is now pending and its round returned (the caller issues it).
+    pub(super) fn start_floor_read(&mut self) -> Option<u64> {
+        let f = self.fence.as_mut()?;
+        if f.floor.is_some() || f.read_pending {
+            return None;
+        }
+        f.read_pending = true;
+        Some(f.round)
+    }
+
+    /// Revokes everything and accepts no further record (nor one that waited for the claim's
+    /// confirmation).
+    pub(super) fn close(&mut self) {
+        self.closed = true;
+        self.suspect_held = None;
+        self.target.clear();
+        self.target_version = None;
+    }
+
+    /// A record that waited for the claim's confirmation is dropped (the claim was lost).
+    pub(super) fn forget_suspect(&mut self) {
+        self.suspect_held = None;
+    }
+
+    /// Whether `watch` is the assignment watch; if so it is closed (it ended).
+    pub(super) fn watch_ended(&mut self, watch: WatchId) -> bool {
+        if self.watch == Some(watch) {
+            self.watch = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The assignment watch opened again: its snapshot is a resync.
+    pub(super) fn reopened(&mut self, watch: WatchId) {
+        self.resync();
+        self.watch = Some(watch);
     }
 }
 
@@ -271,11 +398,11 @@ impl Member {
     fn unfence(&mut self) {
         self.apply.fence = None;
         // The acknowledgement heartbeat that follows the delivery carries the new intent.
-        self.beat.intent = if self.phase == Phase::Leaving {
+        self.beat.carry(if self.phase == Phase::Leaving {
             Intent::Leaving
         } else {
             Intent::Active
-        };
+        });
     }
 
     /// Our record is gone (deleted, purged, undecodable, or missing from a snapshot): revoke all.

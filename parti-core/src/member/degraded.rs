@@ -20,7 +20,7 @@ use crate::store::ConnectionState;
 pub(super) struct Degraded {
     connected: bool,
     /// When degraded mode was entered; `None` when not degraded.
-    pub(super) since: Option<Instant>,
+    since: Option<Instant>,
     errors: VecDeque<Instant>,
     exit_read_pending: bool,
     level: Option<AlertLevel>,
@@ -28,6 +28,11 @@ pub(super) struct Degraded {
 }
 
 impl Degraded {
+    /// In degraded mode.
+    pub(super) fn is_on(&self) -> bool {
+        self.since.is_some()
+    }
+
     pub(super) fn new() -> Self {
         Degraded {
             connected: true,
@@ -67,7 +72,7 @@ impl Member {
                     // itself as soon as it can.
                     if self.identity.as_ref().is_some_and(|c| c.suspect) {
                         self.renew_id(now);
-                    } else if self.apply.fence.is_some() {
+                    } else if self.apply.is_fenced() {
                         self.send_heartbeat(now);
                     }
                 }

@@ -24,17 +24,17 @@ use crate::types::{Revision, Term, WorkerId};
 /// The election side of a member.
 #[derive(Clone, Debug)]
 pub(super) struct Election {
-    pub(super) watch: Option<WatchId>,
+    watch: Option<WatchId>,
     /// The first round is over (the snapshot showed a leader, or our `create` was answered).
-    pub(super) settled: bool,
+    settled: bool,
     snapshot_done: bool,
     key_present: bool,
     /// A `create` attempt is open: sent, or timed out and re-reading the key.
     creating: bool,
-    pub(super) lead: Option<Lead>,
+    lead: Option<Lead>,
     /// The worker the leader key named last, as this member's watch showed it (`None`:
     /// absent, undecodable, or not known since the watch (re)started).
-    pub(super) leader: Option<WorkerId>,
+    leader: Option<WorkerId>,
     backoff: Backoff,
 }
 
@@ -66,10 +66,46 @@ impl Election {
 impl Election {
     /// A snapshot starts again (a resync, or a new watch after one ended): the key is learnt
     /// afresh.
-    pub(super) fn resync(&mut self) {
+    fn resync(&mut self) {
         self.snapshot_done = false;
         self.key_present = false;
         self.leader = None;
+    }
+
+    /// The leader watch, while open.
+    pub(super) fn watch(&self) -> Option<WatchId> {
+        self.watch
+    }
+
+    /// The first round is over.
+    pub(super) fn is_settled(&self) -> bool {
+        self.settled
+    }
+
+    /// The revision of the leader key we hold, if we lead.
+    pub(super) fn lead_revision(&self) -> Option<Revision> {
+        self.lead.as_ref().map(|l| l.revision)
+    }
+
+    /// The worker the leader key named last, as our watch showed it.
+    pub(super) fn leader(&self) -> Option<&WorkerId> {
+        self.leader.as_ref()
+    }
+
+    /// Whether `watch` is the leader watch; if so it is closed (it ended).
+    pub(super) fn watch_ended(&mut self, watch: WatchId) -> bool {
+        if self.watch == Some(watch) {
+            self.watch = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The leader watch opened again: its snapshot is a resync.
+    pub(super) fn reopened(&mut self, watch: WatchId) {
+        self.resync();
+        self.watch = Some(watch);
     }
 }
 
@@ -404,7 +440,7 @@ impl Member {
         };
         self.relay.new_generation();
         let mut planner = Planner::new(self.config.clone(), self.strategy.clone(), init, now);
-        if self.degraded.since.is_some() {
+        if self.degraded.is_on() {
             planner.set_degraded(now, true);
         }
         self.planner = Some(planner);

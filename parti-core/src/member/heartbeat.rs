@@ -18,12 +18,12 @@ use crate::records::{Heartbeat, Intent, Record};
 /// Heartbeat bookkeeping.
 #[derive(Clone, Debug)]
 pub(super) struct Beat {
-    pub(super) seq: u64,
-    pub(super) intent: Intent,
+    seq: u64,
+    intent: Intent,
     /// Send time of the newest heartbeat the store acknowledged.
-    pub(super) last_acked: Option<Instant>,
+    last_acked: Option<Instant>,
     /// Whether heartbeats go out at all (from the claim until the release).
-    pub(super) running: bool,
+    running: bool,
 }
 
 impl Beat {
@@ -34,6 +34,17 @@ impl Beat {
             last_acked: None,
             running: false,
         }
+    }
+
+    /// Heartbeats from now on say `intent`; the caller sends one if it must go out now (a
+    /// fence that ends lets the acknowledgement of its delivery carry it).
+    pub(super) fn carry(&mut self, intent: Intent) {
+        self.intent = intent;
+    }
+
+    /// No heartbeat sent so far counts as acknowledged (a new identity starts over).
+    pub(super) fn forget_acknowledgement(&mut self) {
+        self.last_acked = None;
     }
 }
 
@@ -81,7 +92,7 @@ impl Member {
             round: self.fence_round(),
             seq: self.beat.seq,
             state: self.derive_state(),
-            applied: self.apply.applied,
+            applied: self.apply.applied(),
             intent: self.beat.intent,
             capacity: self.config.capacity,
         }
@@ -102,7 +113,7 @@ impl Member {
         if self.beat.last_acked.is_none()
             && self.fences_by_heartbeats()
             && !self.timers.is_set(Timer::Fence)
-            && self.apply.fence.is_none()
+            && !self.apply.is_fenced()
         {
             self.timers
                 .set(Timer::Fence, later(now, self.config.fence_after()));
@@ -138,12 +149,7 @@ impl Member {
                 .set(Timer::Fence, later(t, self.config.fence_after()));
         }
         // A stored `Fenced` heartbeat: the leader can now see us; read our record afresh.
-        if let Some(f) = self.apply.fence.as_mut()
-            && f.floor.is_none()
-            && !f.read_pending
-        {
-            f.read_pending = true;
-            let round = f.round;
+        if let Some(round) = self.apply.start_floor_read() {
             self.read_own_record(ReadPurpose::Unfence(round));
         }
     }
@@ -166,15 +172,14 @@ impl Member {
         if self.phase == Phase::Restarting {
             return self.give_up_while_restarting();
         }
-        match self.apply.fence.as_mut() {
-            None => self.fence(now),
+        if self.apply.is_fenced() {
             // Still fenced and cut off again: a floor read before may predate a revocation the
             // leader writes when it declares us dead; read again after the next stored
             // heartbeat.
-            Some(_) => {
-                self.new_fence_round();
-                self.arm_round_timer(now);
-            }
+            self.apply.new_fence_round();
+            self.arm_round_timer(now);
+        } else {
+            self.fence(now);
         }
     }
 
@@ -188,28 +193,15 @@ impl Member {
             .set(Timer::Fence, later(now, self.config.fence_after()));
     }
 
-    /// Starts a new round of the fence in force: no floor, nothing held, a fresh read after the
-    /// next stored heartbeat; answers of earlier rounds are ignored.
-    pub(super) fn new_fence_round(&mut self) {
-        let round = self.apply.fence_rounds;
-        self.apply.fence_rounds += 1;
-        if let Some(f) = self.apply.fence.as_mut() {
-            *f = super::apply::FenceState {
-                round,
-                ..super::apply::FenceState::default()
-            };
-        }
-    }
-
     /// A restarting member's heartbeats went unacknowledged for `fence_after` while its
     /// application still held or released partitions (cut off, paused): the leader may soon
     /// declare it dead. Everything still held or being released is lost at once
     /// (`OwnershipLost`); the intent stays `Restarting` (the leader keeps the reservation).
     fn give_up_while_restarting(&mut self) {
         let mut partitions = self.owned();
-        if let Some(f) = self.apply.in_flight.as_mut() {
-            // Told lost now: a later fence does not tell it again.
-            partitions.append(&mut f.revoking);
+        let revoking = self.apply.take_revoking();
+        if !revoking.is_empty() {
+            partitions.extend(revoking);
             partitions.sort_by(|a, b| a.partition.id().cmp(b.partition.id()));
         }
         if !partitions.is_empty() {
@@ -220,25 +212,23 @@ impl Member {
     /// Revokes everything locally (`OwnershipLost` when something was owned) and heartbeats with
     /// intent `Fenced`.
     pub(super) fn fence(&mut self, now: Instant) {
-        if self.apply.fence.is_some() {
+        if self.apply.is_fenced() {
             return;
         }
         // Everything the application may still work on: what it owns and what a running
         // revocation is still releasing (it must stop now, not when its handler returns).
         let mut partitions = self.owned();
-        if let Some(f) = &self.apply.in_flight {
-            partitions.extend(f.revoking.iter().cloned());
+        let revoking = self.apply.revoking();
+        if !revoking.is_empty() {
+            partitions.extend(revoking.iter().cloned());
             partitions.sort_by(|a, b| a.partition.id().cmp(b.partition.id()));
         }
-        self.apply.fence = Some(super::apply::FenceState::default());
-        self.new_fence_round();
+        self.apply.begin_fence();
         if self.config.on_disconnect == DisconnectPolicy::Fence {
             self.arm_round_timer(now);
         } else {
             self.timers.stop(Timer::Fence);
         }
-        self.apply.target.clear();
-        self.apply.target_version = None;
         if !partitions.is_empty() {
             self.notify(Notification::OwnershipLost { partitions });
         }

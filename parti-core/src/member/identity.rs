@@ -40,6 +40,14 @@ pub(super) struct Claimed {
     pub(super) handed_over: bool,
 }
 
+impl Claimed {
+    /// The claim was rewritten for the next process (shutdown for restart): never renewed
+    /// again.
+    pub(super) fn hand_over(&mut self) {
+        self.handed_over = true;
+    }
+}
+
 /// One claiming round (from start or from an identity loss until an id is held).
 #[derive(Clone, Debug)]
 pub(super) struct Claim {

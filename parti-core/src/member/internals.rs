@@ -165,12 +165,10 @@ impl Member {
             Phase::Init => WorkerState::Init,
             Phase::Stopped | Phase::Restarting => WorkerState::Shutdown,
             Phase::Leaving | Phase::Releasing => WorkerState::Leaving,
-            Phase::Claiming | Phase::Member if self.degraded.since.is_some() => {
-                WorkerState::Degraded
-            }
+            Phase::Claiming | Phase::Member if self.degraded.is_on() => WorkerState::Degraded,
             Phase::Claiming => WorkerState::ClaimingId,
-            Phase::Member if self.apply.fence.is_some() => WorkerState::Fenced,
-            Phase::Member if !self.election.settled => WorkerState::Election,
+            Phase::Member if self.apply.is_fenced() => WorkerState::Fenced,
+            Phase::Member if !self.election.is_settled() => WorkerState::Election,
             Phase::Member if !self.ready => WorkerState::WaitingAssignment,
             // A leader mirrors its planner's work, as the Go library's leader does.
             Phase::Member => match self.planner.as_ref().map(Planner::state) {

@@ -70,7 +70,7 @@ impl Member {
                 // be releasing partitions until then.
                 self.timers.stop(Timer::LeaveDeadline);
                 self.revoke_locally_for_good();
-                self.beat.intent = Intent::Restarting;
+                self.beat.carry(Intent::Restarting);
                 self.send_heartbeat(now);
             }
             Phase::Releasing | Phase::Restarting | Phase::Stopped => {}
@@ -95,7 +95,7 @@ impl Member {
         let Some(c) = self.identity.as_mut() else {
             return;
         };
-        c.handed_over = true;
+        c.hand_over();
         let c = c.clone();
         let until = self
             .wall_ms(now)
@@ -124,10 +124,7 @@ impl Member {
     /// Revokes everything and accepts no further record (nor one that waited for the claim's
     /// confirmation).
     fn revoke_locally_for_good(&mut self) {
-        self.apply.closed = true;
-        self.apply.suspect_held = None;
-        self.apply.target.clear();
-        self.apply.target_version = None;
+        self.apply.close();
     }
 
     fn stop_now(&mut self) {
@@ -148,8 +145,7 @@ impl Member {
     }
 
     fn nothing_owned(&self) -> bool {
-        let a = &self.apply;
-        a.in_flight.is_none() && a.told.is_empty() && a.target.is_empty()
+        self.apply.nothing_owned()
     }
 
     /// Called after every input: moves a leave or a restart along.
@@ -157,7 +153,7 @@ impl Member {
         match self.phase {
             Phase::Leaving
                 if self.nothing_owned()
-                    && self.apply.target_version.is_none()
+                    && !self.apply.target_pending()
                     && !self.heartbeat_pending()
                     && self.publication_done() =>
             {
@@ -183,7 +179,7 @@ impl Member {
     /// has also granted them (or the leave timed out): otherwise they stay unowned until the
     /// next leader's takeover repairs it.
     fn publication_done(&self) -> bool {
-        self.apply.closed
+        self.apply.is_closed()
             || self.planner.as_ref().is_none_or(|p| {
                 !matches!(
                     p.state(),
@@ -209,7 +205,7 @@ impl Member {
         // re-grant after a `Fenced` heartbeat sent while leaving, a grant of a leader taking
         // over from `meta`) must not be applied.
         self.revoke_locally_for_good();
-        self.release_leader = self.election.lead.as_ref().map(|l| l.revision);
+        self.release_leader = self.election.lead_revision();
         self.step_down(now, false);
         let Some(id) = self.identity.as_ref().map(|c| c.id.clone()) else {
             return self.finish_release();

@@ -1,5 +1,11 @@
 #![doc = include_str!("README.md")]
 
+// Each part of the member owns its state, and only its file changes it (the fields are private
+// to the file; the other parts read through getters and ask for changes through methods):
+// `apply.rs` (`Apply`: records, deliveries, fences and their rounds), `heartbeat.rs` (`Beat`),
+// `election.rs` (`Election`), `degraded.rs` (`Degraded`), `identity.rs` with `renewal.rs`
+// (the claim). `leave.rs` and the rest only call into them (e.g. `Apply::close`,
+// `Beat::carry`, `Claimed::hand_over`).
 mod apply;
 mod degraded;
 mod election;
@@ -319,7 +325,7 @@ impl Member {
     /// crashed is still named until another one writes the key.
     #[must_use]
     pub fn leader(&self) -> Option<WorkerId> {
-        self.election.leader.clone()
+        self.election.leader().cloned()
     }
 
     /// How often this member's retry loops retried so far (claims, election, its planners'
@@ -343,39 +349,39 @@ impl Member {
     /// The highest term seen in the assignments stream (the term records must carry).
     #[must_use]
     pub fn known_term(&self) -> Option<Term> {
-        self.apply.stream_term
+        self.apply.stream_term()
     }
 
     /// What the application has been told it owns (including a delivery still running), with
     /// fences, in partition order.
     #[must_use]
     pub fn owned(&self) -> Vec<crate::records::OwnedPartition> {
-        self.apply.told.values().cloned().collect()
+        self.apply.told()
     }
 
     /// How many times this process has fenced itself (its heartbeats carry it; the leader
     /// addresses records to this round, see [`AssignmentRecord::round`](crate::records::AssignmentRecord::round)).
     #[must_use]
     pub fn fence_round(&self) -> u32 {
-        u32::try_from(self.apply.fence_rounds).unwrap_or(u32::MAX)
+        u32::try_from(self.apply.fence_rounds()).unwrap_or(u32::MAX)
     }
 
     /// The highest assignment version applied and acknowledged.
     #[must_use]
     pub fn applied_version(&self) -> Version {
-        self.apply.applied
+        self.apply.applied()
     }
 
     /// Whether the member is in degraded mode.
     #[must_use]
     pub fn is_degraded(&self) -> bool {
-        self.degraded.since.is_some()
+        self.degraded.is_on()
     }
 
     /// Whether the member has revoked everything locally and waits to be granted again.
     #[must_use]
     pub fn is_fenced(&self) -> bool {
-        self.apply.fence.is_some()
+        self.apply.is_fenced()
     }
 
     /// Values that did not decode so far (each treated as absent).
@@ -429,9 +435,9 @@ impl Member {
                     {
                         p.handle_event(now, IoEvent::Watch { watch, event });
                     }
-                } else if Some(watch) == self.apply.watch {
+                } else if Some(watch) == self.apply.watch() {
                     self.on_assignment_watch(now, event);
-                } else if Some(watch) == self.election.watch {
+                } else if Some(watch) == self.election.watch() {
                     self.on_leader_watch(now, event);
                 }
             }

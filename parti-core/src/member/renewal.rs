@@ -73,7 +73,7 @@ impl Member {
                     // stand again (a candidate timer may have passed meanwhile).
                     self.on_identity_confirmed();
                     self.send_heartbeat(now);
-                    if self.election.watch.is_some() {
+                    if self.election.watch().is_some() {
                         self.stand(now);
                     }
                 }
@@ -155,7 +155,7 @@ impl Member {
         self.step_down(now, true);
         self.stop_election();
         self.stop_assignment_watch();
-        self.beat.last_acked = None;
+        self.beat.forget_acknowledgement();
         for t in [
             Timer::RenewId,
             Timer::IdentityLapse,
@@ -167,8 +167,8 @@ impl Member {
         // Answers to operations made under the old id mean nothing now; whatever waited for
         // one starts afresh under the new id.
         self.ops.retain(|_, op| matches!(op, Op::DropLeader));
-        self.new_fence_round();
-        self.apply.suspect_held = None;
+        self.apply.new_fence_round();
+        self.apply.forget_suspect();
         self.reset_degraded_exit(now);
         if self.phase == Phase::Member {
             self.begin_claim(now);

@@ -32,11 +32,9 @@ impl Member {
             }
             return;
         }
-        let timer = if Some(watch) == self.apply.watch {
-            self.apply.watch = None;
+        let timer = if self.apply.watch_ended(watch) {
             Timer::RewatchAssignments
-        } else if Some(watch) == self.election.watch {
-            self.election.watch = None;
+        } else if self.election.watch_ended(watch) {
             Timer::RewatchLeader
         } else {
             return; // closed on purpose already, or replaced
@@ -47,13 +45,12 @@ impl Member {
 
     /// The backoff ran out: the assignment watch opens again (its snapshot is a resync).
     pub(super) fn reopen_assignment_watch(&mut self) {
-        if self.apply.watch.is_some() || self.identity.is_none() {
+        if self.apply.watch().is_some() || self.identity.is_none() {
             return;
         }
         self.retries.other += 1;
-        self.apply.resync();
         let watch = self.ids.watch();
-        self.apply.watch = Some(watch);
+        self.apply.reopened(watch);
         let key = self.apply.key().to_owned();
         self.actions.push_back(Action::Io(IoAction::Watch {
             watch,
@@ -64,13 +61,12 @@ impl Member {
 
     /// The backoff ran out: the leader watch opens again (its snapshot is a resync).
     pub(super) fn reopen_leader_watch(&mut self) {
-        if self.election.watch.is_some() || self.identity.is_none() {
+        if self.election.watch().is_some() || self.identity.is_none() {
             return;
         }
         self.retries.other += 1;
-        self.election.resync();
         let watch = self.ids.watch();
-        self.election.watch = Some(watch);
+        self.election.reopened(watch);
         self.actions.push_back(Action::Io(IoAction::Watch {
             watch,
             bucket: self.names.leader_bucket(),
