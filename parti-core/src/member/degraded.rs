@@ -70,7 +70,7 @@ impl Member {
                     }
                     // A member unsure of its id confirms it first; a fenced member announces
                     // itself as soon as it can.
-                    if self.identity.as_ref().is_some_and(|c| c.suspect) {
+                    if self.identity.as_ref().is_some_and(|c| c.is_suspect()) {
                         self.renew_id(now);
                     } else if self.apply.is_fenced() {
                         self.send_heartbeat(now);

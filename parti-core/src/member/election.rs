@@ -173,7 +173,7 @@ impl Member {
     }
 
     fn leadership_value(&self, term: Term) -> Option<Vec<u8>> {
-        let worker = self.identity.as_ref()?.id.clone();
+        let worker = self.identity.as_ref()?.id().clone();
         Some(
             Leadership {
                 worker,

@@ -64,12 +64,12 @@ impl Member {
 
     /// The claim was rewritten for the next process (restart): nothing more under it.
     pub(super) fn handed_over(&self) -> bool {
-        self.identity.as_ref().is_some_and(|c| c.handed_over)
+        self.identity.as_ref().is_some_and(|c| c.is_handed_over())
     }
 
     /// Puts a heartbeat now and schedules the next one.
     pub(super) fn send_heartbeat(&mut self, now: Instant) {
-        let Some(id) = self.identity.as_ref().map(|c| c.id.clone()) else {
+        let Some(id) = self.identity.as_ref().map(|c| c.id().clone()) else {
             return;
         };
         if !matches!(
@@ -155,7 +155,7 @@ impl Member {
     }
 
     pub(super) fn read_own_record(&mut self, purpose: ReadPurpose) {
-        let Some(id) = self.identity.as_ref().map(|c| c.id.clone()) else {
+        let Some(id) = self.identity.as_ref().map(|c| c.id().clone()) else {
             return;
         };
         let request = KvRequest::Entry {

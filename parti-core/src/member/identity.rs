@@ -26,25 +26,74 @@ use super::types::MemberError;
 /// The id this member holds.
 #[derive(Clone, Debug)]
 pub(super) struct Claimed {
-    pub(super) id: WorkerId,
-    pub(super) revision: Revision,
-    pub(super) claimed_at_ms: u64,
+    id: WorkerId,
+    revision: Revision,
+    claimed_at_ms: u64,
     /// Local end of the claim's validity: send time of the last successful write of the claim
     /// plus 90 % of `identity_ttl` (the store cannot expire it earlier than the full ttl).
-    pub(super) valid_until: Instant,
+    valid_until: Instant,
     /// The validity lapsed: the id may be someone else's now. Nothing is done under it (no
     /// heartbeat, no record applied) until a renewal confirms it.
-    pub(super) suspect: bool,
+    suspect: bool,
     /// The claim was rewritten with `restarting_until` (shutdown for restart): it is the next
     /// process's to take over now, so it is never renewed again.
-    pub(super) handed_over: bool,
+    handed_over: bool,
 }
 
 impl Claimed {
+    /// The id.
+    pub(super) fn id(&self) -> &WorkerId {
+        &self.id
+    }
+
+    /// The revision of the claim (compare-and-set of the renewal).
+    pub(super) fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    /// When the claim was first made (kept across renewals).
+    pub(super) fn claimed_at_ms(&self) -> u64 {
+        self.claimed_at_ms
+    }
+
+    /// The validity lapsed and no renewal confirmed it since.
+    pub(super) fn is_suspect(&self) -> bool {
+        self.suspect
+    }
+
+    /// Rewritten for the next process: never renewed again.
+    pub(super) fn is_handed_over(&self) -> bool {
+        self.handed_over
+    }
+
     /// The claim was rewritten for the next process (shutdown for restart): never renewed
     /// again.
     pub(super) fn hand_over(&mut self) {
         self.handed_over = true;
+    }
+
+    /// A renewal landed at `revision`, valid until at least `valid_until`; returns the new
+    /// validity end and whether the claim was suspect until now.
+    pub(super) fn renewed(&mut self, revision: Revision, valid_until: Instant) -> (Instant, bool) {
+        self.revision = revision;
+        self.valid_until = self.valid_until.max(valid_until);
+        let was_suspect = std::mem::replace(&mut self.suspect, false);
+        (self.valid_until, was_suspect)
+    }
+
+    /// A re-read found our own claim at `revision` (a renewal whose answer was lost landed).
+    pub(super) fn adopt_revision(&mut self, revision: Revision) {
+        self.revision = revision;
+    }
+
+    /// At `now` the validity lapses: the claim becomes suspect (returns true) unless it is
+    /// still valid, already suspect, or handed over.
+    pub(super) fn lapse(&mut self, now: Instant) -> bool {
+        if now < self.valid_until || self.suspect || self.handed_over {
+            return false;
+        }
+        self.suspect = true;
+        true
     }
 }
 

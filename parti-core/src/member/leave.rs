@@ -102,15 +102,15 @@ impl Member {
             .saturating_add(duration_ms(self.config.rejoin_window));
         let value = IdClaim {
             instance: self.instance,
-            claimed_at_ms: c.claimed_at_ms,
+            claimed_at_ms: c.claimed_at_ms(),
             restarting_until_ms: Some(until),
         }
         .encode();
         let request = KvRequest::Update {
             bucket: self.names.ids_bucket(),
-            key: c.id.to_string(),
+            key: c.id().to_string(),
             value,
-            expected: c.revision,
+            expected: c.revision(),
         };
         self.kv(Op::RestartClaim, request);
     }
@@ -163,7 +163,7 @@ impl Member {
             Phase::Restarting
                 if self.nothing_owned() && !self.heartbeat_pending() && !self.renewal_pending() =>
             {
-                if self.identity.as_ref().is_some_and(|c| !c.handed_over) {
+                if self.identity.as_ref().is_some_and(|c| !c.is_handed_over()) {
                     self.hand_over_for_restart(now);
                 } else if !self.ops.values().any(|o| matches!(o, Op::RestartClaim)) {
                     self.phase = Phase::Stopped;
@@ -207,7 +207,7 @@ impl Member {
         self.revoke_locally_for_good();
         self.release_leader = self.election.lead_revision();
         self.step_down(now, false);
-        let Some(id) = self.identity.as_ref().map(|c| c.id.clone()) else {
+        let Some(id) = self.identity.as_ref().map(|c| c.id().clone()) else {
             return self.finish_release();
         };
         let request = KvRequest::Delete {
@@ -248,8 +248,8 @@ impl Member {
         };
         let request = KvRequest::Delete {
             bucket: self.names.ids_bucket(),
-            key: c.id.to_string(),
-            expected: Some(c.revision),
+            key: c.id().to_string(),
+            expected: Some(c.revision()),
         };
         self.kv(Op::ReleaseId, request);
     }

@@ -3,8 +3,9 @@
 // Each part of the member owns its state, and only its file changes it (the fields are private
 // to the file; the other parts read through getters and ask for changes through methods):
 // `apply.rs` (`Apply`: records, deliveries, fences and their rounds), `heartbeat.rs` (`Beat`),
-// `election.rs` (`Election`), `degraded.rs` (`Degraded`), `identity.rs` with `renewal.rs`
-// (the claim). `leave.rs` and the rest only call into them (e.g. `Apply::close`,
+// `election.rs` (`Election`), `degraded.rs` (`Degraded`), `identity.rs` (the claim,
+// `Claimed`; `renewal.rs` keeps it through its methods, and sets or takes the member's
+// `identity` slot). `leave.rs` and the rest only call into them (e.g. `Apply::close`,
 // `Beat::carry`, `Claimed::hand_over`).
 mod apply;
 mod degraded;
@@ -295,7 +296,7 @@ impl Member {
     /// The claimed worker id, if one is held.
     #[must_use]
     pub fn worker_id(&self) -> Option<&WorkerId> {
-        self.identity.as_ref().map(|c| &c.id)
+        self.identity.as_ref().map(|c| c.id())
     }
 
     /// This process's instance id.

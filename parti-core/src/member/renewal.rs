@@ -24,7 +24,7 @@ impl Member {
         // A restarting member keeps its claim until it rewrites it for the next process.
         let holding = match self.phase {
             Phase::Member | Phase::Leaving => true,
-            Phase::Restarting => !c.handed_over,
+            Phase::Restarting => !c.is_handed_over(),
             _ => false,
         };
         if !holding {
@@ -39,15 +39,15 @@ impl Member {
         }
         let value = IdClaim {
             instance: self.instance,
-            claimed_at_ms: c.claimed_at_ms,
+            claimed_at_ms: c.claimed_at_ms(),
             restarting_until_ms: None,
         }
         .encode();
         let request = KvRequest::Update {
             bucket: self.names.ids_bucket(),
-            key: c.id.to_string(),
+            key: c.id().to_string(),
             value,
-            expected: c.revision,
+            expected: c.revision(),
         };
         self.kv(Op::RenewId { sent_at: now }, request);
     }
@@ -59,10 +59,7 @@ impl Member {
                 let Some(c) = self.identity.as_mut() else {
                     return;
                 };
-                c.revision = revision;
-                c.valid_until = c.valid_until.max(later(sent_at, validity));
-                let (valid_until, was_suspect) = (c.valid_until, c.suspect);
-                c.suspect = false;
+                let (valid_until, was_suspect) = c.renewed(revision, later(sent_at, validity));
                 self.timers.set(Timer::IdentityLapse, valid_until);
                 self.timers.set(
                     Timer::RenewId,
@@ -85,7 +82,7 @@ impl Member {
                 };
                 let request = KvRequest::Entry {
                     bucket: self.names.ids_bucket(),
-                    key: c.id.to_string(),
+                    key: c.id().to_string(),
                 };
                 self.kv(Op::ReadIdAfterRenew, request);
             }
@@ -99,7 +96,7 @@ impl Member {
                 match self.decode::<IdClaim>(&bucket, &entry.key, &entry.value) {
                     Some(c) if c.instance == self.instance => {
                         if let Some(mine) = self.identity.as_mut() {
-                            mine.revision = entry.revision;
+                            mine.adopt_revision(entry.revision);
                         }
                         self.renew_id(now);
                     }
@@ -122,10 +119,9 @@ impl Member {
         let Some(c) = self.identity.as_mut() else {
             return;
         };
-        if now < c.valid_until || c.suspect || c.handed_over {
+        if !c.lapse(now) {
             return;
         }
-        c.suspect = true;
         // Under `Hold` the cached assignment is kept through the outage (no exclusivity is
         // promised meanwhile); nothing is done under the id until it is confirmed — leading
         // included. A restarting member has revoked everything for good already, and its
@@ -139,7 +135,7 @@ impl Member {
 
     /// Whether the claim is trusted now.
     pub(super) fn identity_trusted(&self) -> bool {
-        self.identity.as_ref().is_some_and(|c| !c.suspect)
+        self.identity.as_ref().is_some_and(|c| !c.is_suspect())
     }
 
     /// The id belongs to someone else now: revoke everything locally, stop acting under the id,
@@ -149,7 +145,7 @@ impl Member {
             return;
         };
         self.notify(Notification::IdentityLost {
-            worker: lost.id.clone(),
+            worker: lost.id().clone(),
         });
         self.fence(now);
         self.step_down(now, true);
