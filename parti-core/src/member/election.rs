@@ -94,12 +94,7 @@ impl Election {
 
     /// Whether `watch` is the leader watch; if so it is closed (it ended).
     pub(super) fn watch_ended(&mut self, watch: WatchId) -> bool {
-        if self.watch == Some(watch) {
-            self.watch = None;
-            true
-        } else {
-            false
-        }
+        self.watch.take_if(|w| *w == watch).is_some()
     }
 
     /// The leader watch opened again: its snapshot is a resync.
