@@ -561,7 +561,7 @@ impl Driver {
         if let Some(p) = self.member.planner() {
             books
                 .labels
-                .gauge("parti_live_members", p.live_workers().len() as f64);
+                .gauge("parti_live_members", p.live_count() as f64);
             books
                 .labels
                 .gauge("parti_unowned_partitions", p.unowned() as f64);

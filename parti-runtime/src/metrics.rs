@@ -15,7 +15,7 @@
 //! | `parti_owned_weight` | gauge | | their total weight |
 //! | `parti_partitions` | gauge | | the catalog size (every worker lists it) |
 //! | `parti_live_members` | gauge | | leader: workers it considers alive |
-//! | `parti_unowned_partitions` | gauge | | leader: catalog partitions nobody holds |
+//! | `parti_unowned_partitions` | gauge | | leader: catalog partitions nobody holds (counted at most once per heartbeat interval) |
 //! | `parti_rebalances_total` | counter | `reason` | leader: plans published, by reason (`cold_start`, `planned_scale`, `emergency`, …) |
 //! | `parti_rebalance_duration_seconds` | histogram | `reason` | leader: from a plan's start to its publication |
 //! | `parti_partitions_moved_total` | counter | | leader: partitions that changed owner in published plans |

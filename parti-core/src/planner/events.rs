@@ -144,7 +144,9 @@ impl Planner {
             self.reconcile(now);
             self.eligible_memo = None;
             self.update_stall_timer(now);
+            self.unowned.stale = true;
         }
+        self.recount_unowned(now);
         self.update_timers(now);
         self.update_state();
     }

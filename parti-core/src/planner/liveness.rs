@@ -482,6 +482,11 @@ impl Liveness {
         self.workers.get(w)
     }
 
+    /// How many workers are known and not declared dead.
+    pub(super) fn live_count(&self) -> usize {
+        self.by_seen.len()
+    }
+
     /// Known and not declared dead.
     pub(super) fn is_alive(&self, w: &WorkerId) -> bool {
         self.workers.get(w).is_some_and(|i| !i.dead)

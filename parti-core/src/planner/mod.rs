@@ -291,6 +291,16 @@ impl<'a, V, I: Iterator<Item = (&'a WorkerId, V)>> Seek<'a, V, I> {
     }
 }
 
+/// [`Planner::unowned`], counted at most once per heartbeat interval.
+#[derive(Clone, Copy, Debug, Default)]
+struct UnownedCount {
+    count: usize,
+    /// Something changed since the count.
+    stale: bool,
+    /// Not counted again before this.
+    due: Option<Instant>,
+}
+
 /// Deadlines of the planner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Timer {
@@ -359,6 +369,8 @@ pub struct Planner {
     backoff: Backoff,
     timers: TimerTable<Timer>,
     meta: publish::MetaSlot,
+    /// [`Planner::unowned`].
+    unowned: UnownedCount,
     /// Digest of the catalog the plan was made for.
     planned_digest: u64,
     actions: VecDeque<IoAction>,
@@ -449,6 +461,7 @@ impl Planner {
             timers: TimerTable::new(),
             meta: publish::MetaSlot::default(),
             planned_digest: 0,
+            unowned: UnownedCount::default(),
             actions: VecDeque::new(),
             notes: VecDeque::new(),
             state: PlannerState::Loading,
@@ -529,16 +542,47 @@ impl Planner {
     /// How many partitions of the catalog have no holder: no record in the store gives them
     /// to a live worker (`parti_unowned_partitions`). Zero in a settled cluster; during a
     /// handoff a moved partition counts until its grant is written.
+    ///
+    /// Counting reads every record (O(partitions)), so it is done at most once per
+    /// `heartbeat_interval`, after a change, by the input that follows: the value is at most
+    /// about one interval old. Reading it costs nothing (a driver may ask after every input).
     #[must_use]
     pub fn unowned(&self) -> usize {
-        let owned: BTreeSet<&PartitionId> = self
-            .slots
-            .iter()
-            .filter(|(w, _)| self.live.is_alive(w))
-            .filter_map(|(_, s)| s.rec.as_ref())
-            .flat_map(|r| r.partitions.iter().map(|o| o.partition.id()))
-            .collect();
-        self.catalog.keys().filter(|p| !owned.contains(p)).count()
+        self.unowned.count
+    }
+
+    /// How many workers are live (heard, not declared dead): `live_workers().len()` without
+    /// building the list.
+    #[must_use]
+    pub fn live_count(&self) -> usize {
+        self.live.live_count()
+    }
+
+    /// Counts [`Planner::unowned`] again if a change is pending and the last count is at least
+    /// one `heartbeat_interval` old.
+    fn recount_unowned(&mut self, now: Instant) {
+        if !self.unowned.stale || self.unowned.due.is_some_and(|d| now < d) {
+            return;
+        }
+        let mut owned: crate::hash::StableHashSet<&PartitionId> =
+            crate::hash::StableHashSet::default();
+        for (w, s) in self.slots.iter() {
+            if let Some(r) = &s.rec
+                && self.live.is_alive(w)
+            {
+                owned.extend(
+                    r.partitions
+                        .iter()
+                        .map(|o| o.partition.id())
+                        .filter(|p| self.catalog.contains_key(p)),
+                );
+            }
+        }
+        self.unowned = UnownedCount {
+            count: self.catalog.len().saturating_sub(owned.len()),
+            stale: false,
+            due: Some(later(now, self.config.heartbeat_interval)),
+        };
     }
 
     /// Values this planner could not decode so far, each treated as absent

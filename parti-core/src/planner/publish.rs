@@ -513,6 +513,11 @@ impl Planner {
             );
         }
         assert_eq!(all_withheld, withheld, "withheld differs");
+        assert_eq!(
+            self.live.live_count(),
+            self.live.workers().filter(|(_, i)| !i.dead).count(),
+            "live workers counted differently"
+        );
         assert_eq!(all_regrant, regrant_at, "re-grant time differs");
     }
 

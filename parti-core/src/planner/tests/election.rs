@@ -362,3 +362,34 @@ fn a_new_process_refusing_an_unchanged_record_of_an_older_term_gets_it_rewritten
     assert!(s.fully_covered(&parts(6)));
     assert!(s.violations.is_empty(), "{:?}", s.violations);
 }
+
+/// `unowned` follows the records, counted at most once per heartbeat interval (it reads every
+/// record): a crashed worker's partitions count while their grants keep failing, and none once
+/// they are through.
+#[test]
+fn unowned_counts_what_no_live_record_gives_within_one_heartbeat_interval() {
+    let mut s = Sim::settled(3, 6);
+    s.run_to(secs(1));
+    assert_eq!(s.p.unowned(), 0);
+    s.crash(2);
+    for _ in 0..8 {
+        s.faults.push_back(Fault::Fail(KvError::Unavailable {
+            reason: "down".into(),
+        }));
+    }
+    let dead_at = (1..200)
+        .map(|i| ms(100 * i))
+        .find(|t| {
+            s.run_to(*t);
+            !s.p.live_workers().contains(&w(2))
+        })
+        .expect("worker-2 is declared dead");
+    assert_eq!(s.p.live_count(), 2);
+    s.run_to(dead_at + secs(2) + ms(100));
+    assert!(!s.fully_covered(&parts(6)), "the grants keep failing");
+    assert_eq!(s.p.unowned(), 2, "worker-2's two partitions");
+    s.run_to(dead_at + secs(60));
+    assert!(s.fully_covered(&parts(6)));
+    assert_eq!(s.p.unowned(), 0);
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+}
