@@ -22,7 +22,7 @@ use super::later;
 use super::slots::Slot;
 use super::target::Changed;
 use super::{PlanReason, Planner, PlannerNotification, Timer};
-use crate::hash::StableHashMap;
+use crate::hash::{StableHashMap, StableHashSet};
 use crate::machine::{IoAction, KvRequest, OpId};
 use crate::records::{AssignmentRecord, ClusterMeta, Intent, Names, OwnedPartition, Phase, Record};
 use crate::types::{Fence, InstanceId, PartitionId, Revision, Term, WorkerId};
@@ -186,21 +186,40 @@ impl Planner {
         let mut refresh = self.slots.take_touched();
         refresh.extend(self.holders.liveness_changed(|w| self.live.is_alive(w)));
         let mut changed = Vec::new();
+        let (nobody_before, any_before) = self.holders.anyone();
+        let mut any_changed = false;
         for w in &refresh {
             let alive = self.live.is_alive(w);
-            dirty.all |= self
+            any_changed |= self
                 .holders
                 .refresh(w, self.slots.get(w), alive, &mut changed);
             dirty.workers.insert(w.clone());
         }
-        // A partition whose holders changed may have become free (or stopped being) for the
-        // worker the plan gives it to.
-        if !dirty.all {
-            for p in &changed {
-                if let Some(o) = self.target.owner(p) {
-                    dirty.workers.insert(o.clone());
-                }
+        // Who may hold anything decides `is_free_for` only through "nobody, or only `w`": it
+        // changes for everyone when that set turns empty or non-empty, else only for its
+        // members (before and after).
+        if any_changed {
+            let (nobody_after, any_after) = self.holders.anyone();
+            if nobody_before != nobody_after {
+                dirty.all = true;
+            } else {
+                dirty
+                    .workers
+                    .extend(any_before.into_iter().chain(any_after));
             }
+        }
+        // A partition whose holders changed may have become free (or stopped being) for the
+        // worker the plan gives it to. When a quarter of the catalog changed (a takeover, a
+        // plan's first wave) every worker is looked at: as cheap as finding the owners.
+        if changed.len().saturating_mul(4) >= self.catalog.len() {
+            dirty.all = true;
+        }
+        if !dirty.all {
+            let owners: StableHashSet<&WorkerId> = changed
+                .iter()
+                .filter_map(|p| self.target.owner(p))
+                .collect();
+            dirty.workers.extend(owners.into_iter().cloned());
         }
         dirty
     }
