@@ -196,15 +196,7 @@ impl HolderIndex {
     }
 
     fn contribution(&self, s: &Slot, alive: bool) -> Contribution {
-        let mut claims: Vec<PartitionId> = s
-            .rec
-            .iter()
-            .chain(s.inflight.iter())
-            .flat_map(|r| r.partitions.iter().map(|o| o.partition.id().clone()))
-            .chain(s.ghost.iter().flat_map(|g| g.parts.iter().cloned()))
-            .collect();
-        claims.sort_unstable();
-        claims.dedup();
+        let claims = s.claimed();
         // Only what the member may hold beyond what its keys claim: a partition it claims
         // blocks others already (usually the two are equal: an acknowledged record).
         let (holds, any) = match &s.holds {

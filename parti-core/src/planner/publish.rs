@@ -77,8 +77,9 @@ pub(super) struct Context {
     address: Option<(InstanceId, u32)>,
 }
 
-/// Per worker, the context of its last look and whether it withheld something then.
-pub(super) type WaveMemo = BTreeMap<WorkerId, (Context, bool)>;
+/// Per worker, in worker order, the context of its last look and whether it withheld
+/// something then.
+pub(super) type WaveMemo = Vec<(WorkerId, (Context, bool))>;
 
 /// The operations in flight.
 #[derive(Debug, Default)]
@@ -249,7 +250,7 @@ impl Planner {
         // `workers`, `eligible`, the dirty set and the memo are all in worker order: one merge
         // pass looks each worker up in the others (no O(log n) search per worker).
         let memo = std::mem::take(&mut self.memo);
-        let mut last = Seek::new(memo.iter());
+        let mut last = Seek::new(memo.iter().map(|(w, v)| (w, v)));
         let mut in_eligible = Seek::new(eligible.iter().map(|w| (w, ())));
         let mut in_dirty = Seek::new(dirty.workers.iter().map(|w| (w, ())));
         let mut next_memo = Vec::with_capacity(workers.len());
@@ -279,7 +280,7 @@ impl Planner {
             next_memo.push((w.clone(), (context, held)));
             withheld |= held;
         }
-        self.memo = next_memo.into_iter().collect();
+        self.memo = next_memo;
         #[cfg(debug_assertions)]
         self.check_wave(now, &workers, &eligible, &writes, withheld, regrant_at);
         // A member that stays fenced is re-granted again at the end of the rate limit, even

@@ -148,14 +148,21 @@ impl Slot {
     /// Everything the store gives (or may soon give) this worker: the record, a write in
     /// flight, a timed-out write.
     pub(super) fn kv_ids(&self) -> BTreeSet<PartitionId> {
-        let mut s = self.rec_ids();
-        if let Some(r) = &self.inflight {
-            s.extend(ids(r));
-        }
-        if let Some(g) = &self.ghost {
-            s.extend(g.parts.iter().cloned());
-        }
-        s
+        self.claimed().into_iter().collect()
+    }
+
+    /// [`Slot::kv_ids`] as a sorted list without repeats (what the holder index keeps).
+    pub(super) fn claimed(&self) -> Vec<PartitionId> {
+        let mut v: Vec<PartitionId> = self
+            .rec
+            .iter()
+            .chain(self.inflight.iter())
+            .flat_map(|r| r.partitions.iter().map(|o| o.partition.id().clone()))
+            .chain(self.ghost.iter().flat_map(|g| g.parts.iter().cloned()))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 
     /// Whether the bound may be narrowed to the record (nothing of ours can still land).

@@ -34,20 +34,10 @@ pub(super) struct Changed {
 }
 
 impl PlanTarget {
-    /// Replaces the plan.
+    /// Replaces the plan (the takeover's; a replan changes the plan in place,
+    /// [`PlanTarget::adopt`]).
     pub(super) fn set(&mut self, plan: Assignment) {
-        // Only the workers whose set differs count as changed: after a join, a hundred of a
-        // thousand (ids shared with the old plan compare by pointer).
-        for (w, ps) in plan.iter() {
-            if self.plan.partitions_of(w) != Some(ps) {
-                self.changed.insert(w.clone());
-            }
-        }
-        for w in self.plan.workers() {
-            if !plan.contains_worker(w) {
-                self.changed.insert(w.clone());
-            }
-        }
+        self.all_changed = true;
         self.plan = plan;
         self.covers_catalog = false;
     }
