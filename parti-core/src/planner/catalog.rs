@@ -47,6 +47,11 @@ impl Catalog {
         self.index.get(p).map(|&i| &self.sorted[i])
     }
 
+    /// Where `p` stands in id order (an index into [`Catalog::values`]).
+    pub(super) fn position(&self, p: &PartitionId) -> Option<usize> {
+        self.index.get(p).copied()
+    }
+
     pub(super) fn contains_key(&self, p: &PartitionId) -> bool {
         self.index.contains_key(p)
     }
@@ -92,6 +97,8 @@ mod tests {
         assert_eq!(ids, ["a", "b"]);
         assert_eq!(c.get(p("b", 1).id()).map(Partition::weight), Some(7));
         assert!(!c.contains_key(p("c", 1).id()));
+        assert_eq!(c.position(p("b", 1).id()), Some(1));
+        assert_eq!(c.position(p("c", 1).id()), None);
         assert_eq!(c.digest(), catalog_digest(&[p("a", 1), p("b", 7)]));
         assert_eq!(c, Catalog::new(vec![p("b", 7), p("a", 1)]));
     }

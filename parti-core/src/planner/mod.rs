@@ -189,7 +189,7 @@ use crate::machine::{Backoff, IdGen, IoAction, IoEvent, TimerTable, WatchId};
 use crate::member::NotLeader;
 use crate::records::Lifecycle;
 use crate::strategy::AssignmentStrategy;
-use crate::types::{Partition, PartitionId, Term, Version, WorkerId};
+use crate::types::{Partition, Term, Version, WorkerId};
 
 use catalog::Catalog;
 use holders::HolderIndex;
@@ -564,22 +564,27 @@ impl Planner {
         if !self.unowned.stale || self.unowned.due.is_some_and(|d| now < d) {
             return;
         }
-        let mut owned: crate::hash::StableHashSet<&PartitionId> =
-            crate::hash::StableHashSet::default();
+        // A flag per catalog entry, set by position: no set of 100,000 ids built and freed.
+        let mut owned = vec![false; self.catalog.len()];
+        let mut count = 0;
         for (w, s) in self.slots.iter() {
             if let Some(r) = &s.rec
                 && self.live.is_alive(w)
             {
-                owned.extend(
-                    r.partitions
-                        .iter()
-                        .map(|o| o.partition.id())
-                        .filter(|p| self.catalog.contains_key(p)),
-                );
+                for o in &r.partitions {
+                    if let Some(seen) = self
+                        .catalog
+                        .position(o.partition.id())
+                        .and_then(|i| owned.get_mut(i))
+                        && !std::mem::replace(seen, true)
+                    {
+                        count += 1;
+                    }
+                }
             }
         }
         self.unowned = UnownedCount {
-            count: self.catalog.len().saturating_sub(owned.len()),
+            count: self.catalog.len().saturating_sub(count),
             stale: false,
             due: Some(later(now, self.config.heartbeat_interval)),
         };
