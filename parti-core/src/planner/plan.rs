@@ -305,6 +305,10 @@ impl Planner {
     /// Places every partition that has no owner in the plan, moving nothing.
     pub(super) fn coverage(&mut self, now: Instant, reason: PlanReason) {
         if self.target.covers_catalog() {
+            debug_assert!(
+                self.catalog.keys().all(|p| self.target.owner(p).is_some()),
+                "the plan is marked as covering the catalog, but a partition has no owner"
+            );
             return;
         }
         let uncovered: Vec<PartitionId> = self

@@ -17,8 +17,8 @@ use crate::types::{Partition, PartitionId, WorkerId};
 #[derive(Clone, Default)]
 pub(super) struct PlanTarget {
     plan: Assignment,
-    /// A scan found every partition of the current catalog placed, and nothing was written
-    /// since.
+    /// Every partition of the current catalog is placed — a scan found it, or a plan placed
+    /// every one — and nothing was written since.
     covers_catalog: bool,
     /// Workers whose partitions changed since the last [`PlanTarget::take_changed`].
     changed: BTreeSet<WorkerId>,
@@ -46,6 +46,10 @@ impl PlanTarget {
     /// shorter), the `pinned` partitions left with their workers (those `in_catalog` refuses
     /// leave), every other worker out. Changes only what differs, recording the workers whose
     /// set changed; returns how many partitions moved from one worker to another.
+    ///
+    /// `parts` and the pinned partitions in the catalog must be the whole catalog: when every
+    /// part gets an owner the plan covers the catalog, and the next coverage check needs no
+    /// scan of it.
     pub(super) fn adopt(
         &mut self,
         workers: &[WorkerSpec],
@@ -97,6 +101,7 @@ impl PlanTarget {
                 self.changed.insert(w.clone());
             }
         }
+        self.covers_catalog = owners.len() >= parts.len();
         moved
     }
 
