@@ -272,10 +272,12 @@ async fn consume(
             Some(Err(e)) => {
                 match e.kind() {
                     MessagesErrorKind::ConsumerDeleted => return Ended::Rebind,
-                    // Seen under load with a freshly created consumer: the server holds no
-                    // pull request of ours while the client believes one is open, and nothing
-                    // comes until the request expires (pull_expires and more). A new pull
-                    // ends the stall at once.
+                    // The server holds no pull request of ours while the client believes a
+                    // batch is on its way, and nothing comes until the client's fallback
+                    // (pull_expires + 5 s): async-nats 0.51 adds a request's batch to its count
+                    // only after publishing it, so a request answered before that stays
+                    // counted as open (parti-nats/README.md, "A pull that goes silent"). A new
+                    // pull ends the stall at once.
                     MessagesErrorKind::MissingHeartbeat => return Ended::Reopen,
                     _ => {}
                 }
