@@ -559,3 +559,53 @@ async fn manual_acks_bound_what_is_in_flight_and_lose_nothing() {
     .await;
     b.shutdown().await;
 }
+
+/// The pull keeps a request open at the server through requests that fill at once (one
+/// message each) and requests that expire while idle (each ends with a status naming what it
+/// still owed): the partition keeps flowing and no pull ever goes silent. (async-nats' own
+/// pull stream can lose count of its open requests and wait for `expires` + 5 s:
+/// `parti-nats/README.md`, "A pull that goes silent".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_fill_at_once_or_expire_keep_the_partition_flowing() {
+    let _serial = SERIAL.lock().await;
+    let (_server, url, _, js) = with_stream().await;
+    let got = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let a = PartitionConsumer::builder(client(&url).await, STREAM, "work.{0}")
+        .batch(1)
+        // Heartbeat 750 ms: a pull silent for 1.5 s would be restarted (and counted).
+        .pull_expires(Duration::from_secs(3))
+        .handler(recorder("a", &got))
+        .build()
+        .await
+        .expect("a consumer");
+    a.grant(&[owned("p0", 1)]).await.expect("bound");
+    let publish = |from: usize, to: usize| {
+        let js = js.clone();
+        async move {
+            for i in from..to {
+                js.publish("work.p0", i.to_string().into())
+                    .await
+                    .expect("publish")
+                    .await
+                    .expect("stored");
+            }
+        }
+    };
+    publish(0, 50).await;
+    wait_for("50 handled", Duration::from_secs(10), || {
+        got.lock().len() == 50
+    })
+    .await;
+    // Idle across two expiries of the open request.
+    tokio::time::sleep(Duration::from_millis(6_500)).await;
+    publish(50, 60).await;
+    wait_for("60 handled", Duration::from_secs(10), || {
+        got.lock().len() == 60
+    })
+    .await;
+    let seen: Vec<String> = got.lock().iter().map(|(_, m)| m.clone()).collect();
+    let expected: Vec<String> = (0..60).map(|i| i.to_string()).collect();
+    assert_eq!(seen, expected, "every message once, in order");
+    assert_eq!(a.pull_restarts(), 0, "a pull went silent");
+    a.shutdown().await;
+}

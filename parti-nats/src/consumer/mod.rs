@@ -87,6 +87,7 @@
 mod config;
 mod delivery;
 mod error;
+mod puller;
 mod task;
 mod template;
 
@@ -190,6 +191,8 @@ pub(crate) struct Shared {
     settings: Settings,
     template: SubjectTemplate,
     handler: Arc<dyn MessageHandler>,
+    /// Pulls replaced after they went silent ([`PartitionConsumer::pull_restarts`]).
+    pull_restarts: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -525,6 +528,16 @@ impl PartitionConsumer {
             .iter()
             .map(|(p, s)| (p.clone(), *lock(&s.fence)))
             .collect()
+    }
+
+    /// Pulls replaced so far because they went silent: two idle heartbeats missed while
+    /// waiting for messages (also `parti_consumer_pull_restarts_total`). Zero on a healthy
+    /// connection; each one is a stall of about two heartbeats for its partition.
+    #[must_use]
+    pub fn pull_restarts(&self) -> u64 {
+        self.shared
+            .pull_restarts
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Releases every partition consumed here.
@@ -874,6 +887,7 @@ impl PartitionConsumerBuilder {
                 settings,
                 template,
                 handler,
+                pull_restarts: std::sync::atomic::AtomicU64::new(0),
             }),
             slots: Arc::new(Mutex::new(BTreeMap::new())),
             absent_since: Arc::new(Mutex::new(HashMap::new())),

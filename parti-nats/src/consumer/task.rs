@@ -21,10 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
-use async_nats::jetstream::consumer::pull::{MessagesErrorKind, Stream as Messages};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{self, AckKind};
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use parti_core::{Fence, PartitionId};
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::time::Instant;
@@ -32,6 +31,7 @@ use tokio::time::Instant;
 use super::config::{AckMode, Exclusivity};
 use super::delivery::Delivery;
 use super::error::ConsumerError;
+use super::puller::{OwnPull, Pull, PullError, PullSettings};
 use super::{ReleaseReport, Shared, metric};
 
 /// What the owner of a partition's task asks of it.
@@ -122,6 +122,9 @@ pub(crate) async fn run(
             Ended::Reopen => {
                 metrics::counter!(metric::PULL_RESTARTS, "stream" => shared.stream_label())
                     .increment(1);
+                shared
+                    .pull_restarts
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(partition = %partition, "the pull went silent (missed heartbeats); starting a new one");
                 give_back(&shared, &partition, &fence, messages).await;
             }
@@ -223,29 +226,44 @@ async fn unpin(shared: &Shared, name: &str, group: &str) {
     }
 }
 
-async fn open(shared: &Shared, consumer: &PullConsumer) -> Result<Messages, ConsumerError> {
+async fn open(shared: &Shared, consumer: &PullConsumer) -> Result<Pull, ConsumerError> {
     let s = &shared.settings;
     // Two missed heartbeats end a silent pull (see `consume`).
     let heartbeat = s.heartbeat();
-    let mut builder = consumer
-        .stream()
-        .max_messages_per_batch(s.batch)
-        .expires(s.pull_expires)
-        .heartbeat(heartbeat);
     if let Exclusivity::Pinned { group, .. } = &s.exclusivity {
-        builder = builder.group(group.clone());
+        // The pinned mode's requests carry the server's pin id: async-nats' stream sends it.
+        let stream = consumer
+            .stream()
+            .max_messages_per_batch(s.batch)
+            .expires(s.pull_expires)
+            .heartbeat(heartbeat)
+            .group(group.clone())
+            .messages()
+            .await
+            .map_err(|e| ConsumerError::nats("starting the pull", e))?;
+        return Ok(Pull::Pinned(Box::new(stream)));
     }
-    builder
-        .messages()
-        .await
-        .map_err(|e| ConsumerError::nats("starting the pull", e))
+    let settings = PullSettings {
+        batch: s.batch,
+        expires: s.pull_expires,
+        heartbeat,
+    };
+    let pull = OwnPull::open(
+        &shared.client,
+        shared.js.clone(),
+        consumer.clone(),
+        settings,
+    )
+    .await
+    .map_err(|e| ConsumerError::nats("starting the pull", e))?;
+    Ok(Pull::Own(Box::new(pull)))
 }
 
 async fn consume(
     shared: &Arc<Shared>,
     partition: &PartitionId,
     fence: &Arc<Mutex<Fence>>,
-    messages: &mut Messages,
+    messages: &mut Pull,
     control: &mut watch::Receiver<Control>,
     in_flight: Option<&Arc<Semaphore>>,
 ) -> Ended {
@@ -268,19 +286,12 @@ async fn consume(
             next = messages.next() => next,
         };
         let message = match next {
-            None => return Ended::Rebind,
+            None | Some(Err(PullError::ConsumerGone)) => return Ended::Rebind,
+            // The server holds no pull request of ours (or cannot reach us): a new pull ends
+            // the stall at once. In the pinned mode this is also how async-nats' own count of
+            // open requests, which can run behind its messages, is set right (`puller.rs`).
+            Some(Err(PullError::Silent)) => return Ended::Reopen,
             Some(Err(e)) => {
-                match e.kind() {
-                    MessagesErrorKind::ConsumerDeleted => return Ended::Rebind,
-                    // The server holds no pull request of ours while the client believes a
-                    // batch is on its way, and nothing comes until the client's fallback
-                    // (pull_expires + 5 s): async-nats 0.51 adds a request's batch to its count
-                    // only after publishing it, so a request answered before that stays
-                    // counted as open (parti-nats/README.md, "A pull that goes silent"). A new
-                    // pull ends the stall at once.
-                    MessagesErrorKind::MissingHeartbeat => return Ended::Reopen,
-                    _ => {}
-                }
                 errors += 1;
                 if errors.is_power_of_two() {
                     tracing::warn!(partition = %partition, error = %e, errors, "pull error; the pull goes on");
@@ -365,14 +376,8 @@ pub(crate) async fn settle(
 /// What the client already buffered for a pull, taken without waiting, in stream order; then
 /// the pull is dropped (its inbox unsubscribed: the server stops delivering to it), so that what
 /// is nak'd next does not come straight back to it.
-fn drain(mut messages: Messages) -> Vec<jetstream::Message> {
-    let mut buffered = Vec::new();
-    while let Some(Some(next)) = messages.next().now_or_never() {
-        if let Ok(m) = next {
-            buffered.push(m);
-        }
-    }
-    drop(messages);
+fn drain(messages: Pull) -> Vec<jetstream::Message> {
+    let mut buffered = messages.drain();
     buffered.sort_by_key(|m| m.info().map(|i| i.stream_sequence).unwrap_or(0));
     buffered
 }
@@ -383,7 +388,7 @@ async fn give_back(
     shared: &Arc<Shared>,
     partition: &PartitionId,
     fence: &Arc<Mutex<Fence>>,
-    messages: Messages,
+    messages: Pull,
 ) {
     for m in drain(messages) {
         let d = Delivery::new(m, partition.clone(), current(fence), None);
@@ -397,7 +402,7 @@ async fn release(
     shared: &Arc<Shared>,
     partition: &PartitionId,
     fence: &Arc<Mutex<Fence>>,
-    messages: Messages,
+    messages: Pull,
     in_hand: Option<Delivery>,
     control: &watch::Receiver<Control>,
     in_flight: Option<&Arc<Semaphore>>,
