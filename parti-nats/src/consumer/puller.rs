@@ -11,16 +11,16 @@
 //! request is counted as soon as it is published, before the subscription is read again, so
 //! the count never runs behind the messages.
 //!
-//! The pinned mode keeps `pull::Stream`: its requests must carry the pin id the server hands
-//! out, which a plain pull request cannot send. Both end a pull that misses two heartbeats.
+//! In the pinned mode each request also carries the pin id the server handed out with its
+//! messages (`Nats-Pin-Id`); a request refused for a stale id (423) drops it, and the next
+//! request goes without one (it waits, unpinned, while another pull holds the pin). A pull that
+//! misses two heartbeats while waiting ends (the caller starts a new one).
 
 use std::pin::Pin;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
-use async_nats::jetstream::consumer::pull::{
-    BatchConfig, MessagesErrorKind, Stream as PinnedStream,
-};
+use async_nats::jetstream::consumer::pull::BatchConfig;
 use async_nats::jetstream::{self, Message};
 use async_nats::{StatusCode, Subscriber};
 use futures::{FutureExt, StreamExt};
@@ -47,68 +47,18 @@ impl std::fmt::Display for PullError {
     }
 }
 
-/// A partition's pull.
-pub(crate) enum Pull {
-    /// Requests published and counted here (every mode but the pinned one).
-    Own(Box<OwnPull>),
-    /// async-nats' stream of requests (the pinned mode).
-    Pinned(Box<PinnedStream>),
-}
-
 /// Pull settings.
 #[derive(Clone, Debug)]
 pub(crate) struct PullSettings {
     pub batch: usize,
     pub expires: Duration,
     pub heartbeat: Duration,
-}
-
-impl Pull {
-    /// The next message, waiting for it. Cancel-safe: a message is taken from the
-    /// subscription only in the poll that returns it, and a request is counted only once
-    /// published.
-    pub(crate) async fn next(&mut self) -> Option<Result<Message, PullError>> {
-        match self {
-            Pull::Own(p) => p.next().await,
-            Pull::Pinned(s) => match s.next().await? {
-                Ok(m) => Some(Ok(m)),
-                Err(e) => Some(Err(match e.kind() {
-                    MessagesErrorKind::MissingHeartbeat => PullError::Silent,
-                    MessagesErrorKind::ConsumerDeleted | MessagesErrorKind::PushBasedConsumer => {
-                        PullError::ConsumerGone
-                    }
-                    _ => PullError::Other(e.to_string()),
-                })),
-            },
-        }
-    }
-
-    /// What the client already buffered, taken without waiting and without asking for more;
-    /// then the pull is dropped (its inbox unsubscribed: the server stops delivering to it).
-    pub(crate) fn drain(self) -> Vec<Message> {
-        let mut buffered = Vec::new();
-        match self {
-            Pull::Own(mut p) => {
-                while let Some(Some(m)) = p.subscriber.next().now_or_never() {
-                    if m.status.is_none_or(|s| s == StatusCode::OK) {
-                        buffered.push(p.message(m));
-                    }
-                }
-            }
-            Pull::Pinned(mut s) => {
-                while let Some(Some(next)) = s.next().now_or_never() {
-                    if let Ok(m) = next {
-                        buffered.push(m);
-                    }
-                }
-            }
-        }
-        buffered
-    }
+    /// The priority group of the pinned mode.
+    pub group: Option<String>,
 }
 
 /// Pull requests published and counted in the task that reads their messages.
-pub(crate) struct OwnPull {
+pub(crate) struct Pull {
     consumer: PullConsumer,
     context: jetstream::Context,
     inbox: String,
@@ -121,9 +71,11 @@ pub(crate) struct OwnPull {
     /// Two heartbeats from when the pull began to wait on an empty buffer (not from the last
     /// message: a slow handler is not a silent server).
     watchdog: Option<Pin<Box<Sleep>>>,
+    /// The pinned mode: the pin id the server gave this pull, sent with every request.
+    pin: Option<String>,
 }
 
-impl OwnPull {
+impl Pull {
     /// Subscribes the pull's inbox; the first request goes out with the first `next`.
     pub(crate) async fn open(
         client: &async_nats::Client,
@@ -133,7 +85,7 @@ impl OwnPull {
     ) -> Result<Self, async_nats::SubscribeError> {
         let inbox = client.new_inbox();
         let subscriber = client.subscribe(inbox.clone()).await?;
-        Ok(OwnPull {
+        Ok(Pull {
             consumer,
             context,
             inbox,
@@ -142,7 +94,20 @@ impl OwnPull {
             owed: 0,
             pause_until: None,
             watchdog: None,
+            pin: None,
         })
+    }
+
+    /// What the client already buffered, taken without waiting and without asking for more;
+    /// then the pull is dropped (its inbox unsubscribed: the server stops delivering to it).
+    pub(crate) fn drain(mut self) -> Vec<Message> {
+        let mut buffered = Vec::new();
+        while let Some(Some(m)) = self.subscriber.next().now_or_never() {
+            if m.status.is_none_or(|s| s == StatusCode::OK) {
+                buffered.push(self.message(m));
+            }
+        }
+        buffered
     }
 
     fn message(&self, message: async_nats::Message) -> Message {
@@ -165,13 +130,18 @@ impl OwnPull {
             batch: self.settings.batch,
             expires: Some(self.settings.expires),
             idle_heartbeat: self.settings.heartbeat,
+            group: self.settings.group.clone(),
             ..BatchConfig::default()
         };
-        match self
-            .consumer
-            .request_batch(request, self.inbox.clone().into())
-            .await
-        {
+        let sent = match &self.pin {
+            None => self
+                .consumer
+                .request_batch(request, self.inbox.clone().into())
+                .await
+                .map_err(|e| e.to_string()),
+            Some(pin) => self.request_pinned(&request, pin).await,
+        };
+        match sent {
             Ok(()) => {
                 self.owed += self.settings.batch;
                 Ok(())
@@ -183,7 +153,30 @@ impl OwnPull {
         }
     }
 
-    async fn next(&mut self) -> Option<Result<Message, PullError>> {
+    /// A request carrying the pin id, which `request_batch` cannot send. (The consumer's
+    /// context is `jetstream::new`'s, so the API prefix is `$JS.API`.)
+    async fn request_pinned(&self, request: &BatchConfig, pin: &str) -> Result<(), String> {
+        let mut body = serde_json::to_value(request).map_err(|e| e.to_string())?;
+        if let Some(fields) = body.as_object_mut() {
+            fields.insert("id".to_owned(), pin.into());
+        }
+        let payload = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+        let info = self.consumer.cached_info();
+        let subject = format!(
+            "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+            info.stream_name, info.name
+        );
+        self.context
+            .client()
+            .publish_with_reply(subject, self.inbox.clone(), payload.into())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The next message, waiting for it. Cancel-safe: a message is taken from the
+    /// subscription only in the poll that returns it, and a request is counted only once
+    /// published.
+    pub(crate) async fn next(&mut self) -> Option<Result<Message, PullError>> {
         loop {
             if let Err(e) = self.top_up().await {
                 return Some(Err(e));
@@ -211,10 +204,24 @@ impl OwnPull {
             match m.status.unwrap_or(StatusCode::OK) {
                 StatusCode::OK => {
                     self.owed = self.owed.saturating_sub(1);
+                    if self.settings.group.is_some()
+                        && let Some(pin) = m
+                            .headers
+                            .as_ref()
+                            .and_then(|h| h.get(async_nats::header::NATS_PIN_ID))
+                    {
+                        self.pin = Some(pin.as_str().to_owned());
+                    }
                     return Some(Ok(self.message(m)));
                 }
                 StatusCode::IDLE_HEARTBEAT => {}
-                StatusCode::TIMEOUT | StatusCode::REQUEST_TERMINATED => {
+                StatusCode::TIMEOUT
+                | StatusCode::REQUEST_TERMINATED
+                | StatusCode::PIN_ID_MISMATCH => {
+                    if m.status == Some(StatusCode::PIN_ID_MISMATCH) {
+                        // Another pull holds the pin now: ask without one (and wait unpinned).
+                        self.pin = None;
+                    }
                     let description = m.description.as_deref().unwrap_or_default();
                     if description == "Consumer Deleted" || description == "Consumer is push based"
                     {

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use super::config::{AckMode, Exclusivity};
 use super::delivery::Delivery;
 use super::error::ConsumerError;
-use super::puller::{OwnPull, Pull, PullError, PullSettings};
+use super::puller::{Pull, PullError, PullSettings};
 use super::{ReleaseReport, Shared, metric};
 
 /// What the owner of a partition's task asks of it.
@@ -228,35 +228,24 @@ async fn unpin(shared: &Shared, name: &str, group: &str) {
 
 async fn open(shared: &Shared, consumer: &PullConsumer) -> Result<Pull, ConsumerError> {
     let s = &shared.settings;
-    // Two missed heartbeats end a silent pull (see `consume`).
-    let heartbeat = s.heartbeat();
-    if let Exclusivity::Pinned { group, .. } = &s.exclusivity {
-        // The pinned mode's requests carry the server's pin id: async-nats' stream sends it.
-        let stream = consumer
-            .stream()
-            .max_messages_per_batch(s.batch)
-            .expires(s.pull_expires)
-            .heartbeat(heartbeat)
-            .group(group.clone())
-            .messages()
-            .await
-            .map_err(|e| ConsumerError::nats("starting the pull", e))?;
-        return Ok(Pull::Pinned(Box::new(stream)));
-    }
     let settings = PullSettings {
         batch: s.batch,
         expires: s.pull_expires,
-        heartbeat,
+        // Two missed heartbeats end a silent pull (see `consume`).
+        heartbeat: s.heartbeat(),
+        group: match &s.exclusivity {
+            Exclusivity::Pinned { group, .. } => Some(group.clone()),
+            _ => None,
+        },
     };
-    let pull = OwnPull::open(
+    Pull::open(
         &shared.client,
         shared.js.clone(),
         consumer.clone(),
         settings,
     )
     .await
-    .map_err(|e| ConsumerError::nats("starting the pull", e))?;
-    Ok(Pull::Own(Box::new(pull)))
+    .map_err(|e| ConsumerError::nats("starting the pull", e))
 }
 
 async fn consume(
@@ -288,8 +277,7 @@ async fn consume(
         let message = match next {
             None | Some(Err(PullError::ConsumerGone)) => return Ended::Rebind,
             // The server holds no pull request of ours (or cannot reach us): a new pull ends
-            // the stall at once. In the pinned mode this is also how async-nats' own count of
-            // open requests, which can run behind its messages, is set right (`puller.rs`).
+            // the stall at once.
             Some(Err(PullError::Silent)) => return Ended::Reopen,
             Some(Err(e)) => {
                 errors += 1;
