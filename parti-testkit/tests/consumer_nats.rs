@@ -429,6 +429,21 @@ async fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) 
     }
 }
 
+/// Publishes the numbers of `range` to `subject`, one message each, each stored before the next.
+async fn publish_numbered(
+    js: &async_nats::jetstream::Context,
+    subject: &'static str,
+    range: std::ops::Range<usize>,
+) {
+    for i in range {
+        js.publish(subject, i.to_string().into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+}
+
 /// Pinned exclusivity: a worker that still pulls after another bound the partition (a zombie)
 /// receives nothing more, and a graceful handoff does not wait for the pin to time out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -522,13 +537,7 @@ async fn manual_acks_bound_what_is_in_flight_and_lose_nothing() {
         .await
         .expect("a consumer");
     a.grant(&[owned("p0", 1)]).await.expect("bound");
-    for i in 0..5 {
-        js.publish("work.p0", i.to_string().into())
-            .await
-            .expect("publish")
-            .await
-            .expect("stored");
-    }
+    publish_numbered(&js, "work.p0", 0..5).await;
     wait_for("3 held", Duration::from_secs(10), || held.lock().len() == 3).await;
     // The other two wait behind the bound: still three after the rest arrived at the client.
     let status = a
@@ -579,26 +588,14 @@ async fn requests_that_fill_at_once_or_expire_keep_the_partition_flowing() {
         .await
         .expect("a consumer");
     a.grant(&[owned("p0", 1)]).await.expect("bound");
-    let publish = |from: usize, to: usize| {
-        let js = js.clone();
-        async move {
-            for i in from..to {
-                js.publish("work.p0", i.to_string().into())
-                    .await
-                    .expect("publish")
-                    .await
-                    .expect("stored");
-            }
-        }
-    };
-    publish(0, 50).await;
+    publish_numbered(&js, "work.p0", 0..50).await;
     wait_for("50 handled", Duration::from_secs(10), || {
         got.lock().len() == 50
     })
     .await;
     // Idle across two expiries of the open request.
     tokio::time::sleep(Duration::from_millis(6_500)).await;
-    publish(50, 60).await;
+    publish_numbered(&js, "work.p0", 50..60).await;
     wait_for("60 handled", Duration::from_secs(10), || {
         got.lock().len() == 60
     })

@@ -78,13 +78,12 @@ pub(crate) struct Pull {
 impl Pull {
     /// Subscribes the pull's inbox; the first request goes out with the first `next`.
     pub(crate) async fn open(
-        client: &async_nats::Client,
         context: jetstream::Context,
         consumer: PullConsumer,
         settings: PullSettings,
     ) -> Result<Self, async_nats::SubscribeError> {
-        let inbox = client.new_inbox();
-        let subscriber = client.subscribe(inbox.clone()).await?;
+        let inbox = context.client().new_inbox();
+        let subscriber = context.client().subscribe(inbox.clone()).await?;
         Ok(Pull {
             consumer,
             context,
@@ -133,14 +132,7 @@ impl Pull {
             group: self.settings.group.clone(),
             ..BatchConfig::default()
         };
-        let sent = match &self.pin {
-            None => self
-                .consumer
-                .request_batch(request, self.inbox.clone().into())
-                .await
-                .map_err(|e| e.to_string()),
-            Some(pin) => self.request_pinned(&request, pin).await,
-        };
+        let sent = self.request(&request).await;
         match sent {
             Ok(()) => {
                 self.owed += self.settings.batch;
@@ -153,12 +145,13 @@ impl Pull {
         }
     }
 
-    /// A request carrying the pin id, which `request_batch` cannot send. (The consumer's
-    /// context is `jetstream::new`'s, so the API prefix is `$JS.API`.)
-    async fn request_pinned(&self, request: &BatchConfig, pin: &str) -> Result<(), String> {
+    /// Publishes `request` to the pull's inbox, with the pin id in the pinned mode (a field
+    /// async-nats' request type lacks). The consumer's context is `jetstream::new`'s, so the
+    /// API prefix is `$JS.API`.
+    async fn request(&self, request: &BatchConfig) -> Result<(), String> {
         let mut body = serde_json::to_value(request).map_err(|e| e.to_string())?;
-        if let Some(fields) = body.as_object_mut() {
-            fields.insert("id".to_owned(), pin.into());
+        if let (Some(pin), Some(fields)) = (&self.pin, body.as_object_mut()) {
+            fields.insert("id".to_owned(), pin.as_str().into());
         }
         let payload = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
         let info = self.consumer.cached_info();

@@ -238,14 +238,9 @@ async fn open(shared: &Shared, consumer: &PullConsumer) -> Result<Pull, Consumer
             _ => None,
         },
     };
-    Pull::open(
-        &shared.client,
-        shared.js.clone(),
-        consumer.clone(),
-        settings,
-    )
-    .await
-    .map_err(|e| ConsumerError::nats("starting the pull", e))
+    Pull::open(shared.js.clone(), consumer.clone(), settings)
+        .await
+        .map_err(|e| ConsumerError::nats("starting the pull", e))
 }
 
 async fn consume(
