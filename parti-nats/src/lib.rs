@@ -35,7 +35,11 @@
 //!   timeout is their `operation_timeout`: one source of truth.
 //! - **Provisioning** returns once the bucket's stream answers writes through the client's
 //!   server (a probe write that is certainly refused), so the first write after it never meets
-//!   "no responders" on a freshly created replicated bucket.
+//!   "no responders" on a freshly created replicated bucket. Its requests are idempotent, so
+//!   one whose answer is lost (a connection replaced while it was on its way, a meta leader
+//!   elected again) is asked again after a quarter of the timeout (at least 1 s) rather than
+//!   waited for until the end; a create or update found done afterwards is reported as this
+//!   call's (`Created`, `Reconciled`).
 //! - **Concurrency**: no lock around the client; independent operations are pipelined.
 //! - **Reads** (`entry`) go through the stream leader, so a read never misses a write
 //!   acknowledged before it began (no direct-get follower lag).

@@ -15,7 +15,47 @@ use crate::store::NatsStore;
 /// stream answers writes (it expects a revision the key cannot have, so nothing is stored).
 const PROBE_KEY: &str = "parti-provision-probe";
 
+/// The longest one JetStream API request of a provisioning call may wait for its answer before
+/// it is asked again: a quarter of the operation timeout, at least a second (never past the
+/// call's deadline). An answer can be lost — a connection replaced while it was on its way, a
+/// JetStream meta leader elected again under it — and every request here is idempotent (a
+/// look-up; a create or an update with the same configuration answers as the first one did),
+/// so asking again costs a round trip where waiting would cost the whole budget.
+fn attempt_bound(op_timeout: Duration) -> Duration {
+    (op_timeout / 4).max(Duration::from_secs(1))
+}
+
+/// A request's fate within its part of the budget.
+enum Answer<T> {
+    /// It answered.
+    Got(T),
+    /// No answer within its part of the budget; there is budget left to ask again.
+    Lost,
+}
+
+/// What a request whose answer was lost may have done, so that a later look-up that finds it
+/// done reports it as this call's work.
+enum InDoubt {
+    Nothing,
+    Create,
+    Update(Vec<(String, String, String)>),
+}
+
 impl NatsStore {
+    /// Runs one request, bounded by [`attempt_bound`] and the call's `deadline`.
+    async fn ask<F: Future>(
+        &self,
+        deadline: Instant,
+        request: F,
+    ) -> Result<Answer<F::Output>, KvError> {
+        let bound = (Instant::now() + attempt_bound(self.inner.config.op_timeout)).min(deadline);
+        match tokio::time::timeout_at(bound, request).await {
+            Ok(answer) => Ok(Answer::Got(answer)),
+            Err(_) if Instant::now() >= deadline => Err(KvError::Timeout),
+            Err(_) => Ok(Answer::Lost),
+        }
+    }
+
     /// Creates, checks or reconciles the bucket, then waits until it takes writes; all before
     /// `deadline`.
     pub(crate) async fn provision_inner(
@@ -26,16 +66,26 @@ impl NatsStore {
     ) -> Result<Provisioned, KvError> {
         let wanted = kv_config(spec);
         let stream_name = shared::stream_name(&spec.name);
-        // Two attempts: a concurrent provisioner may create the bucket between our look-up and
-        // our create.
         let mut last_err = None;
         // A refused create (`Unavailable`: no stream was made, e.g. a peer counted offline for
-        // a moment) is sent again after a pause, until the deadline; a concurrent provisioner
-        // creating the bucket between our look-up and our create costs one more turn.
+        // a moment) is sent again after a pause, until the deadline; so is any request whose
+        // answer did not come within its part of the budget. A concurrent provisioner creating
+        // the bucket between our look-up and our create costs one more turn (two at most).
         let mut pause = Duration::from_millis(50);
         let mut conflicts = 0;
+        let mut in_doubt = InDoubt::Nothing;
         while conflicts < 2 {
-            let existing = match self.inner.js.get_stream(&stream_name).await {
+            let looked_up = match self
+                .ask(deadline, self.inner.js.get_stream(&stream_name))
+                .await?
+            {
+                Answer::Got(looked_up) => looked_up,
+                Answer::Lost => {
+                    tracing::debug!(bucket = %spec.name, "bucket look-up unanswered; asking again");
+                    continue;
+                }
+            };
+            let existing = match looked_up {
                 Ok(stream) => Some(stream.cached_info().config.clone()),
                 Err(err) => match error::get_stream(&spec.name, &err) {
                     KvError::BucketNotFound { .. } => None,
@@ -43,7 +93,18 @@ impl NatsStore {
                 },
             };
             let Some(existing) = existing else {
-                match self.inner.js.create_key_value(wanted.clone()).await {
+                in_doubt = InDoubt::Create;
+                let created = match self
+                    .ask(deadline, self.inner.js.create_key_value(wanted.clone()))
+                    .await?
+                {
+                    Answer::Got(created) => created,
+                    Answer::Lost => {
+                        tracing::debug!(bucket = %spec.name, "bucket create unanswered; looking again");
+                        continue;
+                    }
+                };
+                match created {
                     Ok(store) => {
                         self.remember(&spec.name, store);
                         self.wait_until_writable(&spec.name, deadline).await?;
@@ -63,6 +124,7 @@ impl NatsStore {
                             KvError::Timeout => return Err(err),
                             _ => {
                                 tracing::debug!(bucket = %spec.name, error = %err, "bucket create failed; checking again");
+                                in_doubt = InDoubt::Nothing;
                                 conflicts += 1;
                             }
                         }
@@ -73,15 +135,22 @@ impl NatsStore {
             };
             let changes = differences(spec, &existing);
             if changes.is_empty() {
-                let store = self
-                    .inner
-                    .js
-                    .get_key_value(&spec.name)
-                    .await
-                    .map_err(|e| error::open_bucket(&spec.name, e))?;
+                let opened = match self
+                    .ask(deadline, self.inner.js.get_key_value(&spec.name))
+                    .await?
+                {
+                    Answer::Got(opened) => opened,
+                    Answer::Lost => continue,
+                };
+                let store = opened.map_err(|e| error::open_bucket(&spec.name, e))?;
                 self.remember(&spec.name, store);
                 self.wait_until_writable(&spec.name, deadline).await?;
-                return Ok(Provisioned::Existing);
+                // A create or an update of ours whose answer was lost, found done: ours.
+                return Ok(match in_doubt {
+                    InDoubt::Nothing => Provisioned::Existing,
+                    InDoubt::Create => Provisioned::Created,
+                    InDoubt::Update(changes) => Provisioned::Reconciled { changes },
+                });
             }
             return match on_mismatch {
                 OnMismatch::Fail => {
@@ -98,12 +167,18 @@ impl NatsStore {
                 }
                 OnMismatch::Reconcile => {
                     tracing::warn!(bucket = %spec.name, ?changes, "reconciling bucket configuration");
-                    let store = self
-                        .inner
-                        .js
-                        .update_key_value(wanted.clone())
-                        .await
-                        .map_err(|e| error::update_bucket(&spec.name, e))?;
+                    let updated = match self
+                        .ask(deadline, self.inner.js.update_key_value(wanted.clone()))
+                        .await?
+                    {
+                        Answer::Got(updated) => updated,
+                        Answer::Lost => {
+                            tracing::debug!(bucket = %spec.name, "bucket update unanswered; looking again");
+                            in_doubt = InDoubt::Update(changes);
+                            continue;
+                        }
+                    };
+                    let store = updated.map_err(|e| error::update_bucket(&spec.name, e))?;
                     self.remember(&spec.name, store);
                     self.wait_until_writable(&spec.name, deadline).await?;
                     Ok(Provisioned::Reconciled { changes })
@@ -132,7 +207,10 @@ impl NatsStore {
         loop {
             let probe = jetstream::message::PublishMessage::build()
                 .expected_last_subject_sequence(u64::MAX);
-            let sent = tokio::time::timeout_at(deadline, self.send(&subject, probe)).await;
+            // Each probe waits a part of the budget: a lost answer is asked again.
+            let bound =
+                (Instant::now() + attempt_bound(self.inner.config.op_timeout)).min(deadline);
+            let sent = tokio::time::timeout_at(bound, self.send(&subject, probe)).await;
             match sent {
                 // Stored after all (it cannot be: the key's last revision is never u64::MAX).
                 Ok(Ok(Ok(_))) => return Ok(()),

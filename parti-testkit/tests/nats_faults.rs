@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use parti_core::store::{
-    BucketSpec, ConnectionState, KvError, KvStore, KvWatch, OnMismatch, StorageKind, WatchEvent,
-    WatchKeys,
+    BucketSpec, ConnectionState, KvError, KvStore, KvWatch, OnMismatch, Provisioned, StorageKind,
+    WatchEvent, WatchKeys,
 };
 use parti_core::types::Revision;
 use parti_nats::{NatsStore, NatsStoreConfig};
@@ -636,4 +636,36 @@ async fn provision_is_ready_only_when_the_stream_takes_writes() {
     // A bucket that does take writes is ready at once, and written without a retry.
     store.provision(&spec("b"), OnMismatch::Fail).await.unwrap();
     store.put("b", "k", b"v".to_vec()).await.unwrap();
+}
+
+/// A JetStream API answer lost on the way (here: held by a blackholed link, then thrown away
+/// with the connection) must not cost a provisioning call its whole budget: each request is
+/// bounded by a part of it and the idempotent look-up / create is asked again, so the call
+/// still creates the bucket within its timeout. (Seen in CI on the 3-node cluster: a bucket
+/// create with no answer for 20 s, on a loaded machine.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_asks_again_when_an_answer_is_lost() {
+    use parti_testkit::chaos::Direction;
+    let op_timeout = Duration::from_secs(8);
+    let server = NatsServer::start().unwrap();
+    let proxy = ChaosProxy::start(server.addr()).await.unwrap();
+    let config = NatsStoreConfig::default().with_op_timeout(op_timeout);
+    let store = NatsStore::connect_url(&proxy.url(), config).await.unwrap();
+
+    proxy.set_mode(Direction::ToClient, Mode::Blackhole);
+    let start = Instant::now();
+    let provisioning = tokio::spawn({
+        let store = store.clone();
+        async move { store.provision(&spec("lost"), OnMismatch::Fail).await }
+    });
+    // The first request reaches the server; its answer is held, then lost with the link.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.sever();
+    proxy.heal();
+    let provisioned = provisioning.await.unwrap();
+    let took = start.elapsed();
+    println!("provision with its first answer lost: {provisioned:?} after {took:?}");
+    assert_eq!(provisioned, Ok(Provisioned::Created));
+    assert!(took < op_timeout, "provision took {took:?}");
+    store.put("lost", "k", b"v".to_vec()).await.unwrap();
 }
