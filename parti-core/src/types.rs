@@ -300,8 +300,8 @@ impl<'de> Deserialize<'de> for PartitionId {
 /// assert!(Partition::new(["a"], 0).is_err());
 /// # Ok::<(), parti_core::InvalidPartition>(())
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "PartitionRepr", into = "PartitionRepr")]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "PartitionRepr")]
 pub struct Partition {
     id: PartitionId,
     weight: u64,
@@ -325,12 +325,22 @@ impl TryFrom<PartitionRepr> for Partition {
     }
 }
 
-impl From<Partition> for PartitionRepr {
-    fn from(p: Partition) -> Self {
-        PartitionRepr {
-            keys: p.id.keys().to_vec(),
-            weight: p.weight,
+/// [`PartitionRepr`]'s fields, borrowed: the same encoding (field for field, in order), written
+/// without copying the keys — a leader encodes every partition of every record it writes.
+#[derive(Serialize)]
+#[serde(rename = "PartitionRepr")]
+struct PartitionReprRef<'a> {
+    keys: &'a [String],
+    weight: u64,
+}
+
+impl Serialize for Partition {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        PartitionReprRef {
+            keys: self.id.keys(),
+            weight: self.weight,
         }
+        .serialize(s)
     }
 }
 
@@ -611,6 +621,31 @@ impl<'de> Deserialize<'de> for WorkerState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partition_encodes_as_its_owned_representation_did() {
+        for partition in [
+            Partition::new(["orders"], 1).unwrap(),
+            Partition::new(["orders", "eu", "shard-17"], 250).unwrap(),
+            Partition::with_default_weight(["x".repeat(300)]).unwrap(),
+        ] {
+            let owned = PartitionRepr {
+                keys: partition.keys().to_vec(),
+                weight: partition.weight(),
+            };
+            assert_eq!(
+                postcard::to_allocvec(&partition).unwrap(),
+                postcard::to_allocvec(&owned).unwrap()
+            );
+            assert_eq!(
+                serde_json::to_string(&partition).unwrap(),
+                serde_json::to_string(&owned).unwrap()
+            );
+            let back: Partition =
+                postcard::from_bytes(&postcard::to_allocvec(&partition).unwrap()).unwrap();
+            assert_eq!(back, partition);
+        }
+    }
 
     #[test]
     fn worker_id_accepts_the_charset_and_rejects_the_rest() {
