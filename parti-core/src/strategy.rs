@@ -100,6 +100,15 @@ impl AssignInput<'_> {
                 worker: w.id.clone(),
             });
         }
+        // Partitions in strictly ascending id order (as the planner passes its catalog) have
+        // no repeats: one pass of comparisons instead of sorting 100,000 ids.
+        if self
+            .partitions
+            .windows(2)
+            .all(|pair| pair[0].id() < pair[1].id())
+        {
+            return Ok(());
+        }
         let mut pids: Vec<&PartitionId> = self.partitions.iter().map(Partition::id).collect();
         pids.sort();
         if let Some(pair) = pids.windows(2).find(|p| p[0] == p[1]) {
@@ -232,4 +241,46 @@ pub trait AssignmentStrategy: Send + Sync + fmt::Debug {
 
     /// Places every partition of `input` on one of its workers.
     fn assign(&self, input: &AssignInput<'_>) -> Result<Plan, StrategyError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(keys: &[&str]) -> Vec<Partition> {
+        keys.iter()
+            .map(|k| Partition::with_default_weight([*k]).unwrap())
+            .collect()
+    }
+
+    fn check(keys: &[&str]) -> Result<(), StrategyError> {
+        let workers = [WorkerSpec::new(WorkerId::new("w").unwrap())];
+        let partitions = parts(keys);
+        let previous = Assignment::new();
+        AssignInput {
+            workers: &workers,
+            partitions: &partitions,
+            previous: &previous,
+        }
+        .validate()
+    }
+
+    #[test]
+    fn validate_finds_a_repeated_partition_in_any_order() {
+        assert_eq!(check(&["a", "b", "c"]), Ok(()));
+        assert_eq!(check(&["c", "a", "b"]), Ok(()));
+        assert_eq!(check(&[]), Ok(()));
+        for (keys, repeated) in [
+            (&["a", "b", "b", "c"][..], "b"),
+            (&["b", "a", "b"], "b"),
+            (&["a", "a"], "a"),
+        ] {
+            match check(keys) {
+                Err(StrategyError::DuplicatePartition { partition }) => {
+                    assert_eq!(partition.keys(), [repeated], "{keys:?}");
+                }
+                other => panic!("{keys:?}: {other:?}"),
+            }
+        }
+    }
 }

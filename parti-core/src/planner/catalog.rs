@@ -66,6 +66,11 @@ impl Catalog {
         self.sorted.iter()
     }
 
+    /// Partitions in id order, as a slice.
+    pub(super) fn as_slice(&self) -> &[Partition] {
+        &self.sorted
+    }
+
     pub(super) fn len(&self) -> usize {
         self.sorted.len()
     }
