@@ -93,7 +93,6 @@ impl NatsStore {
                 },
             };
             let Some(existing) = existing else {
-                in_doubt = InDoubt::Create;
                 let created = match self
                     .ask(deadline, self.inner.js.create_key_value(wanted.clone()))
                     .await?
@@ -101,6 +100,7 @@ impl NatsStore {
                     Answer::Got(created) => created,
                     Answer::Lost => {
                         tracing::debug!(bucket = %spec.name, "bucket create unanswered; looking again");
+                        in_doubt = InDoubt::Create;
                         continue;
                     }
                 };
