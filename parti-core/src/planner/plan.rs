@@ -12,17 +12,16 @@
 //! | nothing | nothing |
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::catalog::Catalog;
 use super::later;
 use super::{PlanReason, Planner, PlannerNotification, Seek};
-#[cfg(debug_assertions)]
 use crate::assignment::Assignment;
 use crate::records::{Intent, Lifecycle};
-use crate::strategy::{AssignInput, Plan, StrategyError, WorkerSpec};
+use crate::strategy::{AssignInput, AssignmentStrategy, Plan, WorkerSpec};
 use crate::types::{Partition, PartitionId, WorkerId};
 
 /// Which window is running.
@@ -201,32 +200,6 @@ impl Planner {
             .collect()
     }
 
-    /// The strategy's plan for `workers` over `partitions`, its input and output validated (the
-    /// caller reports a failure). Without workers: an empty plan (nothing placed).
-    fn run_strategy(
-        &self,
-        workers: &[WorkerSpec],
-        partitions: &[Partition],
-    ) -> Result<Plan, StrategyError> {
-        if workers.is_empty() {
-            return Ok(Plan::from_owners(Vec::new()));
-        }
-        let input = AssignInput {
-            workers,
-            partitions,
-            previous: &self.target,
-        };
-        input
-            .validate()
-            .and_then(|()| self.strategy.assign(&input))
-            .and_then(|plan| plan.validate(&input).map(|()| plan))
-    }
-
-    fn strategy_failed(&mut self, error: StrategyError) {
-        self.notes
-            .push_back(PlannerNotification::StrategyFailed { error });
-    }
-
     /// The catalog without the pinned partitions, in id order: borrowed when nothing is
     /// pinned (the usual case; copying 100,000 partitions per replan is not free).
     fn unpinned_catalog<'c>(
@@ -251,12 +224,14 @@ impl Planner {
         let pinned = self.pinned(now);
         let specs = self.specs(now);
         let parts = Self::unpinned_catalog(&self.catalog, &pinned);
-        let plan = match self.run_strategy(&specs, &parts) {
-            Ok(plan) => plan,
-            Err(error) => {
-                self.strategy_failed(error);
-                return;
-            }
+        let Some(plan) = run_strategy(
+            &*self.strategy,
+            &self.target,
+            &mut self.notes,
+            &specs,
+            &parts,
+        ) else {
+            return;
         };
         // What the plan would be built from scratch (debug builds check the update below
         // against it): the strategy's assignment plus the pinned partitions.
@@ -336,12 +311,14 @@ impl Planner {
         }
         let pinned = self.pinned(now);
         let parts = Self::unpinned_catalog(&self.catalog, &pinned);
-        let plan = match self.run_strategy(&specs, &parts) {
-            Ok(plan) => plan,
-            Err(error) => {
-                self.strategy_failed(error);
-                return;
-            }
+        let Some(plan) = run_strategy(
+            &*self.strategy,
+            &self.target,
+            &mut self.notes,
+            &specs,
+            &parts,
+        ) else {
+            return;
         };
         for (p, &o) in parts.iter().zip(plan.owners()) {
             if self.target.owner(p.id()).is_none() {
@@ -422,6 +399,38 @@ impl Planner {
         // Below the threshold nothing happens, not even a `meta` write: the plan stands.
         if max / mean - 1.0 > self.config.min_imbalance && self.window.is_none() {
             self.window = Some(Window::new(WindowKind::Weights, now, Duration::ZERO));
+        }
+    }
+}
+
+/// The strategy's plan for `workers` over `partitions` (the previous plan given), its input and
+/// output validated; `None` after a failure, reported in `notes`. Without workers: an empty
+/// plan (nothing placed). A function of the planner's parts, not a method, so that
+/// `partitions` may borrow the planner's catalog.
+fn run_strategy(
+    strategy: &dyn AssignmentStrategy,
+    previous: &Assignment,
+    notes: &mut VecDeque<PlannerNotification>,
+    workers: &[WorkerSpec],
+    partitions: &[Partition],
+) -> Option<Plan> {
+    if workers.is_empty() {
+        return Some(Plan::from_owners(Vec::new()));
+    }
+    let input = AssignInput {
+        workers,
+        partitions,
+        previous,
+    };
+    let result = input
+        .validate()
+        .and_then(|()| strategy.assign(&input))
+        .and_then(|plan| plan.validate(&input).map(|()| plan));
+    match result {
+        Ok(plan) => Some(plan),
+        Err(error) => {
+            notes.push_back(PlannerNotification::StrategyFailed { error });
+            None
         }
     }
 }
