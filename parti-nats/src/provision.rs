@@ -15,12 +15,9 @@ use crate::store::NatsStore;
 /// stream answers writes (it expects a revision the key cannot have, so nothing is stored).
 const PROBE_KEY: &str = "parti-provision-probe";
 
-/// The longest one JetStream API request of a provisioning call may wait for its answer before
-/// it is asked again: a quarter of the operation timeout, at least a second (never past the
-/// call's deadline). An answer can be lost — a connection replaced while it was on its way, a
-/// JetStream meta leader elected again under it — and every request here is idempotent (a
-/// look-up; a create or an update with the same configuration answers as the first one did),
-/// so asking again costs a round trip where waiting would cost the whole budget.
+/// The longest one JetStream API request of a provisioning call waits for its answer before
+/// it is asked again (see [`NatsStore::attempt_end`]): a quarter of the operation timeout, at
+/// least a second.
 fn attempt_bound(op_timeout: Duration) -> Duration {
     (op_timeout / 4).max(Duration::from_secs(1))
 }
@@ -42,14 +39,23 @@ enum InDoubt {
 }
 
 impl NatsStore {
-    /// Runs one request, bounded by [`attempt_bound`] and the call's `deadline`.
+    /// When a request sent now stops waiting for its answer: after [`attempt_bound`], never
+    /// past the call's `deadline`. An answer can be lost — a connection replaced while it was
+    /// on its way, a JetStream meta leader elected again under it — and every request of a
+    /// provisioning call is idempotent (a look-up; a create or an update with the same
+    /// configuration answers as the first one did; a refused probe write), so asking again
+    /// costs a round trip where waiting would cost the whole budget.
+    fn attempt_end(&self, deadline: Instant) -> Instant {
+        (Instant::now() + attempt_bound(self.inner.config.op_timeout)).min(deadline)
+    }
+
+    /// Runs one request until [`NatsStore::attempt_end`].
     async fn ask<F: Future>(
         &self,
         deadline: Instant,
         request: F,
     ) -> Result<Answer<F::Output>, KvError> {
-        let bound = (Instant::now() + attempt_bound(self.inner.config.op_timeout)).min(deadline);
-        match tokio::time::timeout_at(bound, request).await {
+        match tokio::time::timeout_at(self.attempt_end(deadline), request).await {
             Ok(answer) => Ok(Answer::Got(answer)),
             Err(_) if Instant::now() >= deadline => Err(KvError::Timeout),
             Err(_) => Ok(Answer::Lost),
@@ -208,9 +214,9 @@ impl NatsStore {
             let probe = jetstream::message::PublishMessage::build()
                 .expected_last_subject_sequence(u64::MAX);
             // Each probe waits a part of the budget: a lost answer is asked again.
-            let bound =
-                (Instant::now() + attempt_bound(self.inner.config.op_timeout)).min(deadline);
-            let sent = tokio::time::timeout_at(bound, self.send(&subject, probe)).await;
+            let sent =
+                tokio::time::timeout_at(self.attempt_end(deadline), self.send(&subject, probe))
+                    .await;
             match sent {
                 // Stored after all (it cannot be: the key's last revision is never u64::MAX).
                 Ok(Ok(Ok(_))) => return Ok(()),
